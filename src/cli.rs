@@ -1,0 +1,64 @@
+//! Command-line types. The doc comments are the help text.
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Rootless developer environments from OCI images.
+#[derive(Debug, Parser)]
+#[command(name = "dev", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download an image from a registry into the local store.
+    Pull {
+        /// Image reference, e.g. `debian:bookworm`, `ghcr.io/owner/repo:tag`, `repo@sha256:…`.
+        reference: String,
+        /// Print only the image's manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List the images in the local store.
+    Images {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove images from the local store (layers other images use stay).
+    Rmi {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Show an image's config, layers, platform and digests as JSON.
+    Inspect { reference: String },
+    /// Manage the store as a whole.
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+    #[command(name = "__userns-helper", hide = true)]
+    Helper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage: images, layers shared and unique, envs, reclaimable space.
+    Df {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove layers and blobs no image uses, and leftovers of interrupted runs.
+    Prune,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}

@@ -1,0 +1,48 @@
+//! The hidden `__userns-helper` subcommand: work that must happen as root inside the user
+//! namespace (unpacking with owners kept, removing trees owned by subordinate ids).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::oci::Digest;
+use crate::sandbox::spawn::enter_as_helper;
+use crate::store::layers::{remove_paths, unpack_into};
+use crate::unpack::UnpackOptions;
+
+pub fn main() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().skip(2).collect();
+    match enter_as_helper().and_then(|()| run(&args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    }
+}
+
+fn run(args: &[OsString]) -> Result<()> {
+    let op = args.first().and_then(|a| a.to_str()).unwrap_or("");
+    match op {
+        "unpack" => {
+            let [_, dir, blob, diff_id] = args else {
+                bail!("usage: unpack DIR BLOB DIFF_ID")
+            };
+            let diff_id = Digest::parse(diff_id.to_str().unwrap_or(""))?;
+            let stats = unpack_into(
+                &PathBuf::from(dir),
+                &PathBuf::from(blob),
+                &diff_id,
+                UnpackOptions { keep_owners: true },
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string(&stats).context("cannot encode the result")?
+            );
+            Ok(())
+        }
+        "remove" => remove_paths(&args[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
+        _ => bail!("unknown helper operation `{op}`"),
+    }
+}

@@ -1,0 +1,49 @@
+//! One file per command: glue between the command line, the library modules and the printer.
+
+pub mod helper;
+pub mod images;
+pub mod inspect;
+pub mod pull;
+pub mod rmi;
+pub mod system;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, SystemCommand};
+
+/// Runs a command; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Pull { reference, quiet } => pull::run(&reference, quiet),
+        Command::Images { format } => images::run(format),
+        Command::Rmi { references } => rmi::run(&references),
+        Command::Inspect { reference } => inspect::run(&reference),
+        Command::System {
+            command: SystemCommand::Df { format },
+        } => system::df(format),
+        Command::System {
+            command: SystemCommand::Prune,
+        } => system::prune(),
+        Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
+    }
+    .map(|()| 0)
+    .or_else(|e| {
+        if let Some(code) = e.downcast_ref::<ExitCode>() {
+            Ok(code.0)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// An exit status to return without printing an error.
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}

@@ -1,0 +1,27 @@
+//! `dev rmi REF...`: forget image names; layers no other image uses go too.
+
+use anyhow::Result;
+
+use crate::sandbox::Identity;
+use crate::store::Store;
+use crate::ui::UserError;
+
+pub fn run(references: &[String]) -> Result<()> {
+    let store = Store::open()?;
+    let identity = Identity::detect();
+    for r in references {
+        let Some(img) = store.find_image(r)? else {
+            return Err(UserError::new(
+                format!("no image `{r}` in the store"),
+                "`dev images` lists the images you have",
+            ));
+        };
+        store.remove_image(&img.name)?;
+        println!("Untagged: {}", img.name);
+    }
+    let removed = store.collect_unreferenced(&identity)?;
+    if removed > 0 {
+        println!("Deleted {removed} layer(s) no other image uses");
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! `dev`: parse the command line, run the command, render any error, exit.
+
+mod cli;
+mod commands;
+mod config;
+mod oci;
+mod registry;
+mod sandbox;
+mod store;
+mod ui;
+mod unpack;
+
+use clap::Parser;
+
+fn main() {
+    // The user-namespace helper must unshare before anything starts a thread.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == sandbox::spawn::HELPER_COMMAND)
+    {
+        std::process::exit(commands::helper::main());
+    }
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("{}", ui::render(&err));
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! What the store holds and what nothing references: `dev system df` and `dev system prune`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Store;
+use crate::sandbox::Identity;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Usage {
+    pub images: usize,
+    pub images_bytes: u64,
+    pub layers: usize,
+    pub layers_bytes: u64,
+    pub shared_layers: usize,
+    pub shared_bytes: u64,
+    pub unique_layers: usize,
+    pub unique_bytes: u64,
+    pub envs: usize,
+    pub envs_bytes: u64,
+    pub reclaimable_bytes: u64,
+}
+
+/// Everything prune would delete.
+#[derive(Debug, Default)]
+pub struct Garbage {
+    pub layers: Vec<PathBuf>,
+    pub blobs: Vec<PathBuf>,
+    pub leftovers: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+impl Store {
+    pub fn usage(&self, identity: &Identity) -> Result<Usage> {
+        let key = identity.store_key();
+        let images = self.images()?;
+        let mut users: BTreeMap<String, usize> = BTreeMap::new();
+        for img in &images {
+            let unique: BTreeSet<_> = img
+                .layers
+                .iter()
+                .map(|l| l.diff_id.hex().to_string())
+                .collect();
+            for hex in unique {
+                *users.entry(hex).or_default() += 1;
+            }
+        }
+        let mut u = Usage {
+            images: images.len(),
+            ..Usage::default()
+        };
+        for img in &images {
+            for l in &img.layers {
+                u.images_bytes += self
+                    .layer_meta(&key, &l.diff_id)
+                    .map_or(l.size, |m| m.stats.bytes);
+            }
+        }
+        for (hex, meta_bytes) in self.layer_sizes(&key) {
+            u.layers += 1;
+            u.layers_bytes += meta_bytes;
+            match users.get(&hex).copied().unwrap_or(0) {
+                0 => u.reclaimable_bytes += meta_bytes,
+                1 => {
+                    u.unique_layers += 1;
+                    u.unique_bytes += meta_bytes;
+                }
+                _ => {
+                    u.shared_layers += 1;
+                    u.shared_bytes += meta_bytes;
+                }
+            }
+        }
+        let g = self.garbage(identity)?;
+        u.reclaimable_bytes = g.bytes;
+        Ok(u)
+    }
+
+    /// (diff-id hex, content bytes) of every complete layer in a mapping.
+    fn layer_sizes(&self, key: &str) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(self.layers_dir(key)) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name == "tmp" {
+                continue;
+            }
+            let bytes = fs::read(e.path().join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<super::layers::LayerMeta>(&b).ok())
+                .map_or(0, |m| m.stats.bytes);
+            out.push((name, bytes));
+        }
+        out
+    }
+
+    /// Layers and blobs no image references, and leftovers of interrupted runs. Call with the
+    /// store lock held exclusively, so no pull is in progress.
+    pub fn garbage(&self, identity: &Identity) -> Result<Garbage> {
+        let key = identity.store_key();
+        let images = self.images()?;
+        let mut live_layers = BTreeSet::new();
+        let mut live_blobs = BTreeSet::new();
+        for img in &images {
+            live_blobs.insert(img.manifest_digest.hex().to_string());
+            live_blobs.insert(img.config_digest.hex().to_string());
+            if let Some(i) = &img.index_digest {
+                live_blobs.insert(i.hex().to_string());
+            }
+            for l in &img.layers {
+                live_layers.insert(l.diff_id.hex().to_string());
+            }
+        }
+        let mut g = Garbage::default();
+        for (hex, bytes) in self.layer_sizes(&key) {
+            if !live_layers.contains(&hex) {
+                g.layers.push(self.layers_dir(&key).join(&hex));
+                g.bytes += bytes;
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.layers_dir(&key).join("tmp")) {
+            for e in rd.flatten() {
+                g.leftovers.push(e.path());
+            }
+        }
+        for (dir, is_tmp) in [("blobs-v1/sha256", false), ("blobs-v1/tmp", true)] {
+            let Ok(rd) = fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let size = e.metadata().map_or(0, |m| m.len());
+                if is_tmp {
+                    g.leftovers.push(e.path());
+                    g.bytes += size;
+                } else if !live_blobs.contains(&name) {
+                    g.blobs.push(e.path());
+                    g.bytes += size;
+                }
+            }
+        }
+        for dir in ["images-v1", "blobs-v1/sha256"] {
+            if let Ok(rd) = fs::read_dir(self.root.join(dir)) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().contains(".tmp.") {
+                        g.leftovers.push(e.path());
+                    }
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Deletes what `garbage` found. Returns bytes freed.
+    pub fn prune(&self, identity: &Identity) -> Result<Garbage> {
+        let _lock = self.lock_store(true)?;
+        let g = self.garbage(identity)?;
+        let (in_layers, plain): (Vec<PathBuf>, Vec<PathBuf>) = g
+            .layers
+            .iter()
+            .chain(&g.leftovers)
+            .chain(&g.blobs)
+            .cloned()
+            .partition(|p| p.starts_with(self.root.join("layers-v1")));
+        self.remove_trees(identity, &in_layers)?;
+        super::layers::remove_paths(&plain)?;
+        Ok(g)
+    }
+
+    /// Removes the layers and blobs of images that are gone (after `dev rmi`), keeping every
+    /// layer another image still uses.
+    pub fn collect_unreferenced(&self, identity: &Identity) -> Result<usize> {
+        let _lock = self.lock_store(true)?;
+        let g = self.garbage(identity)?;
+        self.remove_trees(identity, &g.layers)?;
+        super::layers::remove_paths(&g.blobs)?;
+        Ok(g.layers.len())
+    }
+}

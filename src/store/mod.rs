@@ -1,0 +1,183 @@
+//! The on-disk store under `$XDG_DATA_HOME/dev` (mode 0700). Every write goes to a temporary
+//! name, is fsynced and renamed into place, so a killed `dev` leaves nothing half-written visible.
+//!
+//! ```text
+//! $XDG_DATA_HOME/dev/
+//! ├── CACHEDIR.TAG
+//! ├── store.lock                        shared by pulls, exclusive for prune
+//! ├── blobs-v1/
+//! │   ├── sha256/<hex>                  verified blobs: manifests, configs, layers awaiting unpack
+//! │   └── tmp/<hex>.partial             downloads in progress, resumed by the next pull
+//! ├── layers-v1/<mapping>/              one tree per id mapping: owners on disk depend on it
+//! │   ├── <diff-id hex>/root/           an unpacked layer, shared by every image that has it
+//! │   ├── <diff-id hex>/meta.json       its file count and size
+//! │   └── tmp/<hex>.<pid>               an unpack in progress
+//! ├── images-v1/<sha256(name)>.json     one record per image name: manifest, config, layers
+//! └── locks/<hex>.lock                  one per layer being fetched
+//! ```
+
+pub mod gc;
+pub mod images;
+pub mod layers;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::oci::Digest;
+
+pub struct Store {
+    root: PathBuf,
+}
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by dev.\n# For information about cache directory tags, see https://bford.info/cachedir/\n";
+
+impl Store {
+    /// The user's store: `$XDG_DATA_HOME/dev`.
+    pub fn open() -> Result<Self> {
+        let base = dirs::data_dir()
+            .context("cannot find the data directory; set $XDG_DATA_HOME or $HOME")?;
+        Self::open_at(base.join("dev"))
+    }
+
+    pub fn open_at(root: PathBuf) -> Result<Self> {
+        let store = Store { root };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&store.root)
+            .with_context(|| format!("cannot create the store at `{}`", store.root.display()))?;
+        for dir in [
+            "blobs-v1/sha256",
+            "blobs-v1/tmp",
+            "layers-v1",
+            "images-v1",
+            "locks",
+        ] {
+            let p = store.root.join(dir);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .with_context(|| format!("cannot create `{}`", p.display()))?;
+        }
+        let tag = store.root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            write_atomic(&tag, CACHEDIR_TAG.as_bytes())?;
+        }
+        Ok(store)
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs-v1/sha256").join(d.hex())
+    }
+
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs-v1/tmp")
+            .join(format!("{}.partial", d.hex()))
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        fs::read(&p).with_context(|| {
+            format!("cannot read blob `{d}` from the store; `dev pull` the image again")
+        })
+    }
+
+    /// Stores a verified blob.
+    pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        anyhow::ensure!(
+            &Digest::of_bytes(bytes) == d,
+            "internal error: blob does not match {d}"
+        );
+        write_atomic(&self.blob_path(d), bytes)
+    }
+
+    /// Moves a downloaded, verified partial file into the blob store.
+    pub fn commit_partial(&self, d: &Digest) -> Result<()> {
+        let (from, to) = (self.partial_path(d), self.blob_path(d));
+        fs::rename(&from, &to)
+            .with_context(|| format!("cannot move `{}` into the store", from.display()))?;
+        sync_dir(to.parent().unwrap_or(&self.root));
+        Ok(())
+    }
+
+    pub fn layers_dir(&self, mapping: &str) -> PathBuf {
+        self.root.join("layers-v1").join(mapping)
+    }
+
+    /// Held (shared) by every pull and (exclusive) by prune, so prune never deletes work in progress.
+    pub fn lock_store(&self, exclusive: bool) -> Result<Flock<File>> {
+        self.lock_file(&self.root.join("store.lock"), exclusive)
+    }
+
+    /// Serializes work on one layer across processes.
+    pub fn lock_layer(&self, diff_id: &Digest) -> Result<Flock<File>> {
+        self.lock_file(
+            &self
+                .root
+                .join("locks")
+                .join(format!("{}.lock", diff_id.hex())),
+            true,
+        )
+    }
+
+    fn lock_file(&self, path: &Path, exclusive: bool) -> Result<Flock<File>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open lock `{}`", path.display()))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(file, arg)
+            .map_err(|(_, e)| anyhow::anyhow!("cannot lock `{}`: {e}", path.display()))
+    }
+}
+
+/// temp + fsync + rename: the file is either absent, or whole.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        anyhow::Error::from(e).context(format!("cannot write `{}`", path.display()))
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
