@@ -199,6 +199,13 @@ pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
 pub fn enter_as_helper() -> Result<()> {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    // A helper must never outlive the `dev` that started it: a killed pull must not leave an
+    // unpack running that races the next one.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("cannot set the parent-death signal")?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        bail!("the parent `dev` is gone");
+    }
     unshare(CloneFlags::CLONE_NEWUSER)
         .map_err(|e| anyhow!("cannot create a user namespace: {e}{}", userns_hint()))?;
     let mut stdout = std::io::stdout();

@@ -467,6 +467,12 @@ fn set_xattrs(path: &Path, attrs: &[(String, Vec<u8>)]) {
 /// Removes a tree even where directories lack the owner's write or search bit (as image
 /// layers often have). Never follows symlinks.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => return fs::remove_file(path),
+        Ok(_) => {}
+    }
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -1,0 +1,107 @@
+//! A tiny HTTP/1.1 server for auth and redirect tests: each request is handed to a closure,
+//! and every request is recorded so tests can assert which headers reached which host.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: BTreeMap<String, String>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Response {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+pub struct Server {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Server {
+    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let handler = Arc::new(handler);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = log.clone();
+                let handler = handler.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.is_empty() {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    let mut headers = BTreeMap::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    if let Some(n) = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse::<usize>().ok())
+                    {
+                        let mut body = vec![0; n];
+                        let _ = reader.read_exact(&mut body);
+                    }
+                    let req = Request {
+                        method,
+                        path,
+                        headers,
+                    };
+                    log.lock().expect("log").push(req.clone());
+                    let resp = handler(&req);
+                    let mut out = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        resp.status,
+                        resp.body.len()
+                    );
+                    for (k, v) in &resp.headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    out.push_str("\r\n");
+                    let _ = stream.write_all(out.as_bytes());
+                    let _ = stream.write_all(&resp.body);
+                });
+            }
+        });
+        Server { port, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("log").clone()
+    }
+}

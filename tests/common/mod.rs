@@ -1,0 +1,407 @@
+//! Test harness: a real `docker-registry` on a free loopback port, fixture images built here and
+//! pushed through the registry API, and `dev` run as the unprivileged test users that
+//! `./install.sh --dev` creates (one with a subordinate id range, one without).
+
+#![allow(dead_code)]
+
+pub mod http;
+pub mod image;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use image::{Entry, ImageBuilder, Layer};
+
+/// A `docker-registry` (CNCF distribution 2.8) serving from a temp dir on 127.0.0.1.
+pub struct Registry {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let bin = which("docker-registry").unwrap_or_else(|| {
+            panic!("`docker-registry` is not installed; run `./install.sh --dev` (Debian package docker-registry)")
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            );
+            let cfg = dir.path().join("config.yml");
+            fs::write(&cfg, config).expect("write registry config");
+            let log = fs::File::create(dir.path().join("registry.log")).expect("registry log");
+            let child = Command::new(&bin)
+                .arg("serve")
+                .arg(&cfg)
+                .stdout(log.try_clone().expect("clone log"))
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry");
+            let mut child = child;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
+                    .call()
+                    .is_ok()
+                {
+                    return Registry { child, dir, port };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "docker-registry did not start; log:\n{}",
+            fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many times a blob was fetched with GET, from the registry's access log.
+    pub fn blob_gets(&self, repo: &str, digest: &str) -> usize {
+        let needle = format!("\"GET /v2/{repo}/blobs/{digest}");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// The file where the registry keeps a blob's bytes.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The two kinds of user the suite runs `dev` as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a subordinate id range in /etc/subuid and /etc/subgid.
+    Sub,
+    /// Has none.
+    NoSub,
+}
+
+impl Kind {
+    pub fn user(self) -> &'static str {
+        match self {
+            Kind::Sub => "devtest-sub",
+            Kind::NoSub => "devtest-nosub",
+        }
+    }
+}
+
+/// A sandbox for one test: a work dir the test user owns, with its own HOME, XDG dirs and a
+/// copy of the `dev` binary (the checkout may sit where the test user cannot enter).
+pub struct Env {
+    pub kind: Kind,
+    pub uid: u32,
+    pub gid: u32,
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+fn lookup_user(name: &str) -> (u32, u32) {
+    let out = Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()
+        .expect("run id");
+    let out_g = Command::new("id")
+        .arg("-g")
+        .arg(name)
+        .output()
+        .expect("run id");
+    if !out.status.success() {
+        panic!("test user `{name}` does not exist; run `./install.sh --dev` first");
+    }
+    let p = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u32>()
+            .expect("numeric id")
+    };
+    (p(&out), p(&out_g))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY-free: read our own uid from /proc.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Env {
+    pub fn new(kind: Kind) -> Env {
+        assert!(
+            is_root(),
+            "the end-to-end suite runs `dev` as the unprivileged test users and must start as root (it drops privileges with setpriv); run it as root after `./install.sh --dev`"
+        );
+        let (uid, gid) = lookup_user(kind.user());
+        let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+        let has_range = subuid
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:", kind.user())));
+        assert_eq!(
+            has_range,
+            kind == Kind::Sub,
+            "/etc/subuid is not as `./install.sh --dev` leaves it for {}",
+            kind.user()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("dev-e2e-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.path().join("bin/dev");
+        for d in ["bin", "home", "data", "config", "run", "project", "outside"] {
+            fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        fs::copy(env!("CARGO_BIN_EXE_dev"), &bin).expect("copy dev binary");
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let env = Env {
+            kind,
+            uid,
+            gid,
+            dir,
+            bin,
+        };
+        env.chown_all(env.dir.path());
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The store `dev` uses for this test.
+    pub fn store(&self) -> PathBuf {
+        self.path("data/dev")
+    }
+
+    pub fn chown_all(&self, p: &Path) {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", self.uid, self.gid))
+            .arg(p)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+
+    /// A `dev` command run as the test user, with no capabilities and a clean environment.
+    pub fn dev(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("--inh-caps=-all")
+            .arg("--")
+            .arg(&self.bin)
+            .args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                    self.path("bin").display()
+                ),
+            )
+            .env("HOME", self.path("home"))
+            .env("USER", self.kind.user())
+            .env("LANG", "C.UTF-8")
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .current_dir(self.path("project"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `dev` and returns its output, whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.dev(args).output().expect("run dev")
+    }
+
+    /// Runs `dev` and fails the test, showing everything, unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            describe(&format!("dev {}", args.join(" ")), &out)
+        );
+        out
+    }
+
+    /// Runs `dev`, expects failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "expected failure: {}",
+            describe(&format!("dev {}", args.join(" ")), &out)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+
+    /// Writes the user's `config.toml`.
+    pub fn settings(&self, text: &str) {
+        let p = self.path("config/dev/config.toml");
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, text).expect("write settings");
+        self.chown_all(&self.path("config"));
+    }
+
+    /// Paths (relative to the store's layer dir for this user's mapping) of complete layers.
+    pub fn layer_dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let base = self.store().join("layers-v1");
+        for map in fs::read_dir(&base).into_iter().flatten().flatten() {
+            for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
+                if l.file_name() != "tmp" {
+                    out.push(l.path());
+                }
+            }
+        }
+        out
+    }
+
+    /// The unpacked tree of the layer with this diff id.
+    pub fn layer_root(&self, diff_id: &str) -> PathBuf {
+        let hex = diff_id.trim_start_matches("sha256:");
+        self.layer_dirs()
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == hex))
+            .unwrap_or_else(|| panic!("layer {diff_id} is not in the store"))
+            .join("root")
+    }
+}
+
+pub fn describe(cmd: &str, out: &Output) -> String {
+    format!(
+        "command: {cmd}\nstatus: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A listing of every path under `root` (except `skip`) with its type, size, mode and content
+/// hash, to prove that nothing outside the store changed.
+pub fn snapshot(root: &Path, skip: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(p: &Path, skip: &Path, out: &mut Vec<String>) {
+        if p.starts_with(skip) {
+            return;
+        }
+        let Ok(m) = fs::symlink_metadata(p) else {
+            return;
+        };
+        let mut line = format!("{} {:o} {}", p.display(), m.permissions().mode(), m.len());
+        if m.is_file() {
+            let mut s = String::new();
+            if let Ok(mut f) = fs::File::open(p) {
+                let mut buf = Vec::new();
+                let _ = f.read_to_end(&mut buf);
+                s = format!(
+                    "{:x}",
+                    buf.iter().fold(0u64, |h, b| h
+                        .wrapping_mul(1099511628211)
+                        .wrapping_add(*b as u64))
+                );
+            }
+            line.push(' ');
+            line.push_str(&s);
+        } else if m.file_type().is_symlink() {
+            line.push_str(&format!(" -> {:?}", fs::read_link(p).ok()));
+        }
+        out.push(line);
+        if m.is_dir() {
+            let mut entries: Vec<_> = fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, skip, out);
+            }
+        }
+    }
+    walk(root, skip, &mut out);
+    out
+}
+
+/// Runs a test body once as the user with a subordinate range and once as the one without.
+#[macro_export]
+macro_rules! e2e {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn with_subids() {
+                let f: fn($crate::common::Env) = $body;
+                f($crate::common::Env::new($crate::common::Kind::Sub));
+            }
+            #[test]
+            fn without_subids() {
+                let f: fn($crate::common::Env) = $body;
+                f($crate::common::Env::new($crate::common::Kind::NoSub));
+            }
+        }
+    };
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: `dev` as an unprivileged user against a real local registry.
+
+#[path = "../common/mod.rs"]
+pub mod common;
+
+mod auth;
+mod hostile;
+mod pull;

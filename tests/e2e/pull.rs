@@ -1,0 +1,457 @@
+//! `dev pull`, `images`, `inspect`, `rmi`, `system df`, `system prune`.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::image::{basic_layers, host_arch, push_index, Compression};
+use crate::common::{Entry, Env, ImageBuilder, Kind, Layer, Registry};
+use crate::e2e;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+e2e!(pulls_layers_with_whiteouts_owners_and_links, |env: Env| {
+    let reg = Registry::start();
+    let img = ImageBuilder::new(basic_layers()).push(&reg, "fixture/basic", Some("v1"));
+    let r = format!("{}/fixture/basic:v1", reg.host());
+    let out = env.ok(&["pull", "-q", &r]);
+    assert_eq!(
+        stdout(&out).trim(),
+        img.manifest,
+        "--quiet prints only the digest"
+    );
+
+    let l1 = env.layer_root(&img.layers[0].1);
+    let l2 = env.layer_root(&img.layers[1].1);
+    assert_eq!(
+        fs::read_to_string(l1.join("usr/bin/tool")).unwrap(),
+        "#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(
+        fs::read_link(l1.join("bin")).unwrap().to_str(),
+        Some("usr/bin")
+    );
+    let (a, b) = (
+        fs::metadata(l1.join("usr/bin/tool")).unwrap(),
+        fs::metadata(l1.join("usr/bin/tool2")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "hard link kept");
+    // Whiteout: a 0/0 character device; opaque dir: the user.overlay xattr.
+    let wh = fs::symlink_metadata(l2.join("etc/os-release")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout is char 0/0"
+    );
+    let opq = xattr::get(l2.join("opt"), "user.overlay.opaque").unwrap();
+    assert_eq!(opq.as_deref(), Some(&b"y"[..]));
+    let suid = fs::metadata(l2.join("usr/bin/suid")).unwrap();
+    assert_eq!(
+        suid.mode() & 0o7777,
+        0o4755,
+        "setuid bit kept inside the store"
+    );
+    let store_mode = fs::metadata(env.store()).unwrap().mode() & 0o777;
+    assert_eq!(store_mode, 0o700);
+
+    let owned = fs::metadata(l2.join("var/cache/apt-owned")).unwrap();
+    let tool = fs::metadata(l1.join("usr/bin/tool")).unwrap();
+    match env.kind {
+        Kind::Sub => {
+            // devtest-sub's range starts at 100000 (./install.sh --dev): inside 0 → 100000, 100 → 100100.
+            let sub = sub_start(&env);
+            assert_eq!(tool.uid(), sub, "root-owned files keep their owner");
+            assert_eq!(owned.uid(), sub + 100);
+            assert_eq!(owned.gid(), sub_gid_for(&env, 65534));
+        }
+        Kind::NoSub => {
+            assert_eq!(
+                (tool.uid(), owned.uid(), owned.gid()),
+                (env.uid, env.uid, env.gid),
+                "ownership flattened"
+            );
+            let err = String::from_utf8_lossy(&env.ok(&["pull", &r]).stderr).to_string();
+            assert!(
+                err.contains("no subordinate id range") && err.contains("usermod --add-subuids"),
+                "{err}"
+            );
+        }
+    }
+
+    let images = stdout(&env.ok(&["images", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&images).unwrap();
+    assert_eq!(v[0]["reference"], format!("{r}"));
+    assert_eq!(v[0]["digest"], img.manifest);
+    assert!(v[0]["size"].as_u64().unwrap() > 0);
+    let table = stdout(&env.ok(&["images"]));
+    assert!(
+        table.contains(&r) && table.contains(&img.manifest[7..19]),
+        "{table}"
+    );
+
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["inspect", &r]).stdout).unwrap();
+    assert_eq!(inspect["Digest"], img.manifest);
+    assert_eq!(inspect["Config"]["rootfs"]["diff_ids"][1], img.layers[1].1);
+    assert_eq!(inspect["Platform"]["architecture"], host_arch());
+});
+
+fn sub_start(env: &Env) -> u32 {
+    let text = fs::read_to_string("/etc/subuid").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{}:", env.kind.user())))
+        .unwrap();
+    line.split(':').nth(1).unwrap().parse().unwrap()
+}
+
+fn sub_gid_for(env: &Env, inside: u32) -> u32 {
+    let text = fs::read_to_string("/etc/subgid").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{}:", env.kind.user())))
+        .unwrap();
+    let start: u32 = line.split(':').nth(1).unwrap().parse().unwrap();
+    if inside < env.gid {
+        start + inside
+    } else {
+        start + inside - 1
+    }
+}
+
+e2e!(
+    multi_arch_index_with_attestation_and_docker_media_types,
+    |env: Env| {
+        let reg = Registry::start();
+        let other = if host_arch() == "amd64" {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let mk = |name: &str| {
+            ImageBuilder::new(vec![Layer::new(vec![Entry::File(
+                "which".into(),
+                name.as_bytes().to_vec(),
+                0o644,
+            )])])
+        };
+        for docker in [false, true] {
+            let tag = if docker { "docker" } else { "oci" };
+            let entries = vec![
+                ("linux", other, mk(other).arch(other)),
+                ("unknown", "unknown", mk("attestation")),
+                ("linux", host_arch(), mk(host_arch())),
+            ];
+            let entries: Vec<_> = entries
+                .into_iter()
+                .map(|(o, a, i)| (o, a, if docker { i.docker() } else { i }))
+                .collect();
+            let (index, pushed) = push_index(&reg, "fixture/multi", tag, docker, &entries);
+            let r = format!("{}/fixture/multi:{tag}", reg.host());
+            let out = env.ok(&["pull", "-q", &r]);
+            assert_eq!(
+                stdout(&out).trim(),
+                pushed[2].manifest,
+                "picked this machine's entry, the last one"
+            );
+            let root = env.layer_root(&pushed[2].layers[0].1);
+            assert_eq!(fs::read_to_string(root.join("which")).unwrap(), host_arch());
+            let inspect: serde_json::Value =
+                serde_json::from_slice(&env.ok(&["inspect", &r]).stdout).unwrap();
+            assert_eq!(inspect["IndexDigest"], index);
+            // By digest, too.
+            let by_digest = format!("{}/fixture/multi@{index}", reg.host());
+            assert_eq!(
+                stdout(&env.ok(&["pull", "-q", &by_digest])).trim(),
+                pushed[2].manifest
+            );
+        }
+        // An index with no entry for this machine names what it has.
+        let (_, _) = push_index(
+            &reg,
+            "fixture/foreign",
+            "v1",
+            false,
+            &[("linux", other, mk(other).arch(other))],
+        );
+        let err = env.fails(&["pull", &format!("{}/fixture/foreign:v1", reg.host())]);
+        assert!(
+            err.contains(&format!("linux/{other}")) && err.contains("not found"),
+            "{err}"
+        );
+    }
+);
+
+e2e!(zstd_plain_and_gzip_layers, |env: Env| {
+    let reg = Registry::start();
+    let layers = vec![
+        Layer::new(vec![Entry::File("g".into(), b"gzip".to_vec(), 0o644)]),
+        Layer::new(vec![Entry::File("z".into(), b"zstd".to_vec(), 0o644)]).with(Compression::Zstd),
+        Layer::new(vec![Entry::File("p".into(), b"plain".to_vec(), 0o644)])
+            .with(Compression::Plain),
+    ];
+    let img = ImageBuilder::new(layers).push(&reg, "fixture/comp", Some("v1"));
+    env.ok(&["pull", &format!("{}/fixture/comp:v1", reg.host())]);
+    for (i, (name, text)) in [("g", "gzip"), ("z", "zstd"), ("p", "plain")]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            fs::read_to_string(env.layer_root(&img.layers[i].1).join(name)).unwrap(),
+            *text
+        );
+    }
+});
+
+e2e!(shared_layers_download_once_and_count_once, |env: Env| {
+    let reg = Registry::start();
+    let base = basic_layers().remove(0);
+    let a = ImageBuilder::new(vec![base.clone()]).push(&reg, "fixture/debian", Some("bookworm"));
+    let b = ImageBuilder::new(vec![
+        base,
+        Layer::new(vec![Entry::File(
+            "usr/bin/python".into(),
+            b"py".to_vec(),
+            0o755,
+        )]),
+    ])
+    .push(&reg, "fixture/python", Some("3.11"));
+    env.ok(&["pull", &format!("{}/fixture/debian:bookworm", reg.host())]);
+    let out = env.ok(&["pull", &format!("{}/fixture/python:3.11", reg.host())]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(
+        reg.blob_gets("fixture/python", &b.layers[0].0),
+        0,
+        "shared base layer not downloaded again"
+    );
+    assert_eq!(reg.blob_gets("fixture/python", &b.layers[1].0), 1);
+    assert_eq!(
+        env.layer_dirs().len(),
+        2,
+        "the shared layer is unpacked once"
+    );
+
+    let df: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["system", "df", "--format", "json"]).stdout).unwrap();
+    assert_eq!(df["images"], 2);
+    assert_eq!(df["layers"], 2);
+    assert_eq!(df["shared_layers"], 1);
+    assert_eq!(df["unique_layers"], 1);
+    assert!(stdout(&env.ok(&["system", "df"])).contains("shared"));
+
+    // rmi keeps the layer the other image uses and deletes the one only it had.
+    let out = env.ok(&["rmi", &format!("{}/fixture/python:3.11", reg.host())]);
+    assert!(stdout(&out).contains("Untagged"));
+    assert_eq!(env.layer_dirs().len(), 1);
+    assert!(env.layer_root(&a.layers[0].1).join("usr/bin/tool").exists());
+    let err = env.fails(&["rmi", &format!("{}/fixture/python:3.11", reg.host())]);
+    assert!(err.contains("no image") && err.contains("hint:"), "{err}");
+    env.ok(&["rmi", &a.manifest[7..19]]);
+    assert!(env.layer_dirs().is_empty());
+    assert_eq!(
+        stdout(&env.ok(&["images", "--format", "json"])).trim(),
+        "[]"
+    );
+});
+
+e2e!(bad_references_and_unknown_images, |env: Env| {
+    let reg = Registry::start();
+    let err = env.fails(&["pull", "Not/Valid"]);
+    assert!(err.contains("`Not`") && err.lines().count() <= 3, "{err}");
+    let err = env.fails(&["pull", "debian@sha256:1234"]);
+    assert!(err.contains("sha256:1234"), "{err}");
+    let err = env.fails(&["pull", &format!("{}/nothing/here:v1", reg.host())]);
+    assert!(err.contains("not found") && err.contains("hint:"), "{err}");
+    // Nothing listens on this port: a clear transport error, not a panic.
+    let port = crate::common::free_port();
+    let err = env.fails(&["pull", &format!("127.0.0.1:{port}/x:v1")]);
+    assert!(err.contains("cannot reach"), "{err}");
+    // A non-loopback registry is never spoken to over plain HTTP unless the user says so.
+    env.settings("insecure-registies = [\"x\"]\n");
+    let err = env.fails(&["pull", &format!("{}/nothing/here:v1", reg.host())]);
+    assert!(
+        err.contains("config.toml") && err.contains("unknown field"),
+        "{err}"
+    );
+});
+
+e2e!(tampered_blob_is_refused_and_nothing_kept, |env: Env| {
+    let reg = Registry::start();
+    let img = ImageBuilder::new(basic_layers()).push(&reg, "fixture/tamper", Some("v1"));
+    let f = reg.blob_file(&img.layers[1].0);
+    let mut bytes = fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    fs::write(&f, bytes).unwrap();
+    let err = env.fails(&["pull", &format!("{}/fixture/tamper:v1", reg.host())]);
+    assert!(
+        err.contains("does not match") && err.contains(&img.layers[1].0),
+        "{err}"
+    );
+    assert!(
+        !env.layer_dirs()
+            .iter()
+            .any(|d| d.ends_with(&img.layers[1].1[7..])),
+        "no tampered layer"
+    );
+    let blobs: Vec<_> = fs::read_dir(env.store().join("blobs-v1/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        !blobs
+            .iter()
+            .any(|b| b.to_string_lossy() == img.layers[1].0[7..]),
+        "no tampered blob"
+    );
+    let partials = fs::read_dir(env.store().join("blobs-v1/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(partials, 0);
+    assert_eq!(
+        stdout(&env.ok(&["images", "--format", "json"])).trim(),
+        "[]"
+    );
+});
+
+e2e!(lying_diff_id_is_refused, |env: Env| {
+    let reg = Registry::start();
+    let mut b = ImageBuilder::new(vec![Layer::new(vec![Entry::File(
+        "f".into(),
+        b"x".to_vec(),
+        0o644,
+    )])]);
+    b.diff_ids = Some(vec![format!("sha256:{}", "0".repeat(64))]);
+    b.push(&reg, "fixture/liar", Some("v1"));
+    let err = env.fails(&["pull", &format!("{}/fixture/liar:v1", reg.host())]);
+    assert!(err.contains("content digest"), "{err}");
+    assert!(env.layer_dirs().is_empty());
+    assert_eq!(
+        fs::read_dir(env.store().join("blobs-v1/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+});
+
+/// An image big enough that a pull takes a while: a few layers of pseudo-random text.
+fn big_image(reg: &Registry, repo: &str) -> crate::common::image::Pushed {
+    let mut layers = Vec::new();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for l in 0..4 {
+        let mut entries = Vec::new();
+        for f in 0..40 {
+            let mut data = Vec::with_capacity(256 << 10);
+            while data.len() < 256 << 10 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(format!("{x:016x}\n").as_bytes());
+            }
+            data.truncate(256 << 10);
+            entries.push(Entry::File(format!("l{l}/f{f}"), data, 0o644));
+        }
+        layers.push(Layer::new(entries));
+    }
+    ImageBuilder::new(layers).push(reg, repo, Some("v1"))
+}
+
+/// Every layer dir in the store is complete: it has its meta.json and root.
+fn assert_no_partial_layers(env: &Env) {
+    for d in env.layer_dirs() {
+        assert!(
+            d.join("meta.json").is_file() && d.join("root").is_dir(),
+            "partial layer visible: {}",
+            d.display()
+        );
+    }
+}
+
+e2e!(sigkill_during_pull_leaves_nothing_partial, |env: Env| {
+    let reg = Registry::start();
+    let img = big_image(&reg, "fixture/big");
+    let r = format!("{}/fixture/big:v1", reg.host());
+    for delay_ms in [5, 30, 80, 150, 300, 600] {
+        let mut child = env
+            .dev(&["pull", &r])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // setpriv execs dev, so this is dev's pid.
+        let _ = nix_kill(child.id());
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_no_partial_layers(&env);
+        let images = stdout(&env.ok(&["images", "--format", "json"]));
+        assert!(
+            images.trim() == "[]" || images.contains(&img.manifest),
+            "{images}"
+        );
+    }
+    env.ok(&["pull", &r]);
+    assert_no_partial_layers(&env);
+    for (_, diff) in &img.layers {
+        assert!(env.layer_root(diff).read_dir().unwrap().count() > 0);
+    }
+    let f = env.layer_root(&img.layers[3].1).join("l3/f39");
+    assert_eq!(fs::metadata(f).unwrap().len(), 256 << 10);
+    // prune clears leftovers of the killed runs and keeps the image's layers.
+    env.ok(&["system", "prune"]);
+    assert_eq!(env.layer_dirs().len(), 4);
+    assert_eq!(
+        fs::read_dir(env.store().join("blobs-v1/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+});
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    let st = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
+
+e2e!(concurrent_pulls_fetch_each_layer_once, |env: Env| {
+    let reg = Registry::start();
+    let img = big_image(&reg, "fixture/race");
+    let r = format!("{}/fixture/race:v1", reg.host());
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            env.dev(&["pull", "-q", &r])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::common::describe("dev pull (concurrent)", &out)
+        );
+        assert_eq!(stdout(&out).trim(), img.manifest);
+    }
+    for (blob, _) in &img.layers {
+        assert_eq!(
+            reg.blob_gets("fixture/race", blob),
+            1,
+            "layer {blob} downloaded exactly once"
+        );
+    }
+    assert_eq!(env.layer_dirs().len(), 4);
+    assert_no_partial_layers(&env);
+});
