@@ -1,1 +1,206 @@
-//! Hostile layers.
+//! Hostile layers never write outside the layer's own directory, even when extraction fails
+//! half-way. Each test checks that a sentinel outside the store is unchanged and that nothing
+//! new appeared outside the store.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::image::{push_blob, put_manifest, OCI_MANIFEST};
+use crate::common::{snapshot, Entry, Env, ImageBuilder, Layer, Registry};
+use crate::e2e;
+
+const SENTINEL: &str = "sentinel: do not touch\n";
+
+/// Pulls an image made of `entries`; returns (succeeded, stderr). Asserts the world outside the
+/// store is exactly as before.
+fn pull_hostile(env: &Env, entries: Vec<Entry>) -> (bool, String) {
+    let reg = Registry::start();
+    ImageBuilder::new(vec![Layer::new(entries)]).push(&reg, "hostile/x", Some("v1"));
+    pull_and_compare(env, &format!("{}/hostile/x:v1", reg.host()))
+}
+
+fn pull_and_compare(env: &Env, reference: &str) -> (bool, String) {
+    let outside = env.path("outside");
+    fs::write(outside.join("sentinel"), SENTINEL).unwrap();
+    fs::set_permissions(outside.join("sentinel"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    env.chown_all(&outside);
+    let before = snapshot(env.dir.path(), &env.store());
+    let out = env.run(&["pull", reference]);
+    let after = snapshot(env.dir.path(), &env.store());
+    assert_eq!(fs::read_to_string(outside.join("sentinel")).unwrap(), SENTINEL, "sentinel changed");
+    assert_eq!(before, after, "something outside the store changed");
+    // Whatever happened, no staging leftovers are visible as layers.
+    for d in env.layer_dirs() {
+        assert!(d.join("meta.json").is_file(), "partial layer {}", d.display());
+    }
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn out(env: &Env) -> String {
+    env.path("outside").display().to_string()
+}
+
+fn refused(env: &Env, entries: Vec<Entry>, what: &str) {
+    let (ok, err) = pull_hostile(env, entries);
+    assert!(!ok, "hostile layer was accepted");
+    assert!(err.contains(what), "error should mention `{what}`: {err}");
+    assert!(env.layer_dirs().is_empty(), "nothing of a refused layer is kept");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+}
+
+e2e!(dotdot_names, |env: Env| {
+    let target = format!("../../../../../../../..{}/pwned", out(&env));
+    refused(&env, vec![Entry::File(target, b"x".to_vec(), 0o644)], "points outside the layer");
+    refused(&env, vec![Entry::Dir("a/".into(), 0o755), Entry::File("a/../../pwned".into(), b"x".to_vec(), 0o644)], "points outside");
+});
+
+e2e!(absolute_names_stay_inside, |env: Env| {
+    let abs = format!("{}/pwned", out(&env));
+    let (ok, err) = pull_hostile(&env, vec![Entry::File(abs.clone(), b"x".to_vec(), 0o644)]);
+    assert!(ok, "{err}");
+    let inside = env.layer_dirs()[0].join("root").join(abs.trim_start_matches('/'));
+    assert_eq!(fs::read(inside).unwrap(), b"x");
+});
+
+e2e!(write_through_absolute_symlink, |env: Env| {
+    refused(
+        &env,
+        vec![Entry::Symlink("link".into(), out(&env)), Entry::File("link/pwned".into(), b"x".to_vec(), 0o644)],
+        "through the symlink",
+    );
+});
+
+e2e!(write_through_relative_symlink, |env: Env| {
+    let rel = format!("../../../../../../../../..{}", out(&env));
+    refused(
+        &env,
+        vec![Entry::Symlink("link".into(), rel), Entry::Dir("link/sub/".into(), 0o777)],
+        "through the symlink",
+    );
+});
+
+e2e!(symlink_then_file_of_same_name, |env: Env| {
+    let (ok, err) = pull_hostile(
+        &env,
+        vec![Entry::Symlink("s".into(), format!("{}/sentinel", out(&env))), Entry::File("s".into(), b"pwned".to_vec(), 0o644)],
+    );
+    assert!(ok, "{err}");
+    let s = env.layer_dirs()[0].join("root/s");
+    assert!(fs::symlink_metadata(&s).unwrap().is_file());
+    assert_eq!(fs::read(&s).unwrap(), b"pwned");
+});
+
+e2e!(symlink_then_directory_that_would_chmod_target, |env: Env| {
+    let (ok, err) = pull_hostile(
+        &env,
+        vec![
+            // A symlink replaced by a directory entry: the chmod must hit the new directory.
+            Entry::Symlink("d".into(), out(&env)),
+            Entry::Dir("d/".into(), 0o777),
+            // A directory replaced by a symlink: the deferred chmod must not follow it.
+            Entry::Dir("e/".into(), 0o777),
+            Entry::Symlink("e".into(), out(&env)),
+        ],
+    );
+    assert!(ok, "{err}");
+    let root = env.layer_dirs()[0].join("root");
+    assert!(fs::symlink_metadata(root.join("d")).unwrap().is_dir());
+    assert!(fs::symlink_metadata(root.join("e")).unwrap().file_type().is_symlink());
+});
+
+e2e!(hardlinks_pointing_outside, |env: Env| {
+    refused(&env, vec![Entry::Hardlink("h".into(), format!("{}/sentinel", out(&env)))], "hard link");
+    refused(&env, vec![Entry::Hardlink("h".into(), "../../../../../../../etc/passwd".into())], "hard link");
+    refused(
+        &env,
+        vec![Entry::Symlink("l".into(), out(&env)), Entry::Hardlink("h".into(), "l/sentinel".into())],
+        "hard link",
+    );
+});
+
+e2e!(malformed_whiteouts, |env: Env| {
+    refused(&env, vec![Entry::File(".wh..".into(), vec![], 0o644)], "whiteout");
+    refused(&env, vec![Entry::Dir("a/".into(), 0o755), Entry::File("a/.wh...".into(), vec![], 0o644)], "whiteout");
+    refused(
+        &env,
+        vec![Entry::Symlink("l".into(), out(&env)), Entry::File("l/.wh.sentinel".into(), vec![], 0o644)],
+        "through the symlink",
+    );
+});
+
+e2e!(devices_and_fifos_are_skipped, |env: Env| {
+    let (ok, err) = pull_hostile(
+        &env,
+        vec![Entry::CharDev("sda".into(), 8, 0), Entry::CharDev("null".into(), 1, 3), Entry::Fifo("fifo".into()), Entry::File("ok".into(), b"1".to_vec(), 0o644)],
+    );
+    assert!(ok, "{err}");
+    let root = env.layer_dirs()[0].join("root");
+    assert!(root.join("ok").is_file());
+    for n in ["sda", "null", "fifo"] {
+        assert!(fs::symlink_metadata(root.join(n)).is_err(), "{n} was created");
+    }
+});
+
+e2e!(dangerous_xattrs_are_dropped, |env: Env| {
+    let x = |k: &str, v: &str| (format!("SCHILY.xattr.{k}"), v.as_bytes().to_vec());
+    let (ok, err) = pull_hostile(
+        &env,
+        vec![
+            Entry::Pax(vec![x("trusted.overlay.opaque", "y"), x("user.overlay.opaque", "y"), x("user.keep", "1")], Box::new(Entry::Dir("d/".into(), 0o755))),
+            Entry::Pax(vec![x("security.capability", "\u{1}"), x("user.overlay.redirect", "/x"), x("user.keep", "2")], Box::new(Entry::File("f".into(), b"x".to_vec(), 0o755))),
+        ],
+    );
+    assert!(ok, "{err}");
+    let root = env.layer_dirs()[0].join("root");
+    for p in ["d", "f"] {
+        let names: Vec<String> = xattr::list(root.join(p)).unwrap().map(|n| n.to_string_lossy().to_string()).collect();
+        assert_eq!(names, vec!["user.keep".to_string()], "{p}");
+    }
+});
+
+e2e!(pax_size_disagreeing_with_header, |env: Env| {
+    refused(
+        &env,
+        vec![Entry::Pax(vec![("size".into(), b"5".to_vec())], Box::new(Entry::Sized("f".into(), vec![b'a'; 1024], 1024)))],
+        "PAX size",
+    );
+});
+
+e2e!(decompression_bomb, |env: Env| {
+    // 1.1 GiB of zeros, zstd-compressed to a few kilobytes.
+    let reg = Registry::start();
+    let size: u64 = (1 << 30) + (100 << 20);
+    let mut enc = zstd::Encoder::new(Vec::new(), 1).unwrap();
+    {
+        let mut b = tar::Builder::new(&mut enc);
+        let mut h = tar::Header::new_ustar();
+        h.set_path("zeros").unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, std::io::Read::take(std::io::repeat(0), size)).unwrap();
+        b.finish().unwrap();
+    }
+    let blob = enc.finish().unwrap();
+    let digest = push_blob(&reg, "hostile/bomb", &blob);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": crate::common::image::host_arch(), "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "1".repeat(64))]},
+    }))
+    .unwrap();
+    let cdigest = push_blob(&reg, "hostile/bomb", &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": digest, "size": blob.len()}],
+    }))
+    .unwrap();
+    put_manifest(&reg, "hostile/bomb", "v1", OCI_MANIFEST, &manifest);
+    let (ok, err) = pull_and_compare(&env, &format!("{}/hostile/bomb:v1", reg.host()));
+    assert!(!ok && err.contains("decompression bomb"), "{err}");
+    assert!(env.layer_dirs().is_empty());
+    let staging = env.store().join("layers-v1");
+    let leftovers: usize = fs::read_dir(&staging).unwrap().flatten().map(|m| fs::read_dir(m.path().join("tmp")).map_or(0, |r| r.count())).sum();
+    assert_eq!(leftovers, 0, "the refused layer's staging dir was removed");
+});
