@@ -8,7 +8,7 @@ use crate::ui::UserError;
 pub fn run(reference: &str) -> Result<()> {
     let store = Store::open()?;
     let Some(img) = store.find_image(reference)? else {
-        return Err(UserError::new(
+        return Err(UserError::with_hint(
             format!("no image `{reference}` in the store"),
             format!("pull it first with `dev pull {reference}`"),
         ));

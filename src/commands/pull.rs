@@ -73,7 +73,7 @@ pub fn pull(
             variant: config.variant.clone(),
         })
     {
-        return Err(UserError::new(
+        return Err(UserError::with_hint(
             format!(
                 "image `{reference}` is for {}/{}, not for this machine ({host})",
                 config.os, config.architecture
@@ -234,19 +234,18 @@ fn fetch_layers(
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
-            s.spawn(|| loop {
-                let Some((desc, diff_id)) = queue.lock().ok().and_then(|mut q| q.pop_front())
-                else {
-                    break;
-                };
-                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    break;
-                }
-                if let Err(e) =
-                    fetch_layer(store, identity, &key, endpoint, desc, diff_id, progress)
+            s.spawn(|| {
+                while let Some((desc, diff_id)) = queue.lock().ok().and_then(|mut q| q.pop_front())
                 {
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if let Err(e) =
+                        fetch_layer(store, identity, &key, endpoint, desc, diff_id, progress)
+                    {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
                     }
                 }
             });

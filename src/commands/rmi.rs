@@ -11,7 +11,7 @@ pub fn run(references: &[String]) -> Result<()> {
     let identity = Identity::detect();
     for r in references {
         let Some(img) = store.find_image(r)? else {
-            return Err(UserError::new(
+            return Err(UserError::with_hint(
                 format!("no image `{r}` in the store"),
                 "`dev images` lists the images you have",
             ));

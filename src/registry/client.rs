@@ -445,7 +445,7 @@ impl Endpoint {
 }
 
 fn backoff(attempt: u32) {
-    std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
+    std::thread::sleep(Duration::from_millis(100 << attempt.min(5)));
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

@@ -12,7 +12,7 @@ pub struct UserError {
 }
 
 impl UserError {
-    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    pub fn with_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(UserError {
             message: message.into(),
             hint: Some(hint.into()),

@@ -41,7 +41,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_at(0, handler)
+    }
+
+    /// On a given port (0: any), for servers that must name their own address.
+    pub fn start_at(
+        port: u16,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();

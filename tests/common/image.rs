@@ -123,10 +123,7 @@ fn append(b: &mut tar::Builder<Vec<u8>>, e: &Entry) {
                 &raw_header("PaxHeaders/x", T::XHeader, body.len() as u64, 0o644, None),
                 &body[..],
             )
-            .and_then(|_| {
-                append(b, inner);
-                Ok(())
-            })
+            .map(|()| append(b, inner))
         }
         Entry::Sized(p, data, header_size) => {
             let h = raw_header(p, T::Regular, *header_size, 0o644, None);

@@ -28,13 +28,24 @@ fn pull_and_compare(env: &Env, reference: &str) -> (bool, String) {
     let before = snapshot(env.dir.path(), &env.store());
     let out = env.run(&["pull", reference]);
     let after = snapshot(env.dir.path(), &env.store());
-    assert_eq!(fs::read_to_string(outside.join("sentinel")).unwrap(), SENTINEL, "sentinel changed");
+    assert_eq!(
+        fs::read_to_string(outside.join("sentinel")).unwrap(),
+        SENTINEL,
+        "sentinel changed"
+    );
     assert_eq!(before, after, "something outside the store changed");
     // Whatever happened, no staging leftovers are visible as layers.
     for d in env.layer_dirs() {
-        assert!(d.join("meta.json").is_file(), "partial layer {}", d.display());
+        assert!(
+            d.join("meta.json").is_file(),
+            "partial layer {}",
+            d.display()
+        );
     }
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn out(env: &Env) -> String {
@@ -45,28 +56,51 @@ fn refused(env: &Env, entries: Vec<Entry>, what: &str) {
     let (ok, err) = pull_hostile(env, entries);
     assert!(!ok, "hostile layer was accepted");
     assert!(err.contains(what), "error should mention `{what}`: {err}");
-    assert!(env.layer_dirs().is_empty(), "nothing of a refused layer is kept");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
+    assert!(
+        env.layer_dirs().is_empty(),
+        "nothing of a refused layer is kept"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
 }
 
 e2e!(dotdot_names, |env: Env| {
     let target = format!("../../../../../../../..{}/pwned", out(&env));
-    refused(&env, vec![Entry::File(target, b"x".to_vec(), 0o644)], "points outside the layer");
-    refused(&env, vec![Entry::Dir("a/".into(), 0o755), Entry::File("a/../../pwned".into(), b"x".to_vec(), 0o644)], "points outside");
+    refused(
+        &env,
+        vec![Entry::File(target, b"x".to_vec(), 0o644)],
+        "points outside the layer",
+    );
+    refused(
+        &env,
+        vec![
+            Entry::Dir("a/".into(), 0o755),
+            Entry::File("a/../../pwned".into(), b"x".to_vec(), 0o644),
+        ],
+        "points outside",
+    );
 });
 
 e2e!(absolute_names_stay_inside, |env: Env| {
     let abs = format!("{}/pwned", out(&env));
     let (ok, err) = pull_hostile(&env, vec![Entry::File(abs.clone(), b"x".to_vec(), 0o644)]);
     assert!(ok, "{err}");
-    let inside = env.layer_dirs()[0].join("root").join(abs.trim_start_matches('/'));
+    let inside = env.layer_dirs()[0]
+        .join("root")
+        .join(abs.trim_start_matches('/'));
     assert_eq!(fs::read(inside).unwrap(), b"x");
 });
 
 e2e!(write_through_absolute_symlink, |env: Env| {
     refused(
         &env,
-        vec![Entry::Symlink("link".into(), out(&env)), Entry::File("link/pwned".into(), b"x".to_vec(), 0o644)],
+        vec![
+            Entry::Symlink("link".into(), out(&env)),
+            Entry::File("link/pwned".into(), b"x".to_vec(), 0o644),
+        ],
         "through the symlink",
     );
 });
@@ -75,7 +109,10 @@ e2e!(write_through_relative_symlink, |env: Env| {
     let rel = format!("../../../../../../../../..{}", out(&env));
     refused(
         &env,
-        vec![Entry::Symlink("link".into(), rel), Entry::Dir("link/sub/".into(), 0o777)],
+        vec![
+            Entry::Symlink("link".into(), rel),
+            Entry::Dir("link/sub/".into(), 0o777),
+        ],
         "through the symlink",
     );
 });
@@ -83,7 +120,10 @@ e2e!(write_through_relative_symlink, |env: Env| {
 e2e!(symlink_then_file_of_same_name, |env: Env| {
     let (ok, err) = pull_hostile(
         &env,
-        vec![Entry::Symlink("s".into(), format!("{}/sentinel", out(&env))), Entry::File("s".into(), b"pwned".to_vec(), 0o644)],
+        vec![
+            Entry::Symlink("s".into(), format!("{}/sentinel", out(&env))),
+            Entry::File("s".into(), b"pwned".to_vec(), 0o644),
+        ],
     );
     assert!(ok, "{err}");
     let s = env.layer_dirs()[0].join("root/s");
@@ -91,40 +131,77 @@ e2e!(symlink_then_file_of_same_name, |env: Env| {
     assert_eq!(fs::read(&s).unwrap(), b"pwned");
 });
 
-e2e!(symlink_then_directory_that_would_chmod_target, |env: Env| {
-    let (ok, err) = pull_hostile(
-        &env,
-        vec![
-            // A symlink replaced by a directory entry: the chmod must hit the new directory.
-            Entry::Symlink("d".into(), out(&env)),
-            Entry::Dir("d/".into(), 0o777),
-            // A directory replaced by a symlink: the deferred chmod must not follow it.
-            Entry::Dir("e/".into(), 0o777),
-            Entry::Symlink("e".into(), out(&env)),
-        ],
-    );
-    assert!(ok, "{err}");
-    let root = env.layer_dirs()[0].join("root");
-    assert!(fs::symlink_metadata(root.join("d")).unwrap().is_dir());
-    assert!(fs::symlink_metadata(root.join("e")).unwrap().file_type().is_symlink());
-});
+e2e!(
+    symlink_then_directory_that_would_chmod_target,
+    |env: Env| {
+        let (ok, err) = pull_hostile(
+            &env,
+            vec![
+                // A symlink replaced by a directory entry: the chmod must hit the new directory.
+                Entry::Symlink("d".into(), out(&env)),
+                Entry::Dir("d/".into(), 0o777),
+                // A directory replaced by a symlink: the deferred chmod must not follow it.
+                Entry::Dir("e/".into(), 0o777),
+                Entry::Symlink("e".into(), out(&env)),
+            ],
+        );
+        assert!(ok, "{err}");
+        let root = env.layer_dirs()[0].join("root");
+        assert!(fs::symlink_metadata(root.join("d")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(root.join("e"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+);
 
 e2e!(hardlinks_pointing_outside, |env: Env| {
-    refused(&env, vec![Entry::Hardlink("h".into(), format!("{}/sentinel", out(&env)))], "hard link");
-    refused(&env, vec![Entry::Hardlink("h".into(), "../../../../../../../etc/passwd".into())], "hard link");
     refused(
         &env,
-        vec![Entry::Symlink("l".into(), out(&env)), Entry::Hardlink("h".into(), "l/sentinel".into())],
+        vec![Entry::Hardlink(
+            "h".into(),
+            format!("{}/sentinel", out(&env)),
+        )],
+        "hard link",
+    );
+    refused(
+        &env,
+        vec![Entry::Hardlink(
+            "h".into(),
+            "../../../../../../../etc/passwd".into(),
+        )],
+        "hard link",
+    );
+    refused(
+        &env,
+        vec![
+            Entry::Symlink("l".into(), out(&env)),
+            Entry::Hardlink("h".into(), "l/sentinel".into()),
+        ],
         "hard link",
     );
 });
 
 e2e!(malformed_whiteouts, |env: Env| {
-    refused(&env, vec![Entry::File(".wh..".into(), vec![], 0o644)], "whiteout");
-    refused(&env, vec![Entry::Dir("a/".into(), 0o755), Entry::File("a/.wh...".into(), vec![], 0o644)], "whiteout");
     refused(
         &env,
-        vec![Entry::Symlink("l".into(), out(&env)), Entry::File("l/.wh.sentinel".into(), vec![], 0o644)],
+        vec![Entry::File(".wh..".into(), vec![], 0o644)],
+        "whiteout",
+    );
+    refused(
+        &env,
+        vec![
+            Entry::Dir("a/".into(), 0o755),
+            Entry::File("a/.wh...".into(), vec![], 0o644),
+        ],
+        "whiteout",
+    );
+    refused(
+        &env,
+        vec![
+            Entry::Symlink("l".into(), out(&env)),
+            Entry::File("l/.wh.sentinel".into(), vec![], 0o644),
+        ],
         "through the symlink",
     );
 });
@@ -132,13 +209,21 @@ e2e!(malformed_whiteouts, |env: Env| {
 e2e!(devices_and_fifos_are_skipped, |env: Env| {
     let (ok, err) = pull_hostile(
         &env,
-        vec![Entry::CharDev("sda".into(), 8, 0), Entry::CharDev("null".into(), 1, 3), Entry::Fifo("fifo".into()), Entry::File("ok".into(), b"1".to_vec(), 0o644)],
+        vec![
+            Entry::CharDev("sda".into(), 8, 0),
+            Entry::CharDev("null".into(), 1, 3),
+            Entry::Fifo("fifo".into()),
+            Entry::File("ok".into(), b"1".to_vec(), 0o644),
+        ],
     );
     assert!(ok, "{err}");
     let root = env.layer_dirs()[0].join("root");
     assert!(root.join("ok").is_file());
     for n in ["sda", "null", "fifo"] {
-        assert!(fs::symlink_metadata(root.join(n)).is_err(), "{n} was created");
+        assert!(
+            fs::symlink_metadata(root.join(n)).is_err(),
+            "{n} was created"
+        );
     }
 });
 
@@ -147,14 +232,31 @@ e2e!(dangerous_xattrs_are_dropped, |env: Env| {
     let (ok, err) = pull_hostile(
         &env,
         vec![
-            Entry::Pax(vec![x("trusted.overlay.opaque", "y"), x("user.overlay.opaque", "y"), x("user.keep", "1")], Box::new(Entry::Dir("d/".into(), 0o755))),
-            Entry::Pax(vec![x("security.capability", "\u{1}"), x("user.overlay.redirect", "/x"), x("user.keep", "2")], Box::new(Entry::File("f".into(), b"x".to_vec(), 0o755))),
+            Entry::Pax(
+                vec![
+                    x("trusted.overlay.opaque", "y"),
+                    x("user.overlay.opaque", "y"),
+                    x("user.keep", "1"),
+                ],
+                Box::new(Entry::Dir("d/".into(), 0o755)),
+            ),
+            Entry::Pax(
+                vec![
+                    x("security.capability", "\u{1}"),
+                    x("user.overlay.redirect", "/x"),
+                    x("user.keep", "2"),
+                ],
+                Box::new(Entry::File("f".into(), b"x".to_vec(), 0o755)),
+            ),
         ],
     );
     assert!(ok, "{err}");
     let root = env.layer_dirs()[0].join("root");
     for p in ["d", "f"] {
-        let names: Vec<String> = xattr::list(root.join(p)).unwrap().map(|n| n.to_string_lossy().to_string()).collect();
+        let names: Vec<String> = xattr::list(root.join(p))
+            .unwrap()
+            .map(|n| n.to_string_lossy().to_string())
+            .collect();
         assert_eq!(names, vec!["user.keep".to_string()], "{p}");
     }
 });
@@ -162,7 +264,10 @@ e2e!(dangerous_xattrs_are_dropped, |env: Env| {
 e2e!(pax_size_disagreeing_with_header, |env: Env| {
     refused(
         &env,
-        vec![Entry::Pax(vec![("size".into(), b"5".to_vec())], Box::new(Entry::Sized("f".into(), vec![b'a'; 1024], 1024)))],
+        vec![Entry::Pax(
+            vec![("size".into(), b"5".to_vec())],
+            Box::new(Entry::Sized("f".into(), vec![b'a'; 1024], 1024)),
+        )],
         "PAX size",
     );
 });
@@ -179,7 +284,8 @@ e2e!(decompression_bomb, |env: Env| {
         h.set_size(size);
         h.set_mode(0o644);
         h.set_cksum();
-        b.append(&h, std::io::Read::take(std::io::repeat(0), size)).unwrap();
+        b.append(&h, std::io::Read::take(std::io::repeat(0), size))
+            .unwrap();
         b.finish().unwrap();
     }
     let blob = enc.finish().unwrap();
@@ -201,6 +307,10 @@ e2e!(decompression_bomb, |env: Env| {
     assert!(!ok && err.contains("decompression bomb"), "{err}");
     assert!(env.layer_dirs().is_empty());
     let staging = env.store().join("layers-v1");
-    let leftovers: usize = fs::read_dir(&staging).unwrap().flatten().map(|m| fs::read_dir(m.path().join("tmp")).map_or(0, |r| r.count())).sum();
+    let leftovers: usize = fs::read_dir(&staging)
+        .unwrap()
+        .flatten()
+        .map(|m| fs::read_dir(m.path().join("tmp")).map_or(0, |r| r.count()))
+        .sum();
     assert_eq!(leftovers, 0, "the refused layer's staging dir was removed");
 });
