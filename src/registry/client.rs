@@ -196,6 +196,7 @@ impl Endpoint {
             source: e,
         };
         let mut attempt = 0;
+        let mut restarted = false;
         loop {
             attempt += 1;
             let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
@@ -208,8 +209,10 @@ impl Endpoint {
             } else {
                 vec![]
             };
+            let mut was_resumed = false;
             let result = self.get(&url, &headers, &what).and_then(|resp| {
                 let resumed = resp.status() == 206 && !headers.is_empty();
+                was_resumed = resumed;
                 let mut hasher = Sha256::new();
                 let mut file = if resumed {
                     let mut f = File::open(partial).map_err(io_err)?;
@@ -268,6 +271,11 @@ impl Endpoint {
             });
             match result {
                 Err(e) if e.is_retryable() && attempt < ATTEMPTS => backoff(attempt),
+                // A resumed download that does not verify may have kept bad bytes from an
+                // earlier run (the partial file is already gone): start over once.
+                Err(RegistryError::Mismatch { .. }) if was_resumed && !restarted => {
+                    restarted = true
+                }
                 other => return other,
             }
         }

@@ -455,3 +455,65 @@ e2e!(concurrent_pulls_fetch_each_layer_once, |env: Env| {
     assert_eq!(env.layer_dirs().len(), 4);
     assert_no_partial_layers(&env);
 });
+
+e2e!(interrupted_download_resumes_with_range, |env: Env| {
+    let reg = Registry::start();
+    let img = big_image(&reg, "fixture/resume");
+    let r = format!("{}/fixture/resume:v1", reg.host());
+    // What an interrupted run leaves: the first half of a layer blob, invisible in tmp/.
+    let blob = fs::read(reg.blob_file(&img.layers[0].0)).unwrap();
+    let partial = env
+        .store()
+        .join("blobs-v1/tmp")
+        .join(format!("{}.partial", &img.layers[0].0[7..]));
+    // A second blob whose partial holds wrong bytes: the resumed download fails to verify and
+    // must start over rather than fail the pull.
+    let blob1 = fs::read(reg.blob_file(&img.layers[1].0)).unwrap();
+    let bad_partial = env
+        .store()
+        .join("blobs-v1/tmp")
+        .join(format!("{}.partial", &img.layers[1].0[7..]));
+    fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    fs::write(&partial, &blob[..blob.len() / 2]).unwrap();
+    fs::write(&bad_partial, vec![b'!'; blob1.len() / 2]).unwrap();
+    env.chown_all(&env.store());
+    fs::set_permissions(
+        env.store(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    env.ok(&["pull", &r]);
+    let ranged = reg
+        .log()
+        .lines()
+        .filter(|l| l.contains(&format!("blobs/{}", img.layers[0].0)) && l.contains("\" 206 "))
+        .count();
+    assert_eq!(
+        ranged,
+        1,
+        "the first blob was resumed with a Range request:\n{}",
+        reg.log()
+    );
+    assert_eq!(
+        reg.blob_gets("fixture/resume", &img.layers[0].0),
+        1,
+        "and fetched only once"
+    );
+    assert_eq!(
+        reg.blob_gets("fixture/resume", &img.layers[1].0),
+        2,
+        "the bad partial was retried from scratch"
+    );
+    assert_eq!(
+        fs::metadata(env.layer_root(&img.layers[0].1).join("l0/f0"))
+            .unwrap()
+            .len(),
+        256 << 10
+    );
+    assert_eq!(
+        fs::read_dir(env.store().join("blobs-v1/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+});
