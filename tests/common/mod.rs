@@ -242,13 +242,18 @@ impl Env {
 
     /// A `dev` command run as the test user, with no capabilities and a clean environment.
     pub fn dev(&self, args: &[&str]) -> Command {
+        self.as_user(&self.bin, args)
+    }
+
+    /// Any program, run as the test user with no capabilities and a clean environment.
+    pub fn as_user(&self, program: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("setpriv");
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--init-groups")
             .arg("--inh-caps=-all")
             .arg("--")
-            .arg(&self.bin)
+            .arg(program)
             .args(args)
             .env_clear()
             .env(
@@ -267,6 +272,13 @@ impl Env {
             .current_dir(self.path("project"))
             .stdin(Stdio::null());
         c
+    }
+
+    /// Runs a shell script as the test user (for checks that use other programs on the store).
+    pub fn sh(&self, script: &str) -> Output {
+        self.as_user(Path::new("/bin/sh"), &["-c", script])
+            .output()
+            .expect("run sh")
     }
 
     /// Runs `dev` and returns its output, whatever the status.

@@ -517,3 +517,47 @@ e2e!(interrupted_download_resumes_with_range, |env: Env| {
         0
     );
 });
+
+e2e!(
+    layers_stack_with_native_overlay_and_fuse_overlayfs,
+    |env: Env| {
+        let reg = Registry::start();
+        let img = ImageBuilder::new(basic_layers()).push(&reg, "fixture/stack", Some("v1"));
+        env.ok(&["pull", &format!("{}/fixture/stack:v1", reg.host())]);
+        let (l1, l2) = (
+            env.layer_root(&img.layers[0].1),
+            env.layer_root(&img.layers[1].1),
+        );
+        for d in ["u", "w", "m"] {
+            fs::create_dir_all(env.path(&format!("ov/{d}"))).unwrap();
+        }
+        env.chown_all(&env.path("ov"));
+        let ov = env.path("ov").display().to_string();
+        let opts = format!(
+            "lowerdir={}:{},upperdir={ov}/u,workdir={ov}/w",
+            l2.display(),
+            l1.display()
+        );
+        let show =
+            format!("cd {ov}/m && ls -A etc opt && cat usr/bin/tool && test ! -e etc/os-release");
+        let native = env.sh(&format!(
+            "unshare -Urm sh -c 'mount -t overlay -o userxattr,{opts} none {ov}/m && {show}'"
+        ));
+        let fuse = env.sh(&format!(
+        "rm -rf {ov}/u/* {ov}/w/*; fuse-overlayfs -o {opts} {ov}/m && ({show}); st=$?; fusermount3 -u {ov}/m; exit $st"
+    ));
+        for (name, out) in [("native overlay", native), ("fuse-overlayfs", fuse)] {
+            assert!(
+                out.status.success(),
+                "{}",
+                crate::common::describe(name, &out)
+            );
+            // etc/os-release is whited out; opt is opaque: only the upper layer's `b` shows.
+            assert_eq!(
+                stdout(&out),
+                "etc:\n\nopt:\nb\n#!/bin/sh\necho tool\n",
+                "{name}"
+            );
+        }
+    }
+);
