@@ -46,6 +46,14 @@ pub fn render(err: &anyhow::Error) -> String {
             }
         }
     }
+    // The unpack helper is another process: its errors arrive as text.
+    if hint.is_none()
+        && err
+            .chain()
+            .any(|c| c.to_string().contains("No space left on device"))
+    {
+        hint = Some("the disk is full; free space, or run `dev system prune`".to_string());
+    }
     for cause in err.chain().skip(1) {
         out.push_str(&format!("\n  caused by: {cause}"));
     }

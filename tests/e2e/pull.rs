@@ -561,3 +561,71 @@ e2e!(
         }
     }
 );
+
+e2e!(
+    disk_full_is_explained_and_leaves_nothing_partial,
+    |env: Env| {
+        let reg = Registry::start();
+        let img = big_image(&reg, "fixture/full");
+        // A 3 MiB file system for the store: the 40 MiB image cannot fit.
+        let data = env.path("data");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m,mode=0755"])
+            .arg("tmpfs")
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a small tmpfs (the suite runs as root)");
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
+            }
+        }
+        let _guard = Unmount(data.clone());
+        env.chown_all(&data);
+        let err = env.fails(&["pull", &format!("{}/fixture/full:v1", reg.host())]);
+        assert!(
+            err.contains("No space left on device")
+                && err.contains("hint:")
+                && err.contains("disk"),
+            "{err}"
+        );
+        assert_no_partial_layers(&env);
+        assert!(env.layer_dirs().len() < img.layers.len());
+        assert_eq!(
+            stdout(&env.ok(&["images", "--format", "json"])).trim(),
+            "[]"
+        );
+    }
+);
+
+e2e!(progress_bars_on_a_terminal, |env: Env| {
+    let reg = Registry::start();
+    ImageBuilder::new(basic_layers()).push(&reg, "fixture/tty", Some("v1"));
+    let cmd = format!("{} pull {}/fixture/tty:v1", env.bin.display(), reg.host());
+    let out = env.sh(&format!("script -qec '{cmd}' /dev/null"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::common::describe("script dev pull", &out)
+    );
+    assert!(
+        text.contains("\u{1b}[") && text.contains("/s") && text.contains("done"),
+        "a drawn bar with a rate: {text:?}"
+    );
+    // Not a terminal: plain lines, no escape codes.
+    let plain = String::from_utf8_lossy(
+        &env.ok(&["pull", &format!("{}/fixture/tty:v1", reg.host())])
+            .stderr,
+    )
+    .to_string();
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("already exists"),
+        "{plain:?}"
+    );
+});
