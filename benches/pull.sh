@@ -37,6 +37,16 @@ fi
 # 2. A registry on a free loopback port, and a work dir the test user owns.
 WORK=$(mktemp -d /tmp/dev-bench-XXXXXX)
 chmod 0755 "$WORK"
+# Runs a command as the test user, with no capabilities and only its own environment; a
+# script rather than a shell function, because hyperfine runs commands with sh -c.
+cat > "$WORK/as-user" <<SH
+#!/bin/sh
+exec setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups --inh-caps=-all -- \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=$WORK/home USER=$USER_NAME \
+    XDG_DATA_HOME=$WORK/home/data XDG_CONFIG_HOME=$WORK/home/.config XDG_RUNTIME_DIR=$WORK/run "\$@"
+SH
+chmod 0755 "$WORK/as-user"
+AS="$WORK/as-user"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 REG="http://127.0.0.1:$PORT"
 cat > "$WORK/registry.yml" <<YML
@@ -49,7 +59,7 @@ docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 cleanup() {
     kill "$REG_PID" 2>/dev/null || true
-    as_user podman system reset -f >/dev/null 2>&1 || true
+    "$AS" podman system reset -f >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -100,21 +110,6 @@ CONF
 chown -R "$USER_NAME:" "$WORK/home" "$WORK/run"
 chmod 0700 "$WORK/run"
 
-as_user() {
-    setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups --inh-caps=-all -- \
-        env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$WORK/home" USER="$USER_NAME" \
-        XDG_DATA_HOME="$WORK/home/data" XDG_CONFIG_HOME="$WORK/home/.config" XDG_RUNTIME_DIR="$WORK/run" \
-        "$@"
-}
-# hyperfine runs commands with sh -c; give it a wrapper script instead of a shell function.
-cat > "$WORK/as-user" <<SH
-#!/bin/sh
-exec setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups --inh-caps=-all -- \
-    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=$WORK/home USER=$USER_NAME \
-    XDG_DATA_HOME=$WORK/home/data XDG_CONFIG_HOME=$WORK/home/.config XDG_RUNTIME_DIR=$WORK/run "\$@"
-SH
-chmod 0755 "$WORK/as-user"
-AS="$WORK/as-user"
 
 # Sanity: both pull the image.
 $AS "$WORK/bin/dev" pull -q "$IMAGE" >/dev/null

@@ -24,15 +24,7 @@ pub fn run(format: Format) -> Result<()> {
         .images()?
         .into_iter()
         .map(|img| Row {
-            size: img
-                .layers
-                .iter()
-                .map(|l| {
-                    store
-                        .layer_meta(&key, &l.diff_id)
-                        .map_or(l.size, |m| m.stats.bytes)
-                })
-                .sum(),
+            size: store.image_bytes(&key, &img),
             reference: img.name,
             digest: img.manifest_digest.to_string(),
             created: img.created,

@@ -19,7 +19,7 @@ pub fn run(references: &[String]) -> Result<()> {
         store.remove_image(&img.name)?;
         println!("Untagged: {}", img.name);
     }
-    let removed = store.collect_unreferenced(&identity)?;
+    let removed = store.prune(&identity, false)?.layers.len();
     if removed > 0 {
         println!("Deleted {removed} layer(s) no other image uses");
     }

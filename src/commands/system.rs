@@ -57,7 +57,7 @@ pub fn df(format: Format) -> Result<()> {
 
 pub fn prune() -> Result<()> {
     let store = Store::open()?;
-    let g = store.prune(&Identity::detect())?;
+    let g = store.prune(&Identity::detect(), true)?;
     println!(
         "Deleted {} layer(s), {} blob(s), {} leftover(s) of interrupted runs; reclaimed {}",
         g.layers.len(),

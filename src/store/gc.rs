@@ -53,18 +53,13 @@ impl Store {
             images: images.len(),
             ..Usage::default()
         };
-        for img in &images {
-            for l in &img.layers {
-                u.images_bytes += self
-                    .layer_meta(&key, &l.diff_id)
-                    .map_or(l.size, |m| m.stats.bytes);
-            }
-        }
+        u.images_bytes = images.iter().map(|img| self.image_bytes(&key, img)).sum();
         for (hex, meta_bytes) in self.layer_sizes(&key) {
             u.layers += 1;
             u.layers_bytes += meta_bytes;
             match users.get(&hex).copied().unwrap_or(0) {
-                0 => u.reclaimable_bytes += meta_bytes,
+                // Unused layers are counted by `garbage`, below.
+                0 => {}
                 1 => {
                     u.unique_layers += 1;
                     u.unique_bytes += meta_bytes;
@@ -157,10 +152,15 @@ impl Store {
         Ok(g)
     }
 
-    /// Deletes what `garbage` found. Returns bytes freed.
-    pub fn prune(&self, identity: &Identity) -> Result<Garbage> {
+    /// Deletes what `garbage` found: after `dev rmi` the layers and blobs no image uses any
+    /// more (every layer another image still uses stays); with `leftovers`, also what
+    /// interrupted runs left behind, as `dev system prune` does.
+    pub fn prune(&self, identity: &Identity, leftovers: bool) -> Result<Garbage> {
         let _lock = self.lock_store(true)?;
-        let g = self.garbage(identity)?;
+        let mut g = self.garbage(identity)?;
+        if !leftovers {
+            g.leftovers.clear();
+        }
         let (in_layers, plain): (Vec<PathBuf>, Vec<PathBuf>) = g
             .layers
             .iter()
@@ -171,15 +171,5 @@ impl Store {
         self.remove_trees(identity, &in_layers)?;
         super::layers::remove_paths(&plain)?;
         Ok(g)
-    }
-
-    /// Removes the layers and blobs of images that are gone (after `dev rmi`), keeping every
-    /// layer another image still uses.
-    pub fn collect_unreferenced(&self, identity: &Identity) -> Result<usize> {
-        let _lock = self.lock_store(true)?;
-        let g = self.garbage(identity)?;
-        self.remove_trees(identity, &g.layers)?;
-        super::layers::remove_paths(&g.blobs)?;
-        Ok(g.layers.len())
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::images::ImageRecord;
 use super::{sync_dir, write_atomic, Store};
 use crate::oci::Digest;
 use crate::sandbox::spawn::{run_helper, Identity};
@@ -30,6 +31,18 @@ impl Store {
     pub fn layer_meta(&self, mapping: &str, diff_id: &Digest) -> Option<LayerMeta> {
         let bytes = fs::read(self.layer_path(mapping, diff_id).join("meta.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Bytes of file content an image's layers hold in this mapping (the compressed size for a
+    /// layer not unpacked here).
+    pub fn image_bytes(&self, mapping: &str, img: &ImageRecord) -> u64 {
+        img.layers
+            .iter()
+            .map(|l| {
+                self.layer_meta(mapping, &l.diff_id)
+                    .map_or(l.size, |m| m.stats.bytes)
+            })
+            .sum()
     }
 
     /// Unpacks a verified blob as layer `diff_id` for `identity`'s mapping: inside the user
@@ -99,11 +112,6 @@ pub fn unpack_into(
     opts: UnpackOptions,
 ) -> Result<LayerStats> {
     let final_dir = layers_dir.join(diff_id.hex());
-    if let Ok(bytes) = fs::read(final_dir.join("meta.json")) {
-        if let Ok(meta) = serde_json::from_slice::<LayerMeta>(&bytes) {
-            return Ok(meta.stats);
-        }
-    }
     let staging = layers_dir
         .join("tmp")
         .join(format!("{}.{}", diff_id.hex(), std::process::id()));
@@ -120,7 +128,7 @@ pub fn unpack_into(
             stats: stats.clone(),
         };
         write_atomic(&staging.join("meta.json"), &serde_json::to_vec(&meta)?)?;
-        // A half-made tree left by a killed run of an older layout has no meta.json: replace it.
+        // The caller found no readable meta.json: a tree here is damaged, so it is replaced.
         if final_dir.exists() {
             unpack::remove_tree(&final_dir)
                 .with_context(|| format!("cannot replace `{}`", final_dir.display()))?;

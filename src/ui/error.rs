@@ -31,29 +31,22 @@ impl std::error::Error for UserError {}
 /// The text printed for an error, one line per cause, the hint last.
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = format!("error: {err}");
-    let mut hint = None;
-    for cause in err.chain() {
-        if hint.is_none() {
-            if let Some(u) = cause.downcast_ref::<UserError>() {
-                hint = u.hint.clone();
-            } else if let Some(r) = cause.downcast_ref::<RegistryError>() {
-                hint = r.hint();
-            } else if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                if io.raw_os_error() == Some(nix::libc::ENOSPC) {
-                    hint =
-                        Some("the disk is full; free space, or run `dev system prune`".to_string());
-                }
+    let hint = err
+        .chain()
+        .find_map(|c| {
+            if let Some(u) = c.downcast_ref::<UserError>() {
+                u.hint.clone()
+            } else {
+                c.downcast_ref::<RegistryError>()
+                    .and_then(RegistryError::hint)
             }
-        }
-    }
-    // The unpack helper is another process: its errors arrive as text.
-    if hint.is_none()
-        && err
-            .chain()
-            .any(|c| c.to_string().contains("No space left on device"))
-    {
-        hint = Some("the disk is full; free space, or run `dev system prune`".to_string());
-    }
+        })
+        // Matched on the text: the unpack helper is another process, so its errors arrive as text.
+        .or_else(|| {
+            err.chain()
+                .any(|c| c.to_string().contains("No space left on device"))
+                .then(|| "the disk is full; free space, or run `dev system prune`".to_string())
+        });
     for cause in err.chain().skip(1) {
         out.push_str(&format!("\n  caused by: {cause}"));
     }

@@ -8,7 +8,6 @@ pub mod http;
 pub mod image;
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,7 +29,7 @@ pub fn free_port() -> u16 {
 
 impl Registry {
     pub fn start() -> Registry {
-        let bin = which("docker-registry").unwrap_or_else(|| {
+        let bin = which::which("docker-registry").unwrap_or_else(|_| {
             panic!("`docker-registry` is not installed; run `./install.sh --dev` (Debian package docker-registry)")
         });
         let dir = tempfile::tempdir().expect("tempdir");
@@ -108,15 +107,6 @@ impl Drop for Registry {
     }
 }
 
-pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The two kinds of user the suite runs `dev` as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -146,38 +136,14 @@ pub struct Env {
 }
 
 fn lookup_user(name: &str) -> (u32, u32) {
-    let out = Command::new("id")
-        .arg("-u")
-        .arg(name)
-        .output()
-        .expect("run id");
-    let out_g = Command::new("id")
-        .arg("-g")
-        .arg(name)
-        .output()
-        .expect("run id");
-    if !out.status.success() {
-        panic!("test user `{name}` does not exist; run `./install.sh --dev` first");
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
+        _ => panic!("test user `{name}` does not exist; run `./install.sh --dev` first"),
     }
-    let p = |o: &Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse::<u32>()
-            .expect("numeric id")
-    };
-    (p(&out), p(&out_g))
 }
 
 pub fn is_root() -> bool {
-    // SAFETY-free: read our own uid from /proc.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
+    nix::unistd::geteuid().is_root()
 }
 
 impl Env {
@@ -363,19 +329,8 @@ pub fn snapshot(root: &Path, skip: &Path) -> Vec<String> {
         };
         let mut line = format!("{} {:o} {}", p.display(), m.permissions().mode(), m.len());
         if m.is_file() {
-            let mut s = String::new();
-            if let Ok(mut f) = fs::File::open(p) {
-                let mut buf = Vec::new();
-                let _ = f.read_to_end(&mut buf);
-                s = format!(
-                    "{:x}",
-                    buf.iter().fold(0u64, |h, b| h
-                        .wrapping_mul(1099511628211)
-                        .wrapping_add(*b as u64))
-                );
-            }
             line.push(' ');
-            line.push_str(&s);
+            line.push_str(&fs::read(p).map(|b| image::sha256(&b)).unwrap_or_default());
         } else if m.file_type().is_symlink() {
             line.push_str(&format!(" -> {:?}", fs::read_link(p).ok()));
         }
