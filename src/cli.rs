@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Rootless developer environments from OCI images.
 #[derive(Debug, Parser)]
@@ -34,6 +34,19 @@ pub enum Command {
     },
     /// Show an image's config, layers, platform and digests as JSON.
     Inspect { reference: String },
+    /// Start a shell in the project's env (the nearest dev.toml's image, with the project mounted).
+    Shell {
+        #[command(flatten)]
+        env: EnterArgs,
+    },
+    /// Run one command in the project's env; its exit code is dev's.
+    Run {
+        #[command(flatten)]
+        env: EnterArgs,
+        /// The command and its arguments (after `--` if they start with `-`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]
@@ -44,6 +57,19 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EnterArgs {
+    /// Use this image instead of dev.toml's (works without a dev.toml; the env is thrown away).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// Enter as root inside the env (e.g. to `apt-get install`).
+    #[arg(long)]
+    pub root: bool,
+    /// Throw away the changes made to the env's filesystem when the session ends.
+    #[arg(long)]
+    pub rm: bool,
 }
 
 #[derive(Debug, Subcommand)]

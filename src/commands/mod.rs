@@ -5,6 +5,7 @@ pub mod images;
 pub mod inspect;
 pub mod pull;
 pub mod rmi;
+pub mod shell;
 pub mod system;
 
 use anyhow::Result;
@@ -18,6 +19,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Images { format } => images::run(format),
         Command::Rmi { references } => rmi::run(&references),
         Command::Inspect { reference } => inspect::run(&reference),
+        Command::Shell { env } => shell::run(&env.into()),
+        Command::Run { env, command } => shell::enter(&env.into(), command),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
@@ -34,6 +37,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             Err(e)
         }
     })
+}
+
+impl From<crate::cli::EnterArgs> for shell::EnterOptions {
+    fn from(a: crate::cli::EnterArgs) -> Self {
+        shell::EnterOptions {
+            image: a.image,
+            root: a.root,
+            rm: a.rm,
+        }
+    }
 }
 
 /// An exit status to return without printing an error.

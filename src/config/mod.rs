@@ -1,6 +1,7 @@
-//! Configuration files: the user's settings (`$XDG_CONFIG_HOME/dev/config.toml`). Project files
-//! (`dev.toml`, `dev.lock`) come with `dev shell`.
+//! Configuration files: the project's `dev.toml` and the user's settings
+//! (`$XDG_CONFIG_HOME/dev/config.toml`). Parsing and discovery only.
 
+pub mod project;
 pub mod settings;
 
 pub use settings::Settings;

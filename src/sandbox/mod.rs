@@ -1,7 +1,12 @@
-//! Rootless sandboxing: id maps (pure) and the user-namespace helper process.
+//! Rootless sandboxing: id maps and the sandbox plan (pure), the user-namespace helper process,
+//! the root filesystem, init (pid 1), and the one module that makes the system calls.
 //! Everything that enters a namespace happens in a re-executed, single-threaded `dev` helper.
 
 pub mod idmap;
+pub mod init;
+pub mod plan;
+pub mod rootfs;
 pub mod spawn;
+pub mod sys;
 
 pub use spawn::Identity;

@@ -1,15 +1,20 @@
 //! Starting the user-namespace helper: the parent re-executes `dev` as a hidden subcommand, the
-//! child unshares its user namespace and waits; the parent writes the id maps with
+//! child unshares its user namespace and stops itself; the parent writes the id maps with
 //! `newuidmap`/`newgidmap` (checking their exit status) and lets it go on as root inside.
+//! (A stop, not a pipe, is the handshake, so the helper's stdio can be the user's terminal.)
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use super::idmap::{parse_subid, IdMap, SubRange};
+use super::plan::{IdMode, SandboxPlan};
+use crate::ui::UserError;
 
 /// The hidden subcommand the helper runs as.
 pub const HELPER_COMMAND: &str = "__userns-helper";
@@ -92,8 +97,19 @@ fn detect_ownership(uid: u32, gid: u32, name: &str) -> Ownership {
     };
     let (Ok(newuidmap), Ok(newgidmap)) = (which::which("newuidmap"), which::which("newgidmap"))
     else {
-        return Ownership::Flat { reason: "`newuidmap`/`newgidmap` are not installed (Debian/Ubuntu: `apt install uidmap`); every file is owned by you".to_string() };
+        return Ownership::Flat { reason: "`newuidmap`/`newgidmap` are not installed (Debian/Ubuntu: `sudo apt install uidmap`); only your own id is mapped".to_string() };
     };
+    for program in [&newuidmap, &newgidmap] {
+        if !is_setuid_root(program) {
+            return Ownership::Flat {
+                reason: format!(
+                    "`{}` is not setuid root (`sudo chmod u+s {}`, or `sudo apt install --reinstall uidmap`); only your own id is mapped",
+                    program.display(),
+                    program.display()
+                ),
+            };
+        }
+    }
     Ownership::Subordinate {
         uid_map: IdMap::with_subordinate(uid, sub_uid),
         gid_map: IdMap::with_subordinate(gid, sub_gid),
@@ -104,9 +120,26 @@ fn detect_ownership(uid: u32, gid: u32, name: &str) -> Ownership {
     }
 }
 
-/// Runs `dev __userns-helper ARGS...` as root inside a user namespace with the full mapping and
-/// returns what it printed on stdout. Its error, if any, becomes ours.
-pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
+fn is_setuid_root(program: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(program).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
+}
+
+/// Starts `dev __userns-helper MODE ARGS...` and, with the full mapping, writes its id maps
+/// while it waits stopped (it stops itself right after unsharing its user namespace).
+/// Returns the running helper, or its exit status if it ended before it was mapped.
+pub fn spawn_helper(
+    identity: &Identity,
+    mode: IdMode,
+    args: &[OsString],
+    setup: impl FnOnce(&mut Command),
+) -> Result<Result<Child, (Child, i32)>> {
+    let exe = std::env::current_exe().context("cannot find the `dev` executable to re-run")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(HELPER_COMMAND).arg(mode.as_arg()).args(args);
+    setup(&mut cmd);
+    let mut child = cmd.spawn().context("cannot start the `dev` helper process")?;
+    let pid = Pid::from_raw(child.id() as i32);
     let Ownership::Subordinate {
         uid_map,
         gid_map,
@@ -115,71 +148,75 @@ pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
         ..
     } = &identity.ownership
     else {
-        bail!("internal error: the user-namespace helper needs a subordinate id range");
+        return Ok(Ok(child));
     };
-    let exe = std::env::current_exe().context("cannot find the `dev` executable to re-run")?;
-    let mut child = Command::new(exe)
-        .arg(HELPER_COMMAND)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start the `dev` helper process")?;
-    let pid = child.id().to_string();
-    let mut stdout = child.stdout.take().context("helper has no stdout")?;
-    let mut ready = [0u8; 1];
-    let got = stdout.read(&mut ready).unwrap_or(0);
-    if got == 0 {
-        let out = child
-            .wait_with_output()
-            .context("the helper process failed")?;
-        bail!(
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .trim_start_matches("error: ")
-        );
+    if mode != IdMode::Subordinate {
+        return Ok(Ok(child));
+    }
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::Stopped(..)) => break,
+            Ok(status) => {
+                if let Some(code) = super::init::exit_code(status) {
+                    return Ok(Err((child, code)));
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("cannot wait for the helper process"),
+        }
     }
     let map = |program: &PathBuf, map: &IdMap| -> Result<()> {
         let out = Command::new(program)
-            .arg(&pid)
+            .arg(pid.to_string())
             .args(map.args())
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("cannot run `{}`", program.display()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            bail!(
-                "`{} {pid} {}` failed: {}; check /etc/subuid and /etc/subgid and that `{}` is setuid root (`apt install --reinstall uidmap`)",
-                program.display(),
-                map.args().join(" "),
-                stderr.trim(),
-                program.display()
-            );
+            return Err(UserError::with_hint(
+                format!(
+                    "`{} {pid} {}` failed: {}",
+                    program.display(),
+                    map.args().join(" "),
+                    stderr.trim()
+                ),
+                format!(
+                    "check /etc/subuid and /etc/subgid, and that `{}` is setuid root (`apt install --reinstall uidmap`)",
+                    program.display()
+                ),
+            ));
         }
         Ok(())
     };
-    let mapped = map(newuidmap, uid_map).and_then(|_| map(newgidmap, gid_map));
-    let mut stdin = child.stdin.take().context("helper has no stdin")?;
-    if let Err(e) = mapped {
-        drop(stdin);
+    if let Err(e) = map(newuidmap, uid_map).and_then(|_| map(newgidmap, gid_map)) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(e);
     }
-    stdin
-        .write_all(b"m")
-        .context("cannot signal the helper process")?;
-    drop(stdin);
-    let mut output = Vec::new();
-    stdout
-        .read_to_end(&mut output)
-        .context("cannot read the helper's answer")?;
+    kill(pid, Signal::SIGCONT).context("cannot resume the helper process")?;
+    Ok(Ok(child))
+}
+
+/// Runs `dev __userns-helper ARGS...` as root inside a user namespace with the full mapping and
+/// returns what it printed on stdout. Its error, if any, becomes ours.
+pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
+    if !identity.has_subordinate() {
+        bail!("internal error: the user-namespace helper needs a subordinate id range");
+    }
+    let started = spawn_helper(identity, IdMode::Subordinate, args, |c| {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    })?;
+    let (child, failed) = match started {
+        Ok(child) => (child, false),
+        Err((child, _)) => (child, true),
+    };
     let out = child
         .wait_with_output()
         .context("the helper process failed")?;
-    if !out.status.success() {
+    if failed || !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         let msg = msg.trim().trim_start_matches("error: ");
         return Err(anyhow!(
@@ -191,31 +228,52 @@ pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
             }
         ));
     }
-    Ok(output)
+    Ok(out.stdout)
 }
 
-/// The helper's side: unshare the user namespace, tell the parent, wait for the maps, become
-/// root inside. Must run before the process starts any thread.
-pub fn enter_as_helper() -> Result<()> {
+/// The helper's side: unshare the user namespace and get mapped (stopped, by the parent, with
+/// the full mapping; by itself with a single id), then become the inside id `mode` asks for.
+/// Must run before the process starts any thread.
+pub fn enter_as_helper(mode: IdMode) -> Result<()> {
     use nix::sched::{unshare, CloneFlags};
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     // A helper must never outlive the `dev` that started it: a killed pull must not leave an
     // unpack running that races the next one.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .context("cannot set the parent-death signal")?;
     if nix::unistd::getppid().as_raw() == 1 {
         bail!("the parent `dev` is gone");
     }
-    unshare(CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| anyhow!("cannot create a user namespace: {e}{}", userns_hint()))?;
-    let mut stdout = std::io::stdout();
-    stdout
-        .write_all(b"u")
-        .and_then(|_| stdout.flush())
-        .context("cannot signal the parent")?;
-    let mut go = [0u8; 1];
-    if std::io::stdin().read(&mut go).unwrap_or(0) != 1 {
-        bail!("the parent did not map the ids");
+    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        UserError::with_hint(
+            format!("cannot create a user namespace: {e}"),
+            userns_hint(),
+        )
+    })?;
+    let inside = match mode {
+        IdMode::Subordinate => {
+            // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
+            while std::fs::read_to_string("/proc/self/uid_map")
+                .map(|m| m.trim().is_empty())
+                .unwrap_or(true)
+            {
+                nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
+            }
+            0
+        }
+        IdMode::FlatUser => uid,
+        IdMode::FlatRoot => 0,
+    };
+    if mode != IdMode::Subordinate {
+        let write = |file: &str, text: String| {
+            std::fs::write(file, text).with_context(|| format!("cannot write {file}"))
+        };
+        write("/proc/self/setgroups", "deny".into())?;
+        write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
+        let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
+        write("/proc/self/gid_map", format!("{gid_inside} {gid} 1\n"))?;
+        return Ok(());
     }
     setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
         .context("cannot become group 0 in the user namespace")?;
@@ -223,6 +281,18 @@ pub fn enter_as_helper() -> Result<()> {
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .context("cannot become root in the user namespace")?;
     Ok(())
+}
+
+/// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
+pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
+    let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
+    let signals = super::init::block_signals()?;
+    let started = spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})?;
+    let child = match started {
+        Ok(child) => child,
+        Err((_, code)) => return Ok(code),
+    };
+    super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
 }
 
 /// Why user namespaces may be off here, and what to do.
@@ -233,14 +303,14 @@ pub fn userns_hint() -> String {
             .map(|s| s.trim().to_string())
     };
     if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
-        return "; AppArmor restricts unprivileged user namespaces here (`sysctl kernel.apparmor_restrict_unprivileged_userns=0`, or an AppArmor profile for `dev`)".to_string();
+        return "AppArmor restricts unprivileged user namespaces here: `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0`, or give `dev` an AppArmor profile with `userns,`".to_string();
     }
     if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        return "; unprivileged user namespaces are disabled (`sysctl kernel.unprivileged_userns_clone=1`)".to_string();
+        return "unprivileged user namespaces are disabled: `sudo sysctl kernel.unprivileged_userns_clone=1`".to_string();
     }
     if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-        return "; user namespaces are disabled (`sysctl user.max_user_namespaces=15000`)"
+        return "user namespaces are disabled: `sudo sysctl user.max_user_namespaces=15000`"
             .to_string();
     }
-    String::new()
+    "dev needs unprivileged user namespaces; check `sysctl user.max_user_namespaces` and any seccomp or container policy around this shell".to_string()
 }

@@ -13,9 +13,15 @@
 //! │   ├── <diff-id hex>/meta.json       its file count and size
 //! │   └── tmp/<hex>.<pid>               an unpack in progress
 //! ├── images-v1/<sha256(name)>.json     one record per image name: manifest, config, layers
+//! ├── envs-v1/<mapping>/                one env per project (and mapping)
+//! │   ├── <name>-<sha256(path)>/        upper/ work/ merged/ (or rootfs/ for the copy backend),
+//! │   │                                 home/, env.json (project, image), lock (held by a session)
+//! │   └── tmp/                          `--rm` envs in use, and envs set aside for prune
+//! ├── overlay-v1.json                   which overlay backend works here (per kernel)
 //! └── locks/<hex>.lock                  one per layer being fetched
 //! ```
 
+pub mod envs;
 pub mod gc;
 pub mod images;
 pub mod layers;

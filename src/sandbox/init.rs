@@ -1,0 +1,343 @@
+//! Pid 1 of the sandbox: builds the mount tree from the plan, pivots into it, writes the user's
+//! entries, starts the command as the user, reaps every orphan and returns the command's status.
+//! Also the signal-forwarding wait loop the helper and `dev` itself use.
+
+use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{anyhow, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::plan::{check_image_user, merge_entry, IdMode, SandboxPlan, Step};
+use super::sys::{self, Sys};
+use crate::ui::UserError;
+
+/// Exit status when the sandbox itself failed (as podman uses it).
+pub const SETUP_FAILED: i32 = 125;
+
+/// Signals passed on to the command when someone sends them to `dev` (or to a process between).
+const FORWARDED: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Blocks the forwarded signals and SIGCHLD in this thread, so `supervise` can wait for them.
+/// Call before starting the child; children started with `std::process::Command` get a clean mask.
+pub fn block_signals() -> Result<SigSet> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set.thread_block().context("cannot block signals")?;
+    Ok(set)
+}
+
+/// The exit code a shell would report for a wait status.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Waits for `child`, passing on signals that a process sent us (a terminal's Ctrl-C already
+/// reaches every process of the foreground group, so it is not sent twice). With `reap_all`,
+/// also reaps other children (init's orphans). Returns the child's exit code.
+pub fn supervise(child: Pid, set: &SigSet, reap_all: bool) -> Result<i32> {
+    loop {
+        let target = if reap_all { None } else { Some(child) };
+        loop {
+            match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) => {
+                    if status.pid() == Some(child) {
+                        if let Some(code) = exit_code(status) {
+                            return Ok(code);
+                        }
+                    }
+                }
+                Err(Errno::ECHILD) => return Err(anyhow!("the sandbox's process disappeared")),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e).context("cannot wait for the sandbox"),
+            }
+        }
+        let (sig, from_process) = sys::wait_signal(set)?;
+        if sig != Signal::SIGCHLD && from_process {
+            let _ = kill(child, sig);
+        }
+    }
+}
+
+/// Runs the mount plan against `sys`.
+pub fn execute<S: Sys>(sys: &mut S, steps: &[Step]) -> Result<()> {
+    let mut trees = Vec::new();
+    for step in steps {
+        match step {
+            Step::Clone { source, readonly } => trees.push(sys.clone_tree(source, *readonly)?),
+            Step::PivotRoot { root } => sys.pivot_root(root)?,
+            Step::Mkdir { path, mode } => sys.mkdir_all(path, *mode)?,
+            Step::File { path } => sys.create_file(path)?,
+            Step::Mount {
+                fstype,
+                target,
+                flags,
+                data,
+            } => sys.mount(fstype, target, flags, data)?,
+            Step::Attach { handle, target } => {
+                let tree = trees
+                    .get(*handle)
+                    .ok_or_else(|| anyhow!("internal error: mount plan attaches clone {handle}"))?;
+                sys.attach(tree, target)?
+            }
+            Step::Symlink { target, link } => sys.symlink(target, link)?,
+        }
+    }
+    Ok(())
+}
+
+/// Init's body, in the new pid namespace. Returns the exit code.
+pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
+    match start(plan) {
+        Ok(mut cmd) => match cmd.spawn() {
+            Ok(child) => {
+                let pid = Pid::from_raw(child.id() as i32);
+                supervise(pid, signals, true).unwrap_or_else(|e| {
+                    eprintln!("{}", crate::ui::render(&e));
+                    SETUP_FAILED
+                })
+            }
+            Err(e) => {
+                let program = cmd.get_program().to_string_lossy().to_string();
+                let (code, err) = match e.kind() {
+                    ErrorKind::NotFound => (
+                        127,
+                        UserError::with_hint(
+                            format!("`{program}` is not in the image `{}`", plan.image),
+                            "check the command's name, or install it in the env (`dev shell --root`)",
+                        ),
+                    ),
+                    ErrorKind::PermissionDenied => (
+                        126,
+                        anyhow!("cannot run `{program}` in the image `{}`: {e}", plan.image),
+                    ),
+                    _ => (
+                        SETUP_FAILED,
+                        anyhow!("cannot start `{program}` in the image `{}`: {e}", plan.image),
+                    ),
+                };
+                eprintln!("{}", crate::ui::render(&err));
+                code
+            }
+        },
+        Err(e) => {
+            eprintln!("{}", crate::ui::render(&e));
+            SETUP_FAILED
+        }
+    }
+}
+
+/// Everything up to the command, ready to spawn.
+fn start(plan: &SandboxPlan) -> Result<Command> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("cannot set the parent-death signal")?;
+    // The command runs as the user; init must not be open to it through /proc/1 (its exe is the
+    // host's `dev` binary).
+    nix::sys::prctl::set_dumpable(false).context("cannot make init non-dumpable")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot create init's mount namespace")?;
+    execute(&mut sys::Linux, &plan.steps)?;
+    nix::unistd::sethostname(&plan.hostname).context("cannot set the hostname")?;
+    let shell = choose_shell(plan)?;
+    write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))?;
+    if let Some(user) = plan.image_user.as_deref().filter(|u| !u.is_empty()) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        check_image_user(user, &passwd).map_err(|e| {
+            UserError::with_hint(
+                format!("image `{}` is not usable: {e}", plan.image),
+                "use another image, or fix the image's config",
+            )
+        })?;
+    }
+    let p = &plan.process;
+    let argv: Vec<String> = if p.argv.is_empty() {
+        vec![shell.ok_or_else(|| {
+            UserError::with_hint(
+                format!("image `{}` has no shell (none of {} exists in it)", plan.image, p.shell_fallbacks.join(", ")),
+                "set `shell` in dev.toml to a shell the image has, or run a command: `dev run -- CMD`",
+            )
+        })?]
+    } else {
+        p.argv.clone()
+    };
+    if !p.cwd.is_dir() {
+        return Err(anyhow!("the working directory `{}` does not exist in the env", p.cwd.display()));
+    }
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&p.cwd);
+    let (uid, gid) = if plan.user.root {
+        (0, 0)
+    } else {
+        (plan.user.uid, plan.user.gid)
+    };
+    if plan.ids != IdMode::FlatRoot {
+        cmd.uid(uid).gid(gid);
+    }
+    sys::clean_exec(&mut cmd);
+    Ok(cmd)
+}
+
+/// The shell: dev.toml's (which must exist), else the first fallback the image has.
+fn choose_shell(plan: &SandboxPlan) -> Result<Option<String>> {
+    let p = &plan.process;
+    if let Some(shell) = &p.shell {
+        if !Path::new(shell).is_file() {
+            if p.argv.is_empty() {
+                return Err(UserError::with_hint(
+                    format!("the shell `{shell}` that dev.toml names is not in the image `{}`", plan.image),
+                    "install it in the env (`dev shell --root` is not enough without a shell: use `dev run --root -- apt-get install …`), or change `shell` in dev.toml",
+                ));
+            }
+            return Ok(None);
+        }
+        return Ok(Some(shell.clone()));
+    }
+    Ok(p
+        .shell_fallbacks
+        .iter()
+        .find(|s| Path::new(s).is_file())
+        .cloned())
+}
+
+/// Adds the user (and their group) to the image's `/etc/passwd` and `/etc/group`, when missing.
+fn write_user_entries(plan: &SandboxPlan, shell: &str) -> Result<()> {
+    if plan.ids == IdMode::FlatRoot {
+        return Ok(());
+    }
+    let u = &plan.user;
+    for (file, entry) in [
+        ("/etc/passwd", u.passwd_entry(shell)),
+        ("/etc/group", u.group_entry()),
+    ] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(new) = merge_entry(&text, &entry) {
+            std::fs::create_dir_all("/etc").context("cannot create /etc in the env")?;
+            let tmp = format!("{file}.dev-new");
+            std::fs::write(&tmp, new)
+                .and_then(|()| std::fs::rename(&tmp, file))
+                .with_context(|| format!("cannot add `{}` to {file} in the env", u.name))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::sandbox::plan::{mount_plan, Flag, Layout};
+
+    /// Records every call instead of making it.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+        pivoted: bool,
+    }
+
+    impl Sys for Recorder {
+        type Tree = PathBuf;
+        fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<PathBuf> {
+            assert!(!self.pivoted, "host path {} read after the pivot", source.display());
+            self.calls.push(format!("clone {} ro={readonly}", source.display()));
+            Ok(source.to_path_buf())
+        }
+        fn pivot_root(&mut self, root: &Path) -> Result<()> {
+            self.pivoted = true;
+            self.calls.push(format!("pivot {}", root.display()));
+            Ok(())
+        }
+        fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
+            self.calls.push(format!("mkdir {} {mode:o}", path.display()));
+            Ok(())
+        }
+        fn create_file(&mut self, path: &Path) -> Result<()> {
+            self.calls.push(format!("file {}", path.display()));
+            Ok(())
+        }
+        fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
+            self.calls.push(format!("mount {fstype} {} {flags:?} {data}", target.display()));
+            Ok(())
+        }
+        fn attach(&mut self, tree: &PathBuf, target: &Path) -> Result<()> {
+            self.calls.push(format!("attach {} {}", tree.display(), target.display()));
+            Ok(())
+        }
+        fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
+            self.calls.push(format!("symlink {} -> {}", link.display(), target.display()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plan_runs_in_order_against_the_fake() {
+        let layout = Layout {
+            root: "/s/env/merged".into(),
+            project: "/home/ann/app".into(),
+            home_source: "/s/env/home".into(),
+            home: "/home/ann".into(),
+            ssh_agent: None,
+            etc_files: vec!["/etc/resolv.conf".into()],
+        };
+        let mut rec = Recorder::default();
+        execute(&mut rec, &mount_plan(&layout)).expect("runs");
+        let pos = |prefix: &str| {
+            rec.calls
+                .iter()
+                .position(|c| c.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in {:#?}", rec.calls))
+        };
+        assert!(pos("clone /sys ro=true") < pos("pivot /s/env/merged"));
+        assert!(pos("pivot") < pos("mount tmpfs /dev "));
+        assert!(pos("mount tmpfs /dev ") < pos("attach /dev/null /dev/null"));
+        assert!(pos("mount devpts /dev/pts") > pos("mount tmpfs /dev "));
+        assert!(pos("attach /s/env/home /home/ann") < pos("attach /home/ann/app /home/ann/app"));
+        assert!(pos("file /etc/resolv.conf") < pos("attach /etc/resolv.conf /etc/resolv.conf"));
+        assert_eq!(rec.calls.iter().filter(|c| c.starts_with("mount proc")).count(), 1);
+    }
+
+    #[test]
+    fn attach_of_unknown_clone_is_an_error() {
+        let mut rec = Recorder::default();
+        let err = execute(
+            &mut rec,
+            &[Step::Attach {
+                handle: 3,
+                target: "/x".into(),
+            }],
+        )
+        .expect_err("no such clone");
+        assert!(err.to_string().contains("clone 3"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let pid = Pid::from_raw(5);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, false)), Some(143));
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+}

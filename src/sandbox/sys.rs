@@ -1,0 +1,341 @@
+//! The system calls the sandbox makes: mounts (through the [`Sys`] trait, so plans run against a
+//! recording fake in tests), fork, signal waits and the last steps before `exec`.
+//! The only module of `dev` with `unsafe`; each block says why it is sound.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{anyhow, Context, Result};
+use nix::libc;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{chdir, pivot_root, ForkResult};
+
+use super::plan::Flag;
+
+/// What init's mount plan needs from the kernel.
+pub trait Sys {
+    /// A detached copy of a mount tree.
+    type Tree;
+    fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<Self::Tree>;
+    fn pivot_root(&mut self, root: &Path) -> Result<()>;
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()>;
+    fn create_file(&mut self, path: &Path) -> Result<()>;
+    fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()>;
+    fn attach(&mut self, tree: &Self::Tree, target: &Path) -> Result<()>;
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<()>;
+}
+
+/// The real kernel.
+pub struct Linux;
+
+// From <linux/mount.h>; the libc crate does not export them on every target yet.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cpath(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| anyhow!("path `{}` has a NUL byte", p.display()))
+}
+
+fn ms_flags(flags: &[Flag]) -> MsFlags {
+    flags.iter().fold(MsFlags::empty(), |acc, f| {
+        acc | match f {
+            Flag::NoSuid => MsFlags::MS_NOSUID,
+            Flag::NoDev => MsFlags::MS_NODEV,
+            Flag::NoExec => MsFlags::MS_NOEXEC,
+            Flag::ReadOnly => MsFlags::MS_RDONLY,
+        }
+    })
+}
+
+impl Sys for Linux {
+    type Tree = OwnedFd;
+
+    fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<OwnedFd> {
+        let path = cpath(source)?;
+        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+        // SAFETY: open_tree(2) reads a NUL-terminated path that outlives the call and returns a
+        // new file descriptor, or -1, which is checked before the fd is owned.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("cannot clone the mount of `{}`", source.display()));
+        }
+        // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+        let tree = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        if readonly {
+            let attr = MountAttr {
+                attr_set: MOUNT_ATTR_RDONLY,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            let empty = c"";
+            // SAFETY: mount_setattr(2) reads `attr` (size passed) and an empty path, both live
+            // for the call; the fd is valid because `tree` owns it.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_mount_setattr,
+                    tree.as_raw_fd(),
+                    empty.as_ptr(),
+                    (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("cannot make `{}` read-only", source.display()));
+            }
+        }
+        Ok(tree)
+    }
+
+    fn pivot_root(&mut self, root: &Path) -> Result<()> {
+        // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
+        // new root, with no directory of the old one to reach it through (as runc does).
+        chdir(root).with_context(|| format!("cannot enter `{}`", root.display()))?;
+        pivot_root(".", ".").context("cannot pivot into the root filesystem")?;
+        umount2(".", MntFlags::MNT_DETACH).context("cannot detach the host's root")?;
+        chdir("/").context("cannot enter the new root")?;
+        Ok(())
+    }
+
+    fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .with_context(|| format!("cannot create the mount point `{}` in the image", path.display()))
+    }
+
+    fn create_file(&mut self, path: &Path) -> Result<()> {
+        if path.exists() {
+            return Ok(());
+        }
+        // A dangling symlink (`/etc/resolv.conf` → `/run/...`): replace it by a file to mount on.
+        if path.symlink_metadata().is_ok() {
+            std::fs::remove_file(path).ok();
+        }
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent, 0o755)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map(drop)
+            .with_context(|| format!("cannot create the mount point `{}` in the image", path.display()))
+    }
+
+    fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
+        // Before the pivot a symlink in the image would point the mount at the host's tree.
+        if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!("the image's `{}` is a symlink; cannot mount {fstype} there", target.display());
+        }
+        mount(Some(fstype), target, Some(fstype), ms_flags(flags), Some(data))
+            .with_context(|| format!("cannot mount {fstype} on `{}`", target.display()))
+    }
+
+    fn attach(&mut self, tree: &OwnedFd, target: &Path) -> Result<()> {
+        let to = cpath(target)?;
+        let empty = c"";
+        // SAFETY: move_mount(2) reads two NUL-terminated paths that live for the call; `tree` is
+        // a valid descriptor from open_tree.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("cannot mount onto `{}`", target.display()));
+        }
+        Ok(())
+    }
+
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                Err(e).with_context(|| format!("cannot create `{}`", link.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Forks the calling process.
+pub fn fork() -> Result<ForkResult> {
+    // SAFETY: only the single-threaded helper and init call this (the helper is a fresh exec of
+    // `dev` that starts no thread; init is its fork), so the child cannot inherit a lock held by
+    // another thread.
+    unsafe { nix::unistd::fork() }.context("cannot fork")
+}
+
+/// Waits for one of the blocked signals in `set`; returns it and whether a process sent it
+/// with kill(2) (as opposed to the kernel, e.g. the terminal's Ctrl-C to the whole group).
+pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
+    loop {
+        // SAFETY: siginfo_t is plain data for which all-zero is valid; sigwaitinfo(2) fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let raw: &libc::sigset_t = set.as_ref();
+        // SAFETY: both pointers are valid for the duration of the call.
+        let n = unsafe { libc::sigwaitinfo(raw, &mut info) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("cannot wait for signals");
+        }
+        let sig = Signal::try_from(n).context("unknown signal")?;
+        return Ok((sig, info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE));
+    }
+}
+
+/// The last steps in the child before `exec` of the user's command: no inheritable or ambient
+/// capabilities, and no file descriptor but 0, 1 and 2.
+pub fn clean_exec(cmd: &mut Command) {
+    let hook = || -> io::Result<()> {
+        // SAFETY: prctl(2) with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        clear_inheritable()?;
+        // SAFETY: close_range(2) with integer arguments; CLOEXEC keeps std's own exec-error
+        // pipe working until exec closes every marked descriptor at once.
+        if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn clear_inheritable() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget(2)/capset(2) read the header and read or write two CapData structs, the
+    // layout _LINUX_CAPABILITY_VERSION_3 defines; all live on this stack frame.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for d in &mut data {
+            d.inheritable = 0;
+        }
+        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `cmd` gets `signal` when the process that started it dies.
+pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
+    let sig = signal as libc::c_int;
+    // SAFETY: the hook makes one async-signal-safe prctl(2) call.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Whether `path` is a mount point: its device differs from its parent's.
+pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (path.metadata(), path.join("..").metadata()) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+/// Makes every mount in this (new) mount namespace private, so nothing propagates to the host.
+pub fn make_private() -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make the mount namespace private")
+}
+
+/// Mounts overlayfs with `options` at `target`; relative layer paths resolve from the cwd.
+pub fn mount_overlay(options: &str, target: &Path) -> nix::Result<()> {
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+}
+
+/// Bind-mounts `path` onto itself, so it can be the root of a pivot.
+pub fn bind_self(path: &Path) -> Result<()> {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot bind `{}`", path.display()))
+}
+
+pub fn detach(path: &Path) -> nix::Result<()> {
+    umount2(path, MntFlags::MNT_DETACH)
+}
