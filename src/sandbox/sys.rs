@@ -216,10 +216,12 @@ pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
     }
 }
 
-/// The last steps in the child before `exec` of the user's command: no inheritable or ambient
-/// capabilities, and no file descriptor but 0, 1 and 2.
+/// The last steps in the child before `exec` of the user's command: no blocked signals (init
+/// blocks them to wait for them), no inheritable or ambient capabilities, and no file
+/// descriptor but 0, 1 and 2.
 pub fn clean_exec(cmd: &mut Command) {
     let hook = || -> io::Result<()> {
+        unblock_signals()?;
         // SAFETY: prctl(2) with integer arguments only.
         if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
             return Err(io::Error::last_os_error());
@@ -234,6 +236,21 @@ pub fn clean_exec(cmd: &mut Command) {
     };
     // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// Clears the signal mask (std's `Command` keeps it when a `pre_exec` hook is set).
+fn unblock_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it and pthread_sigmask(3) reads
+    // it; both are async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        let r = libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    Ok(())
 }
 
 #[repr(C)]
@@ -284,6 +301,7 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
     // SAFETY: the hook makes one async-signal-safe prctl(2) call.
     unsafe {
         cmd.pre_exec(move || {
+            unblock_signals()?;
             if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }

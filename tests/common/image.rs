@@ -50,6 +50,8 @@ pub enum Compression {
 pub struct Layer {
     pub entries: Vec<Entry>,
     pub compression: Compression,
+    /// A ready-made tar (e.g. of a debootstrap tree) instead of `entries`.
+    pub raw: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 fn raw_header(
@@ -138,6 +140,15 @@ impl Layer {
         Layer {
             entries,
             compression: Compression::Gzip,
+            raw: None,
+        }
+    }
+
+    pub fn from_tar(tar: Vec<u8>) -> Layer {
+        Layer {
+            entries: Vec::new(),
+            compression: Compression::Gzip,
+            raw: Some(std::sync::Arc::new(tar)),
         }
     }
 
@@ -147,6 +158,9 @@ impl Layer {
     }
 
     pub fn tar(&self) -> Vec<u8> {
+        if let Some(raw) = &self.raw {
+            return raw.to_vec();
+        }
         let mut b = tar::Builder::new(Vec::new());
         for e in &self.entries {
             append(&mut b, e);
@@ -184,6 +198,8 @@ pub struct ImageBuilder {
     pub arch: String,
     /// Replace the config's diff ids (to make a lying image).
     pub diff_ids: Option<Vec<String>>,
+    /// Fields merged into the config's `config` (Env, User, WorkingDir, …).
+    pub run_config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What was pushed.
@@ -203,7 +219,14 @@ impl ImageBuilder {
             docker: false,
             arch: host_arch().to_string(),
             diff_ids: None,
+            run_config: serde_json::Map::new(),
         }
+    }
+
+    /// Sets one field of the image config's `config` (e.g. `"User"`, `"WorkingDir"`).
+    pub fn run_config(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.run_config.insert(key.to_string(), value);
+        self
     }
 
     pub fn docker(mut self) -> Self {
@@ -236,9 +259,13 @@ impl ImageBuilder {
             .diff_ids
             .clone()
             .unwrap_or_else(|| layers.iter().map(|l| l.1.clone()).collect());
+        let mut run = serde_json::json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]});
+        for (k, v) in &self.run_config {
+            run[k] = v.clone();
+        }
         let config = serde_json::json!({
             "architecture": self.arch, "os": "linux", "created": "2024-01-02T03:04:05Z",
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"]},
+            "config": run,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
         let config_bytes = serde_json::to_vec(&config).expect("json");
@@ -364,4 +391,81 @@ pub fn basic_layers() -> Vec<Layer> {
         ])
         .with(Compression::Zstd),
     ]
+}
+
+/// A busybox image: the static busybox of the host (Debian's busybox-static) with every applet
+/// linked in /bin, a minimal /etc, and nothing else.
+pub fn busybox_layers() -> Vec<Layer> {
+    let bin = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox is missing; run `./install.sh --dev` (Debian package busybox-static)");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    let mut entries = vec![
+        Entry::Dir("bin/".into(), 0o755),
+        Entry::File("bin/busybox".into(), bin, 0o755),
+        Entry::Dir("etc/".into(), 0o755),
+        Entry::File(
+            "etc/passwd".into(),
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            0o644,
+        ),
+        Entry::File("etc/group".into(), b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644),
+        Entry::File("etc/os-release".into(), b"ID=busybox\n".to_vec(), 0o644),
+        Entry::Dir("root/".into(), 0o700),
+        Entry::Dir("tmp/".into(), 0o1777),
+        Entry::Dir("usr/".into(), 0o755),
+        Entry::Dir("usr/bin/".into(), 0o755),
+    ];
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            entries.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
+        }
+    }
+    entries.push(Entry::Symlink("usr/bin/env".into(), "../../bin/busybox".into()));
+    vec![Layer::new(entries)]
+}
+
+/// A real Debian bookworm minbase tree (debootstrap from deb.debian.org), as one layer. Built
+/// once and cached in /var/cache/dev-tests, so later runs of the suite skip the bootstrap.
+pub fn debian_minbase_layer() -> Layer {
+    use std::process::Command;
+    let dir = std::path::Path::new("/var/cache/dev-tests");
+    std::fs::create_dir_all(dir).expect("create /var/cache/dev-tests");
+    let tar = dir.join("minbase.tar");
+    let lock = std::fs::File::create(dir.join("lock")).expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock /var/cache/dev-tests");
+    if !tar.exists() {
+        let tree = dir.join("minbase.tmp");
+        let _ = std::fs::remove_dir_all(&tree);
+        let out = Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&tree)
+            .arg("http://deb.debian.org/debian")
+            .output()
+            .expect("debootstrap is missing; run `./install.sh --dev`");
+        assert!(
+            out.status.success(),
+            "debootstrap failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Device nodes and apt's caches do not belong in an image.
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd {} && rm -rf dev/* var/cache/apt/*.bin var/lib/apt/lists/* proc/* sys/* && tar --numeric-owner --xattrs -cf {}.tmp . && mv {}.tmp {}",
+                tree.display(),
+                tar.display(),
+                tar.display(),
+                tar.display()
+            ))
+            .status()
+            .expect("tar");
+        assert!(st.success(), "packing the minbase tree failed");
+        let _ = std::fs::remove_dir_all(&tree);
+    }
+    Layer::from_tar(std::fs::read(&tar).expect("read minbase.tar"))
 }

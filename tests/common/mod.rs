@@ -213,7 +213,10 @@ impl Env {
 
     /// Any program, run as the test user with no capabilities and a clean environment.
     pub fn as_user(&self, program: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
+        self.user_command(Command::new("setpriv"), program, args)
+    }
+
+    fn user_command(&self, mut c: Command, program: &Path, args: &[&str]) -> Command {
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--init-groups")
@@ -371,4 +374,90 @@ macro_rules! e2e {
             }
         }
     };
+}
+
+/// `dev` on a pseudo-terminal, as a user at a terminal runs it: its own session with the pty as
+/// controlling terminal (`setsid --ctty`), a window size, and a thread collecting the output.
+pub struct Pty {
+    master: std::fs::File,
+    pub child: Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Env {
+    pub fn pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty {
+        use std::io::Read;
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+        let mut setsid = Command::new("setsid");
+        setsid.arg("--ctty").arg("setpriv");
+        let mut cmd = self.user_command(setsid, &self.bin, args);
+        let slave = std::fs::File::from(pty.slave);
+        cmd.stdin(slave.try_clone().expect("dup"))
+            .stdout(slave.try_clone().expect("dup"))
+            .stderr(slave)
+            .env("TERM", "xterm");
+        let child = cmd.spawn().expect("spawn dev on a pty");
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().expect("dup"), output.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty {
+            master,
+            child,
+            output,
+        }
+    }
+}
+
+impl Pty {
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes()).expect("write to pty");
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("lock")).to_string()
+    }
+
+    /// Waits until the output (after byte `from`) contains `needle`; returns the end offset.
+    pub fn expect(&self, needle: &str, from: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.output();
+            if let Some(i) = out.get(from..).and_then(|o| o.find(needle)) {
+                return from + i + needle.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` on the terminal after 20 s; it shows:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "dev did not exit; terminal:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

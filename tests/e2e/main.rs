@@ -6,3 +6,4 @@ pub mod common;
 mod auth;
 mod hostile;
 mod pull;
+mod shell;
