@@ -10,10 +10,10 @@ use crate::oci::Digest;
 use crate::sandbox::plan::{IdMode, SandboxPlan, Step};
 use crate::sandbox::spawn::enter_as_helper;
 use crate::sandbox::{init, rootfs, sys};
-use nix::sched::{unshare, CloneFlags};
-use nix::unistd::ForkResult;
 use crate::store::layers::{remove_paths, unpack_into};
 use crate::unpack::UnpackOptions;
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::ForkResult;
 
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(2).collect();

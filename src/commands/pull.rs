@@ -35,6 +35,28 @@ pub fn run(reference: &str, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// Once per store, for a user without a subordinate range: what the single-id mapping limits
+/// and how to get a range, in one line.
+pub fn flat_notice(store: &Store, identity: &Identity) -> Option<String> {
+    let crate::sandbox::spawn::Ownership::Flat { reason } = &identity.ownership else {
+        return None;
+    };
+    let marker = store.envs_dir(&identity.store_key()).join(".flat-noticed");
+    if marker.exists() {
+        return None;
+    }
+    let _ = std::fs::create_dir_all(marker.parent()?);
+    let _ = std::fs::write(&marker, b"");
+    Some(format!("note: {reason}"))
+}
+
+/// Like [`flat_notice`], printed.
+pub fn notice_flat(store: &Store, identity: &Identity) {
+    if let Some(note) = flat_notice(store, identity) {
+        eprintln!("{note}");
+    }
+}
+
 /// Pulls `reference` into the store and returns its record.
 pub fn pull(
     store: &Store,
@@ -44,8 +66,10 @@ pub fn pull(
 ) -> Result<ImageRecord> {
     let settings = Settings::load()?;
     let _shared = store.lock_store(false)?;
-    if let crate::sandbox::spawn::Ownership::Flat { reason } = &identity.ownership {
-        progress.message(&format!("note: {reason}"));
+    if !matches!(progress, PullProgress::Quiet) {
+        if let Some(note) = flat_notice(store, identity) {
+            progress.message(&note);
+        }
     }
     let (endpoint, resolved) = resolve_with_mirrors(reference, &settings)?;
     let Resolved {

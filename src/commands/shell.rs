@@ -38,17 +38,21 @@ pub fn run(opts: &EnterOptions) -> Result<()> {
 pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = Project::discover(&cwd)?;
-    let image = match (&opts.image, &project) {
-        (Some(i), _) => i.clone(),
-        (None, Some(p)) => p.config.image.clone(),
-        (None, None) => {
-            return Err(UserError::with_hint(
-                format!("no {FILE_NAME} in `{}` or any directory above it", cwd.display()),
+    let image =
+        match (&opts.image, &project) {
+            (Some(i), _) => i.clone(),
+            (None, Some(p)) => p.config.image.clone(),
+            (None, None) => return Err(UserError::with_hint(
+                format!(
+                    "no {FILE_NAME} in `{}` or any directory above it",
+                    cwd.display()
+                ),
                 "create one with `dev init`, or name an image: `dev shell --image debian:bookworm`",
-            ))
-        }
-    };
-    let root = project.as_ref().map_or_else(|| cwd.clone(), |p| p.root.clone());
+            )),
+        };
+    let root = project
+        .as_ref()
+        .map_or_else(|| cwd.clone(), |p| p.root.clone());
     check_shared_path(&root, "the project directory")?;
     let reference = Reference::parse(&image)?;
     let store = Store::open()?;
@@ -66,7 +70,7 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
     }
     let mapping = identity.store_key();
     let backend = backend(&store)?;
-    notice_flat(&store, &identity);
+    super::pull::notice_flat(&store, &identity);
 
     // The env: this project's persistent layer, or a throwaway one.
     let persistent = project.is_some() && !opts.rm;
@@ -100,7 +104,11 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
     }
 
     let (user, home) = user_plan(&identity, opts.root)?;
-    let home_source = if home == root { root.clone() } else { home_source };
+    let home_source = if home == root {
+        root.clone()
+    } else {
+        home_source
+    };
     let hostname = plan::hostname(&root);
     let ssh_agent = std::env::var_os("SSH_AUTH_SOCK")
         .map(PathBuf::from)
@@ -182,7 +190,11 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
 }
 
 /// The image's record, pulled first when the store does not have it (or lacks a layer).
-fn image_in_store(store: &Store, identity: &Identity, reference: &Reference) -> Result<ImageRecord> {
+fn image_in_store(
+    store: &Store,
+    identity: &Identity,
+    reference: &Reference,
+) -> Result<ImageRecord> {
     let mapping = identity.store_key();
     if let Some(rec) = store.find_image(&reference.to_string())? {
         if rec
@@ -215,21 +227,11 @@ fn backend(store: &Store) -> Result<Option<Backend>> {
         .map(|c| c.backend))
 }
 
-/// Once per store: what a single-id mapping limits, and how to get a range.
-fn notice_flat(store: &Store, identity: &Identity) {
-    if let Ownership::Flat { reason } = &identity.ownership {
-        let marker = store.envs_dir(&identity.store_key()).join("flat-noticed");
-        if !marker.exists() {
-            eprintln!("note: {reason}; inside, other users (such as apt's `_apt`) are not available");
-            let _ = std::fs::create_dir_all(marker.parent().unwrap_or(Path::new("/")));
-            let _ = std::fs::write(&marker, b"");
-        }
-    }
-}
-
 /// The user as the env knows them, and their home path.
 fn user_plan(identity: &Identity, root: bool) -> Result<(UserPlan, PathBuf)> {
-    let pw = nix::unistd::User::from_uid(identity.uid.into()).ok().flatten();
+    let pw = nix::unistd::User::from_uid(identity.uid.into())
+        .ok()
+        .flatten();
     let name = pw
         .as_ref()
         .map(|u| u.name.clone())

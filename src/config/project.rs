@@ -60,8 +60,11 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
         let located = super::toml_error(path, text, &e);
         match unknown_key(e.message()) {
             Some((key, Some(near))) => UserError::with_hint(
-                format!("{}: unknown key `{key}`; did you mean `{near}`?", located_prefix(&located)),
-                format!("the keys of dev.toml are listed in the README (`image`, `shell`, `[env]`)"),
+                format!(
+                    "{}: unknown key `{key}`; did you mean `{near}`?",
+                    located_prefix(&located)
+                ),
+                "the keys of dev.toml are `image`, `shell` and the table `[env]` (see the README)",
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
@@ -79,7 +82,10 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
     for key in config.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(UserError::with_hint(
-                format!("{}: `[env]` has an invalid variable name `{key}`", path.display()),
+                format!(
+                    "{}: `[env]` has an invalid variable name `{key}`",
+                    path.display()
+                ),
                 "variable names cannot be empty or contain `=`",
             ));
         }
@@ -141,11 +147,17 @@ mod tests {
     #[test]
     fn unknown_key_suggests_nearest() {
         let e = err("imgae = \"debian\"\n");
-        assert!(e.contains("/p/dev.toml:1:1: unknown key `imgae`; did you mean `image`?"), "{e}");
+        assert!(
+            e.contains("/p/dev.toml:1:1: unknown key `imgae`; did you mean `image`?"),
+            "{e}"
+        );
         let e = err("image = \"debian\"\n[evn]\nA = \"b\"\n");
         assert!(e.contains("unknown key `evn`; did you mean `env`?"), "{e}");
         let e = err("image = \"debian\"\nfrobnicate = 1\n");
-        assert!(e.contains("unknown key `frobnicate`") && !e.contains("did you mean"), "{e}");
+        assert!(
+            e.contains("unknown key `frobnicate`") && !e.contains("did you mean"),
+            "{e}"
+        );
     }
 
     #[test]

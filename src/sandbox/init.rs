@@ -150,7 +150,8 @@ pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
 
 /// Everything up to the command, ready to spawn.
 fn start(plan: &SandboxPlan) -> Result<Command> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("cannot set the parent-death signal")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("cannot set the parent-death signal")?;
     // The command runs as the user; init must not be open to it through /proc/1 (its exe is the
     // host's `dev` binary).
     nix::sys::prctl::set_dumpable(false).context("cannot make init non-dumpable")?;
@@ -181,7 +182,10 @@ fn start(plan: &SandboxPlan) -> Result<Command> {
         p.argv.clone()
     };
     if !p.cwd.is_dir() {
-        return Err(anyhow!("the working directory `{}` does not exist in the env", p.cwd.display()));
+        return Err(anyhow!(
+            "the working directory `{}` does not exist in the env",
+            p.cwd.display()
+        ));
     }
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -215,8 +219,7 @@ fn choose_shell(plan: &SandboxPlan) -> Result<Option<String>> {
         }
         return Ok(Some(shell.clone()));
     }
-    Ok(p
-        .shell_fallbacks
+    Ok(p.shell_fallbacks
         .iter()
         .find(|s| Path::new(s).is_file())
         .cloned())
@@ -261,8 +264,13 @@ mod tests {
     impl Sys for Recorder {
         type Tree = PathBuf;
         fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<PathBuf> {
-            assert!(!self.pivoted, "host path {} read after the pivot", source.display());
-            self.calls.push(format!("clone {} ro={readonly}", source.display()));
+            assert!(
+                !self.pivoted,
+                "host path {} read after the pivot",
+                source.display()
+            );
+            self.calls
+                .push(format!("clone {} ro={readonly}", source.display()));
             Ok(source.to_path_buf())
         }
         fn pivot_root(&mut self, root: &Path) -> Result<()> {
@@ -271,7 +279,8 @@ mod tests {
             Ok(())
         }
         fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
-            self.calls.push(format!("mkdir {} {mode:o}", path.display()));
+            self.calls
+                .push(format!("mkdir {} {mode:o}", path.display()));
             Ok(())
         }
         fn create_file(&mut self, path: &Path) -> Result<()> {
@@ -279,15 +288,23 @@ mod tests {
             Ok(())
         }
         fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
-            self.calls.push(format!("mount {fstype} {} {flags:?} {data}", target.display()));
+            self.calls.push(format!(
+                "mount {fstype} {} {flags:?} {data}",
+                target.display()
+            ));
             Ok(())
         }
         fn attach(&mut self, tree: &PathBuf, target: &Path) -> Result<()> {
-            self.calls.push(format!("attach {} {}", tree.display(), target.display()));
+            self.calls
+                .push(format!("attach {} {}", tree.display(), target.display()));
             Ok(())
         }
         fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
-            self.calls.push(format!("symlink {} -> {}", link.display(), target.display()));
+            self.calls.push(format!(
+                "symlink {} -> {}",
+                link.display(),
+                target.display()
+            ));
             Ok(())
         }
     }
@@ -316,7 +333,13 @@ mod tests {
         assert!(pos("mount devpts /dev/pts") > pos("mount tmpfs /dev "));
         assert!(pos("attach /s/env/home /home/ann") < pos("attach /home/ann/app /home/ann/app"));
         assert!(pos("file /etc/resolv.conf") < pos("attach /etc/resolv.conf /etc/resolv.conf"));
-        assert_eq!(rec.calls.iter().filter(|c| c.starts_with("mount proc")).count(), 1);
+        assert_eq!(
+            rec.calls
+                .iter()
+                .filter(|c| c.starts_with("mount proc"))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -337,7 +360,10 @@ mod tests {
     fn exit_codes() {
         let pid = Pid::from_raw(5);
         assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, false)), Some(143));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, false)),
+            Some(143)
+        );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
     }
 }

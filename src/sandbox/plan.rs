@@ -119,12 +119,22 @@ pub enum Flag {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// Clone a host tree (recursively) as a detached mount; later `Attach`ed by its index.
-    Clone { source: PathBuf, readonly: bool },
+    Clone {
+        source: PathBuf,
+        readonly: bool,
+    },
     /// Make `root` the root and detach the old one.
-    PivotRoot { root: PathBuf },
-    Mkdir { path: PathBuf, mode: u32 },
+    PivotRoot {
+        root: PathBuf,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
     /// Create an empty file to mount onto, if nothing is there.
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     Mount {
         fstype: String,
         target: PathBuf,
@@ -132,8 +142,14 @@ pub enum Step {
         data: String,
     },
     /// Mount the tree of the `handle`-th `Clone` at `target`.
-    Attach { handle: usize, target: PathBuf },
-    Symlink { target: PathBuf, link: PathBuf },
+    Attach {
+        handle: usize,
+        target: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
 }
 
 /// Where things are, for the mount plan.
@@ -162,7 +178,11 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
     let mut steps = Vec::new();
     let clone = |steps: &mut Vec<Step>, source: PathBuf, readonly: bool| {
         steps.push(Step::Clone { source, readonly });
-        steps.iter().filter(|s| matches!(s, Step::Clone { .. })).count() - 1
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Clone { .. }))
+            .count()
+            - 1
     };
     let devices: Vec<usize> = DEVICES
         .iter()
@@ -215,7 +235,12 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
         data: data.into(),
     };
     steps.push(mkdir("/dev", 0o755));
-    steps.push(mount("tmpfs", "/dev", vec![NoSuid, NoExec], "mode=755,size=65536k"));
+    steps.push(mount(
+        "tmpfs",
+        "/dev",
+        vec![NoSuid, NoExec],
+        "mode=755,size=65536k",
+    ));
     for (name, handle) in DEVICES.iter().zip(devices) {
         let path = Path::new("/dev").join(name);
         steps.push(Step::File { path: path.clone() });
@@ -340,11 +365,12 @@ pub fn environment(
         "PATH".into(),
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
     )];
-    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| {
-        match env.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v.to_string(),
-            None => env.push((k.to_string(), v.to_string())),
-        }
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env
+        .iter_mut()
+        .find(|(key, _)| key == k)
+    {
+        Some(slot) => slot.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
     };
     for kv in image_env {
         if let Some((k, v)) = kv.split_once('=') {
@@ -581,16 +607,28 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.into(), b.into()))
         .collect();
-        let extra: BTreeMap<String, String> = [("RUST_LOG".to_string(), "debug".to_string()), ("LANG".to_string(), "de_DE.UTF-8".to_string())].into();
+        let extra: BTreeMap<String, String> = [
+            ("RUST_LOG".to_string(), "debug".to_string()),
+            ("LANG".to_string(), "de_DE.UTF-8".to_string()),
+        ]
+        .into();
         let env = environment(
-            &["PATH=/opt/bin:/usr/bin".into(), "LANG=C".into(), "bogus".into()],
+            &[
+                "PATH=/opt/bin:/usr/bin".into(),
+                "LANG=C".into(),
+                "bogus".into(),
+            ],
             &host,
             &user(false),
             "app",
             true,
             &extra,
         );
-        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("PATH"), Some("/opt/bin:/usr/bin"));
         assert_eq!(get("TERM"), Some("xterm-256color"));
         assert_eq!(get("LC_ALL"), Some("C.UTF-8"));
@@ -615,7 +653,10 @@ mod tests {
             "root:x:0:0:root:/root:/bin/bash\nann:x:1500:1500:ann:/home/ann:/bin/bash\n"
         );
         assert_eq!(merge_entry(&merged, &e), None);
-        assert_eq!(merge_entry("", &u.group_entry()).as_deref(), Some("ann:x:1500:\n"));
+        assert_eq!(
+            merge_entry("", &u.group_entry()).as_deref(),
+            Some("ann:x:1500:\n")
+        );
     }
 
     #[test]
@@ -629,7 +670,9 @@ mod tests {
         assert_eq!(check_image_user("33:33", passwd), Ok(33));
         assert!(check_image_user("4294967295", passwd).is_err());
         assert!(check_image_user("65536", passwd).is_err());
-        assert!(check_image_user("ghost", passwd).unwrap_err().contains("not in the image"));
+        assert!(check_image_user("ghost", passwd)
+            .unwrap_err()
+            .contains("not in the image"));
         assert_eq!(check_image_user("", passwd), Ok(0));
     }
 

@@ -59,7 +59,10 @@ pub fn mount(plan: &RootfsPlan) -> Result<Mounted> {
             Err(e) => errors.push(format!("{}: {e:#}", backend.name())),
         }
     }
-    bail!("cannot mount the env's root filesystem ({})", errors.join("; "))
+    bail!(
+        "cannot mount the env's root filesystem ({})",
+        errors.join("; ")
+    )
 }
 
 fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
@@ -131,7 +134,8 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
                     copy_layer(&plan.layers_dir.join(lower), &staging)?;
                 }
                 let _ = crate::unpack::remove_tree(&plan.copy);
-                fs::rename(&staging, &plan.copy).context("cannot move the copied root into place")?;
+                fs::rename(&staging, &plan.copy)
+                    .context("cannot move the copied root into place")?;
                 fs::write(&done, b"").context("cannot mark the copy complete")?;
             }
             sys::bind_self(&plan.copy)?;
@@ -215,7 +219,8 @@ pub fn copy_layer(src: &Path, dest: &Path) -> Result<()> {
             if ft.is_symlink() {
                 std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
             } else if ft.is_file() {
-                fs::copy(&from, &to).with_context(|| format!("cannot copy `{}`", from.display()))?;
+                fs::copy(&from, &to)
+                    .with_context(|| format!("cannot copy `{}`", from.display()))?;
             } else {
                 continue;
             }
@@ -228,7 +233,10 @@ pub fn copy_layer(src: &Path, dest: &Path) -> Result<()> {
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         );
         if !ft.is_symlink() {
-            fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
+            fs::set_permissions(
+                &to,
+                std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+            )?;
         }
     }
     Ok(())

@@ -93,7 +93,7 @@ fn detect_ownership(uid: u32, gid: u32, name: &str) -> Ownership {
     let sub_gid = parse_subid(&read("/etc/subgid"), &group, gid)
         .or_else(|| parse_subid(&read("/etc/subgid"), name, gid));
     let (Some(sub_uid), Some(sub_gid)) = (sub_uid, sub_gid) else {
-        return Ownership::Flat { reason: format!("no subordinate id range for `{name}` in /etc/subuid and /etc/subgid; every file is owned by you ({hint})") };
+        return Ownership::Flat { reason: format!("no subordinate id range for `{name}` in /etc/subuid and /etc/subgid: every file is owned by you, and inside only your id and root exist (no `_apt` for apt-get); {hint}") };
     };
     let (Ok(newuidmap), Ok(newgidmap)) = (which::which("newuidmap"), which::which("newgidmap"))
     else {
@@ -138,7 +138,9 @@ pub fn spawn_helper(
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_COMMAND).arg(mode.as_arg()).args(args);
     setup(&mut cmd);
-    let mut child = cmd.spawn().context("cannot start the `dev` helper process")?;
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the `dev` helper process")?;
     let pid = Pid::from_raw(child.id() as i32);
     let Ownership::Subordinate {
         uid_map,
@@ -244,7 +246,10 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
     if nix::unistd::getppid().as_raw() == 1 {
         bail!("the parent `dev` is gone");
     }
-    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
         UserError::with_hint(
             format!("cannot create a user namespace: {e}"),

@@ -49,7 +49,8 @@ struct MountAttr {
 }
 
 fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| anyhow!("path `{}` has a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| anyhow!("path `{}` has a NUL byte", p.display()))
 }
 
 fn ms_flags(flags: &[Flag]) -> MsFlags {
@@ -68,10 +69,12 @@ impl Sys for Linux {
 
     fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<OwnedFd> {
         let path = cpath(source)?;
-        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+        let flags =
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
         // SAFETY: open_tree(2) reads a NUL-terminated path that outlives the call and returns a
         // new file descriptor, or -1, which is checked before the fd is owned.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        let fd =
+            unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
         if fd < 0 {
             return Err(io::Error::last_os_error())
                 .with_context(|| format!("cannot clone the mount of `{}`", source.display()));
@@ -121,7 +124,12 @@ impl Sys for Linux {
             .recursive(true)
             .mode(mode)
             .create(path)
-            .with_context(|| format!("cannot create the mount point `{}` in the image", path.display()))
+            .with_context(|| {
+                format!(
+                    "cannot create the mount point `{}` in the image",
+                    path.display()
+                )
+            })
     }
 
     fn create_file(&mut self, path: &Path) -> Result<()> {
@@ -143,16 +151,33 @@ impl Sys for Linux {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map(drop)
-            .with_context(|| format!("cannot create the mount point `{}` in the image", path.display()))
+            .with_context(|| {
+                format!(
+                    "cannot create the mount point `{}` in the image",
+                    path.display()
+                )
+            })
     }
 
     fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
         // Before the pivot a symlink in the image would point the mount at the host's tree.
-        if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-            anyhow::bail!("the image's `{}` is a symlink; cannot mount {fstype} there", target.display());
+        if target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            anyhow::bail!(
+                "the image's `{}` is a symlink; cannot mount {fstype} there",
+                target.display()
+            );
         }
-        mount(Some(fstype), target, Some(fstype), ms_flags(flags), Some(data))
-            .with_context(|| format!("cannot mount {fstype} on `{}`", target.display()))
+        mount(
+            Some(fstype),
+            target,
+            Some(fstype),
+            ms_flags(flags),
+            Some(data),
+        )
+        .with_context(|| format!("cannot mount {fstype} on `{}`", target.display()))
     }
 
     fn attach(&mut self, tree: &OwnedFd, target: &Path) -> Result<()> {
@@ -212,7 +237,10 @@ pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
             return Err(e).context("cannot wait for signals");
         }
         let sig = Signal::try_from(n).context("unknown signal")?;
-        return Ok((sig, info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE));
+        return Ok((
+            sig,
+            info.si_code == libc::SI_USER || info.si_code == libc::SI_QUEUE,
+        ));
     }
 }
 
@@ -223,13 +251,29 @@ pub fn clean_exec(cmd: &mut Command) {
     let hook = || -> io::Result<()> {
         unblock_signals()?;
         // SAFETY: prctl(2) with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         clear_inheritable()?;
         // SAFETY: close_range(2) with integer arguments; CLOEXEC keeps std's own exec-error
         // pipe working until exec closes every marked descriptor at once.
-        if unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) } < 0 {
+        if unsafe {
+            libc::close_range(
+                3,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -282,13 +326,23 @@ fn clear_inheritable() -> io::Result<()> {
     // SAFETY: capget(2)/capset(2) read the header and read or write two CapData structs, the
     // layout _LINUX_CAPABILITY_VERSION_3 defines; all live on this stack frame.
     unsafe {
-        if libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) < 0 {
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) < 0
+        {
             return Err(io::Error::last_os_error());
         }
         for d in &mut data {
             d.inheritable = 0;
         }
-        if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) < 0 {
+        if libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        ) < 0
+        {
             return Err(io::Error::last_os_error());
         }
     }

@@ -108,7 +108,10 @@ impl Store {
             .with_context(|| format!("cannot open the lock of `{}`", dir.display()))?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
             UserError::with_hint(
-                format!("the env of `{}` is in use by another `dev` session", project.display()),
+                format!(
+                    "the env of `{}` is in use by another `dev` session",
+                    project.display()
+                ),
                 "finish the other session first, or start a throwaway one with `--rm`",
             )
         })?;
@@ -120,7 +123,9 @@ impl Store {
         if let Some(old) = record.filter(|r| &r.manifest_digest != manifest) {
             let trash = self.envs_dir(mapping).join("tmp").join(format!(
                 "{}.{}",
-                dirs.dir.file_name().map_or("env".into(), |n| n.to_string_lossy()),
+                dirs.dir
+                    .file_name()
+                    .map_or("env".into(), |n| n.to_string_lossy()),
                 std::process::id()
             ));
             mkdir(&trash)?;

@@ -396,8 +396,9 @@ pub fn basic_layers() -> Vec<Layer> {
 /// A busybox image: the static busybox of the host (Debian's busybox-static) with every applet
 /// linked in /bin, a minimal /etc, and nothing else.
 pub fn busybox_layers() -> Vec<Layer> {
-    let bin = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox is missing; run `./install.sh --dev` (Debian package busybox-static)");
+    let bin = std::fs::read("/bin/busybox").expect(
+        "/bin/busybox is missing; run `./install.sh --dev` (Debian package busybox-static)",
+    );
     let list = std::process::Command::new("/bin/busybox")
         .arg("--list")
         .output()
@@ -408,10 +409,15 @@ pub fn busybox_layers() -> Vec<Layer> {
         Entry::Dir("etc/".into(), 0o755),
         Entry::File(
             "etc/passwd".into(),
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
             0o644,
         ),
-        Entry::File("etc/group".into(), b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644),
+        Entry::File(
+            "etc/group".into(),
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+            0o644,
+        ),
         Entry::File("etc/os-release".into(), b"ID=busybox\n".to_vec(), 0o644),
         Entry::Dir("root/".into(), 0o700),
         Entry::Dir("tmp/".into(), 0o1777),
@@ -423,7 +429,10 @@ pub fn busybox_layers() -> Vec<Layer> {
             entries.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
         }
     }
-    entries.push(Entry::Symlink("usr/bin/env".into(), "../../bin/busybox".into()));
+    entries.push(Entry::Symlink(
+        "usr/bin/env".into(),
+        "../../bin/busybox".into(),
+    ));
     vec![Layer::new(entries)]
 }
 

@@ -427,7 +427,9 @@ impl Env {
 impl Pty {
     pub fn send(&mut self, text: &str) {
         use std::io::Write;
-        self.master.write_all(text.as_bytes()).expect("write to pty");
+        self.master
+            .write_all(text.as_bytes())
+            .expect("write to pty");
     }
 
     pub fn output(&self) -> String {
@@ -456,7 +458,11 @@ impl Pty {
             if let Some(st) = self.child.try_wait().expect("wait") {
                 return st;
             }
-            assert!(Instant::now() < deadline, "dev did not exit; terminal:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "dev did not exit; terminal:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -4,6 +4,7 @@
 pub mod common;
 
 mod auth;
+mod debian;
 mod hostile;
 mod pull;
 mod shell;

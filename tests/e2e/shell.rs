@@ -40,9 +40,18 @@ fn assert_no_leftovers(env: &Env) {
         let procs: Vec<String> = fs::read_dir("/proc")
             .expect("/proc")
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
             .filter(|e| e.metadata().is_ok_and(|m| m.uid() == env.uid))
-            .map(|e| fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " "))
+            .map(|e| {
+                fs::read_to_string(e.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
             .collect();
         let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
             .expect("mountinfo")
@@ -73,7 +82,11 @@ e2e!(run_returns_exit_codes_and_passes_stdio, |env: Env| {
     assert_eq!(out.status.code(), Some(143), "killed by SIGTERM is 128+15");
     let out = env.run(&["run", "--", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127));
-    assert!(stderr(&out).contains("`no-such-program` is not in the image"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`no-such-program` is not in the image"),
+        "{}",
+        stderr(&out)
+    );
     let mut child = env
         .dev(&["run", "--", "sh", "-c", "tr a-z A-Z"])
         .stdin(Stdio::piped())
@@ -114,52 +127,95 @@ e2e!(signals_sent_to_dev_reach_the_command, |env: Env| {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
         let st = child.wait().expect("wait");
-        assert_eq!(st.code().map(|c| c.to_string()).as_deref(), Some(code), "{sig}: {rest}");
-        assert!(rest.contains(&format!("got {}", &sig.as_str()[3..])), "{rest}");
+        assert_eq!(
+            st.code().map(|c| c.to_string()).as_deref(),
+            Some(code),
+            "{sig}: {rest}"
+        );
+        assert!(
+            rest.contains(&format!("got {}", &sig.as_str()[3..])),
+            "{rest}"
+        );
     }
     assert_no_leftovers(&env);
 });
 
-e2e!(inside_the_user_is_themselves_in_their_project, |env: Env| {
-    let reg = Registry::start();
-    busybox_project(&env, &reg, "[env]\nGREETING = \"hi from dev.toml\"\n");
-    let sub = env.path("project/src/deep");
-    fs::create_dir_all(&sub).expect("mkdir");
-    env.chown_all(&env.path("project"));
-    let script = "id -u; id -g; id -un; id -gn; echo $HOME; pwd; hostname; echo $GREETING; echo $TERM; \
+e2e!(
+    inside_the_user_is_themselves_in_their_project,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg, "[env]\nGREETING = \"hi from dev.toml\"\n");
+        let sub = env.path("project/src/deep");
+        fs::create_dir_all(&sub).expect("mkdir");
+        env.chown_all(&env.path("project"));
+        let script =
+            "id -u; id -g; id -un; id -gn; echo $HOME; pwd; hostname; echo $GREETING; echo $TERM; \
                   grep \"^$(id -un):\" /etc/passwd; touch made-inside; echo x > $HOME/.dotfile";
-    let out = env
-        .dev(&["run", "--", "sh", "-c", script])
-        .current_dir(&sub)
-        .env("TERM", "xterm-kitty")
-        .env("AWS_SECRET_ACCESS_KEY", "must-not-leak")
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", describe("dev run", &out));
-    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
-    let user = env.kind.user();
-    assert_eq!(lines[0], env.uid.to_string());
-    assert_eq!(lines[1], env.gid.to_string());
-    assert_eq!(lines[2], user);
-    assert_eq!(lines[3], user);
-    assert_eq!(lines[4], env.path("home").display().to_string(), "HOME is at the host's path");
-    assert_eq!(lines[5], sub.display().to_string(), "the shell starts in the same sub-directory");
-    assert_eq!(lines[6], "project", "hostname is the project's name");
-    assert_eq!(lines[7], "hi from dev.toml");
-    assert_eq!(lines[8], "xterm-kitty");
-    assert!(lines[9].starts_with(&format!("{user}:x:{}:{}:", env.uid, env.gid)), "{}", lines[9]);
-    let made = fs::metadata(sub.join("made-inside")).expect("file created inside is on the host");
-    assert_eq!((made.uid(), made.gid()), (env.uid, env.gid), "owned by the user, not a subordinate id");
-    assert!(!env.path("home/.dotfile").exists(), "the env's home is its own, not the host's");
-    let out = env.ok(&["run", "--", "sh", "-c", "cat $HOME/.dotfile; env | grep -c AWS_ || true"]);
-    assert_eq!(stdout(&out), "x\n0\n", "home is kept between sessions; host secrets are not passed");
-});
+        let out = env
+            .dev(&["run", "--", "sh", "-c", script])
+            .current_dir(&sub)
+            .env("TERM", "xterm-kitty")
+            .env("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", describe("dev run", &out));
+        let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+        let user = env.kind.user();
+        assert_eq!(lines[0], env.uid.to_string());
+        assert_eq!(lines[1], env.gid.to_string());
+        assert_eq!(lines[2], user);
+        assert_eq!(lines[3], user);
+        assert_eq!(
+            lines[4],
+            env.path("home").display().to_string(),
+            "HOME is at the host's path"
+        );
+        assert_eq!(
+            lines[5],
+            sub.display().to_string(),
+            "the shell starts in the same sub-directory"
+        );
+        assert_eq!(lines[6], "project", "hostname is the project's name");
+        assert_eq!(lines[7], "hi from dev.toml");
+        assert_eq!(lines[8], "xterm-kitty");
+        assert!(
+            lines[9].starts_with(&format!("{user}:x:{}:{}:", env.uid, env.gid)),
+            "{}",
+            lines[9]
+        );
+        let made =
+            fs::metadata(sub.join("made-inside")).expect("file created inside is on the host");
+        assert_eq!(
+            (made.uid(), made.gid()),
+            (env.uid, env.gid),
+            "owned by the user, not a subordinate id"
+        );
+        assert!(
+            !env.path("home/.dotfile").exists(),
+            "the env's home is its own, not the host's"
+        );
+        let out = env.ok(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "cat $HOME/.dotfile; env | grep -c AWS_ || true",
+        ]);
+        assert_eq!(
+            stdout(&out),
+            "x\n0\n",
+            "home is kept between sessions; host secrets are not passed"
+        );
+    }
+);
 
-e2e!(sandbox_has_own_proc_dev_tmp_and_no_privileges, |env: Env| {
-    let reg = Registry::start();
-    busybox_project(&env, &reg, "");
-    fs::write("/tmp/dev-e2e-host-tmp-marker", "x").expect("marker");
-    let script = "echo pid=$$; ls /proc | grep -c '^[0-9]'; ls /dev | tr '\\n' ' '; echo; \
+e2e!(
+    sandbox_has_own_proc_dev_tmp_and_no_privileges,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg, "");
+        fs::write("/tmp/dev-e2e-host-tmp-marker", "x").expect("marker");
+        let script = "echo pid=$$; ls /proc | grep -c '^[0-9]'; ls /dev | tr '\\n' ' '; echo; \
                   ls /dev/pts | tr '\\n' ' '; echo; \
                   test -e /tmp/dev-e2e-host-tmp-marker && echo host-tmp-visible; \
                   touch /sys/x 2>/dev/null && echo sys-writable; \
@@ -167,62 +223,142 @@ e2e!(sandbox_has_own_proc_dev_tmp_and_no_privileges, |env: Env| {
                   ls /proc/$$/fd | tr '\\n' ' '; echo; \
                   cat /proc/1/exe > /dev/null 2>&1 && echo init-readable; \
                   echo done";
-    // The caller leaves fd 5 open: it must not reach the env.
-    let bin = env.bin.display().to_string();
-    let out = env
-        .as_user(
-            std::path::Path::new("/bin/sh"),
-            &["-c", "exec 5</etc/hostname; exec \"$0\" run -- sh -c \"$1\"", &bin, script],
-        )
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", describe("dev run", &out));
-    let text = stdout(&out);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "pid=2", "the command is pid 2 under dev's init: {text}");
-    let procs: u32 = lines[1].trim().parse().expect("count");
-    assert!(procs <= 4, "only the env's processes are in /proc: {text}");
-    for dev in ["null", "zero", "random", "urandom", "tty", "pts", "shm", "ptmx"] {
-        assert!(lines[2].split(' ').any(|d| d == dev), "/dev/{dev} missing: {}", lines[2]);
+        // The caller leaves fd 5 open: it must not reach the env.
+        let bin = env.bin.display().to_string();
+        let out = env
+            .as_user(
+                std::path::Path::new("/bin/sh"),
+                &[
+                    "-c",
+                    "exec 5</etc/hostname; exec \"$0\" run -- sh -c \"$1\"",
+                    &bin,
+                    script,
+                ],
+            )
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", describe("dev run", &out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "pid=2",
+            "the command is pid 2 under dev's init: {text}"
+        );
+        let procs: u32 = lines[1].trim().parse().expect("count");
+        assert!(procs <= 4, "only the env's processes are in /proc: {text}");
+        for dev in [
+            "null", "zero", "random", "urandom", "tty", "pts", "shm", "ptmx",
+        ] {
+            assert!(
+                lines[2].split(' ').any(|d| d == dev),
+                "/dev/{dev} missing: {}",
+                lines[2]
+            );
+        }
+        assert!(
+            !lines[2].contains("sda") && !lines[2].contains("fuse"),
+            "minimal /dev: {}",
+            lines[2]
+        );
+        assert_eq!(lines[3].trim(), "ptmx", "a private, empty /dev/pts");
+        assert!(!text.contains("host-tmp-visible"), "/tmp is private");
+        assert!(!text.contains("sys-writable"), "/sys is read-only");
+        assert!(
+            lines[4].contains("CapInh:\t0000000000000000")
+                || lines[4].contains("CapInh: 0000000000000000"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[4].contains("CapAmb: 0000000000000000"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[4].contains("CapEff: 0000000000000000"),
+            "{}",
+            lines[4]
+        );
+        assert_eq!(
+            lines[5].trim(),
+            "0 1 2",
+            "only fds 0-2 cross into the env: {}",
+            lines[5]
+        );
+        assert!(
+            !text.contains("init-readable"),
+            "init (the host's dev binary) is not open to the env"
+        );
+        assert!(text.ends_with("done\n"));
+        let _ = fs::remove_file("/tmp/dev-e2e-host-tmp-marker");
     }
-    assert!(!lines[2].contains("sda") && !lines[2].contains("fuse"), "minimal /dev: {}", lines[2]);
-    assert_eq!(lines[3].trim(), "ptmx", "a private, empty /dev/pts");
-    assert!(!text.contains("host-tmp-visible"), "/tmp is private");
-    assert!(!text.contains("sys-writable"), "/sys is read-only");
-    assert!(lines[4].contains("CapInh:\t0000000000000000") || lines[4].contains("CapInh: 0000000000000000"), "{}", lines[4]);
-    assert!(lines[4].contains("CapAmb: 0000000000000000"), "{}", lines[4]);
-    assert!(lines[4].contains("CapEff: 0000000000000000"), "{}", lines[4]);
-    assert_eq!(lines[5].trim(), "0 1 2", "only fds 0-2 cross into the env: {}", lines[5]);
-    assert!(!text.contains("init-readable"), "init (the host's dev binary) is not open to the env");
-    assert!(text.ends_with("done\n"));
-    let _ = fs::remove_file("/tmp/dev-e2e-host-tmp-marker");
-});
+);
 
 e2e!(dev_binary_cannot_be_written_from_inside, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg, "");
     let before = fs::read(&env.bin).expect("read dev");
-    let out = env.run(&["run", "--root", "--", "sh", "-c", "echo pwned >> /proc/1/exe; echo pwned > /proc/1/exe; exit 0"]);
+    let out = env.run(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo pwned >> /proc/1/exe; echo pwned > /proc/1/exe; exit 0",
+    ]);
     assert!(out.status.success(), "{}", describe("dev run", &out));
-    assert!(fs::read(&env.bin).expect("read dev") == before, "the dev binary changed");
+    assert!(
+        fs::read(&env.bin).expect("read dev") == before,
+        "the dev binary changed"
+    );
 });
 
 e2e!(env_layer_persists_and_rm_throws_changes_away, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg, "");
-    let out = env.ok(&["run", "--root", "--", "sh", "-c", "id -u; echo kept > /etc/marker"]);
+    let out = env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "id -u; echo kept > /etc/marker",
+    ]);
     assert_eq!(stdout(&out), "0\n", "--root is root inside");
     let out = env.ok(&["run", "--", "cat", "/etc/marker"]);
-    assert_eq!(stdout(&out), "kept\n", "the env's layer is kept between sessions");
-    env.ok(&["run", "--rm", "--root", "--", "sh", "-c", "cat /etc/marker && echo gone > /etc/thrown && rm /etc/marker"]);
-    let out = env.ok(&["run", "--", "sh", "-c", "cat /etc/marker; test -e /etc/thrown && echo thrown-kept; true"]);
+    assert_eq!(
+        stdout(&out),
+        "kept\n",
+        "the env's layer is kept between sessions"
+    );
+    env.ok(&[
+        "run",
+        "--rm",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/marker && echo gone > /etc/thrown && rm /etc/marker",
+    ]);
+    let out = env.ok(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/marker; test -e /etc/thrown && echo thrown-kept; true",
+    ]);
     assert_eq!(stdout(&out), "kept\n", "--rm changes are thrown away");
     assert_no_leftovers(&env);
     let tmp = env.store().join("envs-v1");
     let scratch: Vec<_> = fs::read_dir(&tmp)
         .expect("envs")
         .flatten()
-        .flat_map(|m| fs::read_dir(m.path().join("tmp")).into_iter().flatten().flatten())
+        .flat_map(|m| {
+            fs::read_dir(m.path().join("tmp"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .map(|e| e.path())
         .collect();
     assert!(scratch.is_empty(), "--rm left {scratch:?}");
@@ -235,8 +371,19 @@ e2e!(image_flag_works_without_dev_toml, |env: Env| {
     let err = env.fails(&["run", "--", "true"]);
     assert!(err.contains("no dev.toml in"), "{err}");
     assert!(err.contains("dev init") && err.contains("--image"), "{err}");
-    let out = env.ok(&["run", "--image", &r, "--", "sh", "-c", "cat /etc/os-release; pwd"]);
-    assert_eq!(stdout(&out), format!("ID=busybox\n{}\n", env.path("project").display()));
+    let out = env.ok(&[
+        "run",
+        "--image",
+        &r,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/os-release; pwd",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        format!("ID=busybox\n{}\n", env.path("project").display())
+    );
 });
 
 e2e!(dev_toml_errors_are_one_clear_line, |env: Env| {
@@ -245,47 +392,85 @@ e2e!(dev_toml_errors_are_one_clear_line, |env: Env| {
     assert!(err.contains("dev.toml:2:9:"), "{err}");
     write_toml(&env, "imgae = \"debian\"\n");
     let err = env.fails(&["run", "true"]);
-    assert!(err.contains("unknown key `imgae`; did you mean `image`?"), "{err}");
+    assert!(
+        err.contains("unknown key `imgae`; did you mean `image`?"),
+        "{err}"
+    );
     assert!(err.contains("dev.toml:1:1"), "{err}");
     // Found from a sub-directory, too.
     fs::create_dir_all(env.path("project/a/b")).expect("mkdir");
     env.chown_all(&env.path("project"));
-    let out = env.dev(&["run", "true"]).current_dir(env.path("project/a/b")).output().expect("run");
-    assert!(stderr(&out).contains("unknown key `imgae`"), "{}", stderr(&out));
+    let out = env
+        .dev(&["run", "true"])
+        .current_dir(env.path("project/a/b"))
+        .output()
+        .expect("run");
+    assert!(
+        stderr(&out).contains("unknown key `imgae`"),
+        "{}",
+        stderr(&out)
+    );
 });
 
 e2e!(bad_image_configs_are_refused_clearly, |env: Env| {
     let reg = Registry::start();
     for (tag, key, value, expect) in [
-        ("wd", "WorkingDir", "/proc/self/fd/7", "WorkingDir `/proc/self/fd/7`"),
+        (
+            "wd",
+            "WorkingDir",
+            "/proc/self/fd/7",
+            "WorkingDir `/proc/self/fd/7`",
+        ),
         ("big", "User", "4294967295", "outside the ids"),
-        ("ghost", "User", "ghost", "User `ghost` is not in the image's /etc/passwd"),
+        (
+            "ghost",
+            "User",
+            "ghost",
+            "User `ghost` is not in the image's /etc/passwd",
+        ),
     ] {
         ImageBuilder::new(busybox_layers())
             .run_config(key, serde_json::json!(value))
             .push(&reg, "fixture/bad", Some(tag));
         let r = format!("{}/fixture/bad:{tag}", reg.host());
         let out = env.run(&["run", "--image", &r, "--", "true"]);
-        assert!(!out.status.success(), "{tag}: {}", describe("dev run", &out));
+        assert!(
+            !out.status.success(),
+            "{tag}: {}",
+            describe("dev run", &out)
+        );
         let err = stderr(&out);
         assert!(
-            err.lines().any(|l| l.starts_with("error: ") && l.contains(expect)),
+            err.lines()
+                .any(|l| l.starts_with("error: ") && l.contains(expect)),
             "{tag}: {err}"
         );
     }
     // An image without any shell.
     let noshell = crate::common::Layer::new(vec![
         crate::common::Entry::Dir("etc/".into(), 0o755),
-        crate::common::Entry::File("etc/passwd".into(), b"root:x:0:0::/root:/bin/sh\n".to_vec(), 0o644),
+        crate::common::Entry::File(
+            "etc/passwd".into(),
+            b"root:x:0:0::/root:/bin/sh\n".to_vec(),
+            0o644,
+        ),
     ]);
     ImageBuilder::new(vec![noshell]).push(&reg, "fixture/noshell", Some("1"));
     let r = format!("{}/fixture/noshell:1", reg.host());
     let out = env.run(&["shell", "--image", &r]);
-    assert!(stderr(&out).contains("has no shell"), "{}", describe("dev shell", &out));
+    assert!(
+        stderr(&out).contains("has no shell"),
+        "{}",
+        describe("dev shell", &out)
+    );
     // dev.toml names a shell the image lacks.
     busybox_project(&env, &reg, "shell = \"/bin/zsh\"\n");
     let out = env.run(&["shell"]);
-    assert!(stderr(&out).contains("`/bin/zsh` that dev.toml names is not in the image"), "{}", describe("dev shell", &out));
+    assert!(
+        stderr(&out).contains("`/bin/zsh` that dev.toml names is not in the image"),
+        "{}",
+        describe("dev shell", &out)
+    );
     assert_no_leftovers(&env);
 });
 
@@ -321,13 +506,21 @@ e2e!(both_overlay_backends_and_copy_work, |env: Env| {
     env.ok(&["run", "true"]);
     let probe = fs::read_to_string(env.store().join("overlay-v1.json")).expect("probe cache");
     assert!(probe.contains("\"native\""), "{probe}");
-    for (backend, fstype) in [("native", "overlay"), ("fuse", "fuse.fuse-overlayfs"), ("copy", "ext4")] {
+    for (backend, fstype) in [
+        ("native", "overlay"),
+        ("fuse", "fuse.fuse-overlayfs"),
+        ("copy", "ext4"),
+    ] {
         let out = env
             .dev(&["run", "--root", "--", "sh", "-c", &format!("grep ' / ' /proc/mounts | cut -d' ' -f3; echo {backend} >> /etc/backends; cat /etc/backends | tr '\\n' ' '")])
             .env("DEV_OVERLAY", backend)
             .output()
             .expect("run");
-        assert!(out.status.success(), "{backend}: {}", describe("dev run", &out));
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            describe("dev run", &out)
+        );
         let text = stdout(&out);
         let mut lines = text.lines();
         let fs_type = lines.next().unwrap_or_default();
@@ -338,10 +531,21 @@ e2e!(both_overlay_backends_and_copy_work, |env: Env| {
         }
         assert_no_leftovers(&env);
         if backend == "fuse" {
-            assert_eq!(lines.next(), Some("native fuse "), "fuse sees and keeps native's changes");
+            assert_eq!(
+                lines.next(),
+                Some("native fuse "),
+                "fuse sees and keeps native's changes"
+            );
         }
     }
-    let out = env.dev(&["run", "true"]).env("DEV_OVERLAY", "zfs").output().expect("run");
-    assert!(stderr(&out).contains("DEV_OVERLAY is `zfs`"), "{}", stderr(&out));
+    let out = env
+        .dev(&["run", "true"])
+        .env("DEV_OVERLAY", "zfs")
+        .output()
+        .expect("run");
+    assert!(
+        stderr(&out).contains("DEV_OVERLAY is `zfs`"),
+        "{}",
+        stderr(&out)
+    );
 });
-
