@@ -99,6 +99,9 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
                 .stderr(Stdio::piped());
             // If the helper dies, fuse-overlayfs unmounts and exits instead of keeping the mount alive.
             sys::die_with_parent(&mut cmd, Signal::SIGTERM);
+            if !nix::unistd::getuid().is_root() {
+                sys::keep_capabilities(&mut cmd);
+            }
             let mut child = cmd.spawn().context("cannot start fuse-overlayfs")?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while !sys::is_mount_point(&plan.merged) {

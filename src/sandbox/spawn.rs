@@ -285,6 +285,13 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
     setgroups(&[]).context("cannot drop supplementary groups in the user namespace")?;
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .context("cannot become root in the user namespace")?;
+    // A credential change clears the parent-death signal: set it again, then make sure the
+    // parent did not die in between.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("cannot set the parent-death signal")?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        bail!("the parent `dev` is gone");
+    }
     Ok(())
 }
 

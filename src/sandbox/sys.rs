@@ -364,6 +364,60 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
     };
 }
 
+/// `cmd` keeps this process's capabilities across `exec` although it runs as a non-root id
+/// (fuse-overlayfs under a single-id map, where the only id inside is the user's own).
+pub fn keep_capabilities(cmd: &mut Command) {
+    let hook = || -> io::Result<()> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: as in `clear_inheritable`: the header and two CapData structs live on this
+        // frame; prctl(2) takes integers only.
+        unsafe {
+            if libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut CapHeader,
+                data.as_mut_ptr(),
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for d in &mut data {
+                d.inheritable = d.permitted;
+            }
+            if libc::syscall(
+                libc::SYS_capset,
+                &mut header as *mut CapHeader,
+                data.as_ptr(),
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for cap in 0..64u32 {
+                let (word, bit) = ((cap / 32) as usize, cap % 32);
+                if data[word].permitted & (1 << bit) != 0 {
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    );
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
 /// Whether `path` is a mount point: its device differs from its parent's.
 pub fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;

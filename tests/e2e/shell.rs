@@ -33,8 +33,11 @@ fn write_toml(env: &Env, text: &str) {
     env.chown_all(&env.path("project"));
 }
 
-/// Nothing of the session may outlive it: no process of the user, no mount of the store.
+/// Nothing of the session may outlive it: no process that belongs to this test's env (its
+/// environment names the test's directory: HOME inside, XDG_DATA_HOME for the helper and
+/// fuse-overlayfs), no mount of its store.
 fn assert_no_leftovers(env: &Env) {
+    let mark = env.dir.path().display().to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let procs: Vec<String> = fs::read_dir("/proc")
@@ -56,7 +59,7 @@ fn assert_no_leftovers(env: &Env) {
         let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
             .expect("mountinfo")
             .lines()
-            .filter(|l| l.contains(&env.dir.path().display().to_string()))
+            .filter(|l| l.contains(&mark))
             .map(str::to_string)
             .collect();
         if procs.is_empty() && mounts.is_empty() {
@@ -549,3 +552,95 @@ e2e!(both_overlay_backends_and_copy_work, |env: Env| {
         stderr(&out)
     );
 });
+
+e2e!(killed_dev_leaves_nothing_behind, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "");
+    env.ok(&["run", "true"]);
+    for backend in ["native", "fuse"] {
+        let mut child = env
+            .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
+            .env("DEV_OVERLAY", backend)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(&mut child.stdout.take().expect("stdout"), &mut buf)
+            .expect("ready");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill");
+        let _ = child.wait();
+        assert_no_leftovers(&env);
+        // The env is usable again at once.
+        env.ok(&["run", "true"]);
+    }
+});
+
+e2e!(
+    second_session_of_a_busy_env_is_refused_but_rm_works,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg, "");
+        env.ok(&["run", "true"]);
+        let mut first = env
+            .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut buf = [0u8; 6];
+        std::io::Read::read_exact(&mut first.stdout.take().expect("stdout"), &mut buf)
+            .expect("ready");
+        let err = env.fails(&["run", "true"]);
+        assert!(err.contains("in use by another `dev` session"), "{err}");
+        assert!(err.contains("--rm"), "{err}");
+        env.ok(&["run", "--rm", "true"]);
+        kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).expect("kill");
+        let _ = first.wait();
+        assert_no_leftovers(&env);
+    }
+);
+
+e2e!(ssh_agent_socket_is_reachable_inside, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "");
+    let dir = env.path("outside/agent");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let sock = dir.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    env.chown_all(&env.path("outside"));
+    let out = env
+        .dev(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo $SSH_AUTH_SOCK; test -S $SSH_AUTH_SOCK && echo socket",
+        ])
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", describe("dev run", &out));
+    assert_eq!(stdout(&out), "/run/dev/ssh-agent.sock\nsocket\n");
+    drop(listener);
+});
+
+/// A `newuidmap` that is not setuid cannot write a range: dev falls back to the single-id map
+/// and says how to fix it.
+#[test]
+fn newuidmap_not_setuid_falls_back_with_the_fix() {
+    let env = Env::new(crate::common::Kind::Sub);
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "");
+    for tool in ["newuidmap", "newgidmap"] {
+        let to = env.path(&format!("bin/{tool}"));
+        fs::copy(which::which(tool).expect(tool), &to).expect("copy");
+        fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = env.ok(&["run", "--", "id", "-u"]);
+    assert_eq!(stdout(&out), format!("{}\n", env.uid));
+    assert!(
+        stderr(&out).contains("is not setuid root") && stderr(&out).contains("chmod u+s"),
+        "{}",
+        stderr(&out)
+    );
+}
