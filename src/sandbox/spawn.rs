@@ -167,12 +167,20 @@ pub fn spawn_helper(
             Err(e) => return Err(e).context("cannot wait for the helper process"),
         }
     }
-    let map = |program: &PathBuf, map: &IdMap| -> Result<()> {
-        let out = Command::new(program)
+    // newuidmap and newgidmap run side by side: each is a setuid program that takes a few ms.
+    let start = |program: &PathBuf, map: &IdMap| {
+        Command::new(program)
             .arg(pid.to_string())
             .args(map.args())
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{}`", program.display()))
+    };
+    let finish = |program: &PathBuf, map: &IdMap, child: Result<Child>| -> Result<()> {
+        let out = child?
+            .wait_with_output()
             .with_context(|| format!("cannot run `{}`", program.display()))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -191,7 +199,9 @@ pub fn spawn_helper(
         }
         Ok(())
     };
-    if let Err(e) = map(newuidmap, uid_map).and_then(|_| map(newgidmap, gid_map)) {
+    let (uids, gids) = (start(newuidmap, uid_map), start(newgidmap, gid_map));
+    let mapped = finish(newuidmap, uid_map, uids).and(finish(newgidmap, gid_map, gids));
+    if let Err(e) = mapped {
         let _ = child.kill();
         let _ = child.wait();
         return Err(e);

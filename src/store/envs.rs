@@ -148,7 +148,11 @@ impl Store {
             image: image.to_string(),
             manifest_digest: manifest.clone(),
         };
-        write_atomic(&record_path, &serde_json::to_vec_pretty(&rec)?)?;
+        let json = serde_json::to_vec_pretty(&rec)?;
+        // Written only when it changes: a warm start makes no write that must reach the disk.
+        if fs::read(&record_path).ok().as_deref() != Some(&json[..]) {
+            write_atomic(&record_path, &json)?;
+        }
         Ok(Env { dirs, _lock: lock })
     }
 
