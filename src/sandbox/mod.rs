@@ -2,6 +2,7 @@
 //! the root filesystem, init (pid 1), and the one module that makes the system calls.
 //! Everything that enters a namespace happens in a re-executed, single-threaded `dev` helper.
 
+pub mod helper;
 pub mod idmap;
 pub mod init;
 pub mod plan;

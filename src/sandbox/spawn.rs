@@ -142,6 +142,23 @@ pub fn spawn_helper(
         .spawn()
         .context("cannot start the `dev` helper process")?;
     let pid = Pid::from_raw(child.id() as i32);
+    if mode != IdMode::Subordinate || !identity.has_subordinate() {
+        return Ok(Ok(child));
+    }
+    match map_stopped(identity, pid) {
+        Ok(None) => Ok(Ok(child)),
+        Ok(Some(code)) => Ok(Err((child, code))),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Waits for the helper `pid` to stop itself in its new user namespace, writes its maps with
+/// newuidmap and newgidmap, and resumes it. `Some(code)` if it exited instead.
+fn map_stopped(identity: &Identity, pid: Pid) -> Result<Option<i32>> {
     let Ownership::Subordinate {
         uid_map,
         gid_map,
@@ -150,17 +167,14 @@ pub fn spawn_helper(
         ..
     } = &identity.ownership
     else {
-        return Ok(Ok(child));
+        bail!("internal error: the full id map needs a subordinate range");
     };
-    if mode != IdMode::Subordinate {
-        return Ok(Ok(child));
-    }
     loop {
         match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
             Ok(WaitStatus::Stopped(..)) => break,
             Ok(status) => {
                 if let Some(code) = super::init::exit_code(status) {
-                    return Ok(Err((child, code)));
+                    return Ok(Some(code));
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}
@@ -201,13 +215,9 @@ pub fn spawn_helper(
     };
     let (uids, gids) = (start(newuidmap, uid_map), start(newgidmap, gid_map));
     let mapped = finish(newuidmap, uid_map, uids).and(finish(newgidmap, gid_map, gids));
-    if let Err(e) = mapped {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
+    mapped?;
     kill(pid, Signal::SIGCONT).context("cannot resume the helper process")?;
-    Ok(Ok(child))
+    Ok(None)
 }
 
 /// Runs `dev __userns-helper ARGS...` as root inside a user namespace with the full mapping and
@@ -306,15 +316,45 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
 }
 
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
+/// The helper is a fork of this process when it has a single thread (the usual case: a fork
+/// saves a re-exec of `dev`), else a re-exec (`unshare` needs a single-threaded process).
 pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
-    let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
     let signals = super::init::block_signals()?;
-    let started = spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})?;
-    let child = match started {
-        Ok(child) => child,
-        Err((_, code)) => return Ok(code),
+    let pid = if single_threaded() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match super::sys::fork()? {
+            nix::unistd::ForkResult::Child => {
+                std::process::exit(super::helper::run(plan.ids, plan))
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        }
+    } else {
+        let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
+        match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})? {
+            Ok(child) => {
+                return super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
+            }
+            Err((_, code)) => return Ok(code),
+        }
     };
-    super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
+    if plan.ids == IdMode::Subordinate {
+        match map_stopped(identity, pid) {
+            Ok(None) => {}
+            Ok(Some(code)) => return Ok(code),
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        }
+    }
+    super::init::supervise(pid, &signals, false)
+}
+
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
 /// Why user namespaces may be off here, and what to do.
