@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs dev: runtime dependencies (uidmap, fuse-overlayfs) and the binary into
 # ${PREFIX:-$HOME/.local}/bin. With --dev, also what the test suite and benchmarks need:
-# docker-registry, zstd, hyperfine, podman, bubblewrap, busybox-static, debootstrap, the two unprivileged test users
-# (devtest-sub with a subordinate id range, devtest-nosub without) and /dev/fuse at 0666.
+# docker-registry, zstd, hyperfine, podman, bubblewrap, busybox-static, debootstrap, the unprivileged test users
+# (devtest-sub and devtest-sub2 with a subordinate id range, devtest-nosub without) and /dev/fuse at 0666.
 set -eu
 
 DEV=0
@@ -50,14 +50,15 @@ if [ -n "$missing" ]; then
 fi
 
 if [ "$DEV" = 1 ]; then
-    # Test users: one with a subordinate id range, one without.
-    for u in devtest-sub devtest-nosub; do
+    # Test users: two with a subordinate id range ("two teammates"), one without.
+    for u in devtest-sub devtest-sub2 devtest-nosub; do
         id "$u" >/dev/null 2>&1 || as_root useradd --create-home --shell /bin/sh "$u"
     done
     for f in /etc/subuid /etc/subgid; do
         as_root touch "$f"
         as_root sed -i '/^devtest-nosub:/d' "$f"
         grep -q '^devtest-sub:' "$f" || echo "devtest-sub:300000:65536" | as_root tee -a "$f" >/dev/null
+        grep -q '^devtest-sub2:' "$f" || echo "devtest-sub2:400000:65536" | as_root tee -a "$f" >/dev/null
     done
     # Desktop distributions ship /dev/fuse world-usable; some servers do not.
     if [ -e /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then

@@ -47,6 +47,31 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Resolve dev.toml (image digest, tool versions, tools layer) and write dev.lock.
+    Lock {
+        /// Fail if dev.toml and dev.lock disagree, instead of re-resolving.
+        #[arg(long)]
+        frozen: bool,
+    },
+    /// Re-resolve what dev.lock pins (everything, the image, or named packages) and rewrite it.
+    Update {
+        /// Pull the image's tag again and pin what it points at now.
+        #[arg(long)]
+        image: bool,
+        /// Packages to re-resolve (all, when none is named and --image is not given).
+        packages: Vec<String>,
+    },
+    /// Show the env's fingerprint, whether it matches dev.toml and dev.lock, and any drift.
+    Status,
+    /// Write a commented dev.toml here from a template.
+    Init {
+        /// debian, ubuntu, alpine, python, node, rust or go.
+        #[arg(long, short)]
+        template: Option<String>,
+        /// Start from this image instead of a template's.
+        #[arg(long, conflicts_with = "template")]
+        image: Option<String>,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]
@@ -70,6 +95,9 @@ pub struct EnterArgs {
     /// Throw away the changes made to the env's filesystem when the session ends.
     #[arg(long)]
     pub rm: bool,
+    /// Fail if dev.toml and dev.lock disagree, instead of re-resolving (for CI).
+    #[arg(long)]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod oci;
 mod registry;
 mod sandbox;
 mod store;
+mod tools;
 mod ui;
 mod unpack;
 

@@ -11,7 +11,7 @@ use crate::oci::Digest;
 use crate::sandbox::plan::{IdMode, SandboxPlan};
 use crate::sandbox::spawn::enter_as_helper;
 use crate::sandbox::{self, init};
-use crate::store::layers::{remove_paths, unpack_into};
+use crate::store::layers::{capture_layer, remove_paths, unpack_into};
 use crate::unpack::UnpackOptions;
 
 pub fn main() -> i32 {
@@ -61,6 +61,17 @@ fn run(args: &[OsString]) -> Result<()> {
             println!(
                 "{}",
                 serde_json::to_string(&stats).context("cannot encode the result")?
+            );
+            Ok(())
+        }
+        "capture" => {
+            let [_, upper, dir] = args else {
+                bail!("usage: capture UPPER LAYERS_DIR")
+            };
+            let result = capture_layer(&PathBuf::from(upper), &PathBuf::from(dir))?;
+            println!(
+                "{}",
+                serde_json::to_string(&result).context("cannot encode the result")?
             );
             Ok(())
         }

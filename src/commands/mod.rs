@@ -2,10 +2,13 @@
 
 pub mod helper;
 pub mod images;
+pub mod init;
 pub mod inspect;
+pub mod lock;
 pub mod pull;
 pub mod rmi;
 pub mod shell;
+pub mod status;
 pub mod system;
 
 use anyhow::Result;
@@ -21,6 +24,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Inspect { reference } => inspect::run(&reference),
         Command::Shell { env } => shell::run(&env.into()),
         Command::Run { env, command } => shell::enter(&env.into(), command),
+        Command::Lock { frozen } => lock::run(frozen),
+        Command::Update { image, packages } => lock::update(image, packages),
+        Command::Status => status::run(),
+        Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
@@ -45,6 +52,7 @@ impl From<crate::cli::EnterArgs> for shell::EnterOptions {
             image: a.image,
             root: a.root,
             rm: a.rm,
+            frozen: a.frozen,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::ExitCode;
-use crate::config::project::{Project, FILE_NAME};
+use crate::config::lock::{self, DevLock, LockedImage, LockedLayer};
+use crate::config::project::{DevToml, Project, FILE_NAME};
+use crate::oci::Digest;
 use crate::oci::{ImageConfig, Reference};
 use crate::sandbox::plan::{
     self, check_working_dir, environment, mount_plan, Backend, IdMode, Layout, ProcessPlan,
@@ -19,6 +21,7 @@ use crate::sandbox::spawn::{run_sandbox, Ownership};
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
+use crate::tools::ToolsLayer;
 use crate::ui::progress::PullProgress;
 use crate::ui::UserError;
 
@@ -28,6 +31,18 @@ pub struct EnterOptions {
     pub image: Option<String>,
     pub root: bool,
     pub rm: bool,
+    /// Fail when dev.toml and dev.lock disagree, instead of re-resolving (CI).
+    pub frozen: bool,
+}
+
+/// What `dev update` re-resolves instead of taking from dev.lock.
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    /// The image tag (pull it again).
+    pub image: bool,
+    /// These packages (all of them when `all`).
+    pub packages: Vec<String>,
+    pub all: bool,
 }
 
 pub fn run(opts: &EnterOptions) -> Result<()> {
@@ -36,6 +51,49 @@ pub fn run(opts: &EnterOptions) -> Result<()> {
 
 /// Enters the env with `argv` (the shell when empty); the command's exit code becomes ours.
 pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
+    let env = prepare(opts, &Update::default())?;
+    run_user_setup(&env, opts)?;
+    let code = session(&env, opts, argv, env.cwd.clone())?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ExitCode(code).into())
+    }
+}
+
+/// Everything resolved before a session: project, image, tools layer, lock.
+pub struct Prepared {
+    pub cwd: PathBuf,
+    pub project: Option<Project>,
+    /// The project root (the current directory for `--image` runs outside a project).
+    pub root: PathBuf,
+    /// The image as named (dev.toml or `--image`).
+    pub image: String,
+    pub store: Store,
+    pub identity: Identity,
+    pub record: ImageRecord,
+    pub config: ImageConfig,
+    pub tools: Option<ToolsLayer>,
+    pub backend: Option<Backend>,
+}
+
+impl Prepared {
+    /// Base manifest digest and tools layer digest: what makes two envs the same.
+    pub fn fingerprint(&self) -> String {
+        match &self.tools {
+            Some(t) => format!(
+                "{}+{}",
+                self.record.manifest_digest.short(),
+                t.diff_id.short()
+            ),
+            None => self.record.manifest_digest.short().to_string(),
+        }
+    }
+}
+
+/// Finds the project, pulls the image (the digest dev.lock pins, if any), builds the tools
+/// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
+pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = Project::discover(&cwd)?;
     let image =
@@ -54,10 +112,34 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
         .as_ref()
         .map_or_else(|| cwd.clone(), |p| p.root.clone());
     check_shared_path(&root, "the project directory")?;
-    let reference = Reference::parse(&image)?;
+    // dev.lock belongs to dev.toml: an `--image` run ignores it.
+    let locked = project.as_ref().filter(|_| opts.image.is_none());
+    let lock_path = root.join(lock::FILE_NAME);
+    let old_lock = match locked {
+        Some(_) => DevLock::load(&lock_path)?,
+        None => None,
+    };
+    if let (true, Some(p)) = (opts.frozen, locked) {
+        check_frozen(&p.config, old_lock.as_ref())?;
+    }
+    let mut reference = Reference::parse(&image)?;
+    let host = crate::oci::Platform::host().to_string();
+    let pinned = old_lock
+        .as_ref()
+        .filter(|l| l.image.reference == image && !update.image && !update.all)
+        .and_then(|l| l.image.manifests.get(&host).cloned());
+    if opts.frozen && locked.is_some() && pinned.is_none() {
+        return Err(UserError::with_hint(
+            format!("dev.lock pins no image for this platform ({host})"),
+            "run `dev lock` on this platform and commit dev.lock",
+        ));
+    }
+    if let Some(d) = pinned {
+        reference.digest = Some(d);
+    }
     let store = Store::open()?;
     let identity = Identity::detect();
-    let record = image_in_store(&store, &identity, &reference)?;
+    let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;
     if let Some(dir) = &config.config.working_dir {
@@ -68,15 +150,220 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
             )
         })?;
     }
-    let mapping = identity.store_key();
     let backend = backend(&store)?;
     super::pull::notice_flat(&store, &identity);
+    let mut tools = None;
+    if let Some(p) = &project {
+        let mut pins = old_lock
+            .as_ref()
+            .map(|l| l.tools.clone())
+            .unwrap_or_default();
+        if update.all {
+            pins.clear();
+        }
+        for name in &update.packages {
+            pins.remove(name);
+        }
+        tools = crate::tools::ensure(
+            &store,
+            &identity,
+            &record,
+            config.config.env.as_deref().unwrap_or_default(),
+            &p.config,
+            &pins,
+            backend,
+        )?;
+    }
+    if let Some(p) = locked {
+        let new = new_lock(
+            &image,
+            &record,
+            &p.config,
+            tools.as_ref(),
+            old_lock.as_ref(),
+        );
+        if old_lock.as_ref() != Some(&new) {
+            if opts.frozen {
+                return Err(UserError::with_hint(
+                    "dev.lock is not what dev.toml resolves to here (--frozen)",
+                    "run `dev lock` and commit dev.lock",
+                ));
+            }
+            new.save(&lock_path)?;
+            eprintln!("wrote {}", lock_path.display());
+        }
+    }
+    Ok(Prepared {
+        cwd,
+        project,
+        root,
+        image,
+        store,
+        identity,
+        record,
+        config,
+        tools,
+        backend,
+    })
+}
+
+/// With `--frozen`, dev.toml and dev.lock must name the same image and the same packages.
+pub fn check_frozen(config: &DevToml, lock: Option<&DevLock>) -> Result<()> {
+    let hint = "run `dev lock` (without --frozen) and commit dev.lock";
+    let Some(lock) = lock else {
+        return Err(UserError::with_hint("--frozen: there is no dev.lock", hint));
+    };
+    if lock.image.reference != config.image {
+        return Err(UserError::with_hint(
+            format!(
+                "--frozen: dev.toml's image is `{}` but dev.lock's is `{}`",
+                config.image, lock.image.reference
+            ),
+            hint,
+        ));
+    }
+    let wanted: BTreeMap<&str, Option<&str>> = config
+        .tools
+        .packages
+        .iter()
+        .map(|s| lock::split_spec(s))
+        .collect();
+    for (name, version) in &wanted {
+        match (lock.tools.get(*name), version) {
+            (None, _) => {
+                return Err(UserError::with_hint(
+                    format!("--frozen: package `{name}` is in dev.toml but not in dev.lock"),
+                    hint,
+                ))
+            }
+            (Some(locked), Some(v)) if locked != v => {
+                return Err(UserError::with_hint(
+                    format!("--frozen: dev.toml pins {name}={v} but dev.lock has {name}={locked}"),
+                    hint,
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = lock.tools.keys().find(|k| !wanted.contains_key(k.as_str())) {
+        return Err(UserError::with_hint(
+            format!("--frozen: package `{extra}` is in dev.lock but not in dev.toml"),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// The lock for what was resolved: other platforms' pins are kept.
+fn new_lock(
+    image: &str,
+    record: &ImageRecord,
+    config: &DevToml,
+    tools: Option<&ToolsLayer>,
+    old: Option<&DevLock>,
+) -> DevLock {
+    let mut manifests = old
+        .filter(|l| l.image.reference == image && l.image.index == record.index_digest)
+        .map(|l| l.image.manifests.clone())
+        .unwrap_or_default();
+    manifests.insert(
+        crate::oci::Platform::host().to_string(),
+        record.manifest_digest.clone(),
+    );
+    let names: Vec<&str> = config
+        .tools
+        .packages
+        .iter()
+        .map(|s| lock::split_spec(s).0)
+        .collect();
+    DevLock {
+        version: DevLock::VERSION,
+        image: LockedImage {
+            reference: image.to_string(),
+            index: record.index_digest.clone(),
+            manifests,
+        },
+        tools: tools
+            .map(|t| {
+                t.resolved
+                    .iter()
+                    .filter(|(n, _)| names.contains(&n.as_str()))
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tools_layer: tools.map(|t| LockedLayer {
+            digest: t.diff_id.clone(),
+        }),
+    }
+}
+
+/// dev.toml's `[setup] user` commands, run as the user in the project once per env and
+/// tools layer (again when either changes).
+fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
+    let Some(p) = &env.project else {
+        return Ok(());
+    };
+    if p.config.setup.user.is_empty() || opts.rm || opts.image.is_some() {
+        return Ok(());
+    }
+    let key = Digest::of_bytes(
+        serde_json::json!({
+            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+            "base": env.record.manifest_digest.to_string(),
+            "user": p.config.setup.user,
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    let marker = env
+        .store
+        .env_dir(&env.identity.store_key(), &env.root)
+        .join("setup-user.done");
+    let key = key.to_string();
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return Ok(());
+    }
+    eprintln!("running [setup] user in {}", env.root.display());
+    let script = format!(
+        "exec </dev/null 1>&2\nset -e\n{}\n",
+        p.config.setup.user.join("\n")
+    );
+    let setup_opts = EnterOptions {
+        root: false,
+        ..opts.clone()
+    };
+    let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+    let code = session(env, &setup_opts, argv, env.root.clone())?;
+    if code != 0 {
+        return Err(UserError::with_hint(
+            format!("dev.toml's [setup] user commands failed (exit {code})"),
+            "their error is above; they run again at the next start",
+        ));
+    }
+    std::fs::write(&marker, key.as_str())
+        .with_context(|| format!("cannot write `{}`", marker.display()))
+}
+
+/// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
+pub fn session(
+    env: &Prepared,
+    opts: &EnterOptions,
+    argv: Vec<String>,
+    cwd: PathBuf,
+) -> Result<i32> {
+    let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
+    let project = &env.project;
+    let config = &env.config;
+    let image = &env.image;
+    let backend = env.backend;
+    let mapping = identity.store_key();
 
     // The env: this project's persistent layer, or a throwaway one.
-    let persistent = project.is_some() && !opts.rm;
+    let persistent = project.is_some() && !opts.rm && opts.image.is_none();
     let mut lock = None;
     let (dirs, scratch) = if persistent {
-        let env = store.open_env(&mapping, &root, &image, &record.manifest_digest)?;
+        let env = store.open_env(&mapping, root, image, &record.manifest_digest)?;
         let dirs = env.dirs.clone();
         lock = Some(env);
         (dirs, None)
@@ -92,32 +379,36 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
         .rev()
         .map(|l| Path::new(l.diff_id.hex()).join("root"))
         .collect();
+    if let (Some(t), None) = (&env.tools, &opts.image) {
+        lowers.insert(0, Path::new(t.diff_id.hex()).join("root"));
+    }
     // `--rm` in a project starts from the env as it is; its changes go to the throwaway layer.
     let mut home_source = dirs.home.clone();
     if project.is_some() && opts.rm {
-        if let Some(env) = store.env_dirs_if_current(&mapping, &root, &record.manifest_digest) {
+        if let Some(env) = store.env_dirs_if_current(&mapping, root, &record.manifest_digest) {
             if env.upper.is_dir() && backend != Some(Backend::Copy) {
                 lowers.insert(0, env.upper.clone());
             }
             home_source = env.home;
         }
     }
-
-    let (user, home) = user_plan(&identity, opts.root)?;
-    let home_source = if home == root {
+    let (user, home) = user_plan(identity, opts.root)?;
+    let home_source = if &home == root {
         root.clone()
     } else {
         home_source
     };
-    let hostname = plan::hostname(&root);
+    let hostname = plan::hostname(root);
     let ssh_agent = std::env::var_os("SSH_AUTH_SOCK")
         .map(PathBuf::from)
         .filter(|p| p.metadata().is_ok_and(|m| m.file_type().is_socket()));
+    let mut shares = vec![(home, home_source)];
+    if &shares[0].0 != root {
+        shares.push((root.clone(), root.clone()));
+    }
     let layout = Layout {
         root: dirs.merged.clone(),
-        project: root.clone(),
-        home_source,
-        home,
+        shares,
         ssh_agent: ssh_agent.clone(),
         etc_files: ["/etc/resolv.conf", "/etc/hosts"]
             .iter()
@@ -180,13 +471,9 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
         image_user: config.config.user.clone(),
         image: image.clone(),
     };
-    let code = run_sandbox(&identity, &sandbox)?;
+    let code = run_sandbox(identity, &sandbox)?;
     drop(lock);
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(ExitCode(code).into())
-    }
+    Ok(code)
 }
 
 /// The image's record, pulled first when the store does not have it (or lacks a layer).
@@ -194,13 +481,22 @@ fn image_in_store(
     store: &Store,
     identity: &Identity,
     reference: &Reference,
+    refresh: bool,
 ) -> Result<ImageRecord> {
     let mapping = identity.store_key();
-    if let Some(rec) = store.find_image(&reference.to_string())? {
-        if rec
-            .layers
-            .iter()
-            .all(|l| store.layer_meta(&mapping, &l.diff_id).is_some())
+    if let Some(rec) = store
+        .find_image(&reference.to_string())?
+        .filter(|_| !refresh)
+    {
+        let pinned_ok = reference
+            .digest
+            .as_ref()
+            .is_none_or(|d| d == &rec.manifest_digest);
+        if pinned_ok
+            && rec
+                .layers
+                .iter()
+                .all(|l| store.layer_meta(&mapping, &l.diff_id).is_some())
         {
             return Ok(rec);
         }
@@ -255,6 +551,7 @@ fn user_plan(identity: &Identity, root: bool) -> Result<(UserPlan, PathBuf)> {
             gid: identity.gid,
             home: home.clone(),
             root,
+            write_entries: true,
         },
         home,
     ))

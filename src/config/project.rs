@@ -23,6 +23,41 @@ pub struct DevToml {
     /// Extra environment variables, applied after the image's own.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Packages built into the env's tools layer.
+    #[serde(default)]
+    pub tools: Tools,
+    /// Commands run while building the tools layer (root) and once per env (user).
+    #[serde(default)]
+    pub setup: Setup,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tools {
+    /// `name` or `name=version`, for the image's package manager.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// `apt`, `apk` or `dnf`; detected from the image when absent.
+    #[serde(default)]
+    pub manager: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Setup {
+    /// Shell commands run as root inside, before the packages are installed.
+    #[serde(default)]
+    pub root: Vec<String>,
+    /// Shell commands run as the user in the project, after the packages.
+    #[serde(default)]
+    pub user: Vec<String>,
+}
+
+impl DevToml {
+    /// Whether the env has a tools layer to build.
+    pub fn has_tools(&self) -> bool {
+        !self.tools.packages.is_empty() || !self.setup.root.is_empty()
+    }
 }
 
 /// A project: its root directory and its parsed `dev.toml`.
@@ -64,11 +99,11 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
                     "{}: unknown key `{key}`; did you mean `{near}`?",
                     located_prefix(&located)
                 ),
-                "the keys of dev.toml are `image`, `shell` and the table `[env]` (see the README)",
+                "the keys of dev.toml are listed in the README, under \"dev.toml\"",
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell` and the table `[env]`",
+                "the keys of dev.toml are `image`, `shell`, `[env]`, `[tools]` (`packages`, `manager`) and `[setup]` (`root`, `user`)",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }

@@ -227,7 +227,7 @@ fn choose_shell(plan: &SandboxPlan) -> Result<Option<String>> {
 
 /// Adds the user (and their group) to the image's `/etc/passwd` and `/etc/group`, when missing.
 fn write_user_entries(plan: &SandboxPlan, shell: &str) -> Result<()> {
-    if plan.ids == IdMode::FlatRoot {
+    if plan.ids == IdMode::FlatRoot || !plan.user.write_entries {
         return Ok(());
     }
     let u = &plan.user;
@@ -313,9 +313,10 @@ mod tests {
     fn plan_runs_in_order_against_the_fake() {
         let layout = Layout {
             root: "/s/env/merged".into(),
-            project: "/home/ann/app".into(),
-            home_source: "/s/env/home".into(),
-            home: "/home/ann".into(),
+            shares: vec![
+                ("/home/ann".into(), "/s/env/home".into()),
+                ("/home/ann/app".into(), "/home/ann/app".into()),
+            ],
             ssh_agent: None,
             etc_files: vec!["/etc/resolv.conf".into()],
         };

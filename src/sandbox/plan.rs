@@ -156,9 +156,8 @@ pub enum Step {
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub root: PathBuf,
-    pub project: PathBuf,
-    pub home_source: PathBuf,
-    pub home: PathBuf,
+    /// Host directories mounted inside, as (inside path, host path): the project and the home.
+    pub shares: Vec<(PathBuf, PathBuf)>,
     pub ssh_agent: Option<PathBuf>,
     /// Host files shared read-only at the same path (`/etc/resolv.conf`, `/etc/hosts`).
     pub etc_files: Vec<PathBuf>,
@@ -199,10 +198,7 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
         .as_ref()
         .map(|s| clone(&mut steps, s.clone(), false));
     // Home and project, outer first: a project inside the home is mounted on top of it.
-    let mut binds = vec![(l.home.clone(), l.home_source.clone())];
-    if l.project != l.home {
-        binds.push((l.project.clone(), l.project.clone()));
-    }
+    let mut binds = l.shares.clone();
     binds.sort_by_key(|(target, _)| target.components().count());
     let binds: Vec<(PathBuf, usize)> = binds
         .into_iter()
@@ -316,6 +312,8 @@ pub struct UserPlan {
     pub home: PathBuf,
     /// Run the command as root inside (`--root`); the entries are still written.
     pub root: bool,
+    /// Add the user to `/etc/passwd` and `/etc/group` (not while building a shared tools layer).
+    pub write_entries: bool,
 }
 
 /// What runs, with which environment, where.
@@ -512,9 +510,10 @@ mod tests {
     fn layout() -> Layout {
         Layout {
             root: "/store/env/merged".into(),
-            project: "/home/ann/src/app".into(),
-            home_source: "/store/env/home".into(),
-            home: "/home/ann".into(),
+            shares: vec![
+                ("/home/ann/src/app".into(), "/home/ann/src/app".into()),
+                ("/home/ann".into(), "/store/env/home".into()),
+            ],
             ssh_agent: Some("/tmp/ssh-x/agent.1".into()),
             etc_files: vec!["/etc/resolv.conf".into(), "/etc/hosts".into()],
         }
@@ -573,8 +572,10 @@ mod tests {
         };
         assert!(pos("/home/ann") < pos("/home/ann/src/app"));
         let mut l = layout();
-        l.project = "/tmp/p".into();
-        l.home = "/tmp/p/h".into();
+        l.shares = vec![
+            ("/tmp/p/h".into(), "/store/h".into()),
+            ("/tmp/p".into(), "/tmp/p".into()),
+        ];
         let steps = mount_plan(&l);
         let pos = |target: &str| {
             steps
@@ -593,6 +594,7 @@ mod tests {
             gid: 1500,
             home: "/home/ann".into(),
             root,
+            write_entries: true,
         }
     }
 

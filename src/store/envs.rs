@@ -69,7 +69,8 @@ impl Store {
         self.root.join("overlay-v1.json")
     }
 
-    fn env_dir(&self, mapping: &str, project: &Path) -> PathBuf {
+    /// The directory of the project's env (whether or not it exists yet).
+    pub fn env_dir(&self, mapping: &str, project: &Path) -> PathBuf {
         let name = crate::sandbox::plan::hostname(project);
         let hash = Digest::of_bytes(project.as_os_str().as_encoded_bytes());
         self.envs_dir(mapping)

@@ -112,6 +112,9 @@ impl Store {
                 live_layers.insert(l.diff_id.hex().to_string());
             }
         }
+        for t in self.tools_records(&key) {
+            live_layers.insert(t.diff_id.hex().to_string());
+        }
         let mut g = Garbage::default();
         for (hex, bytes) in self.layer_sizes(&key) {
             if !live_layers.contains(&hex) {

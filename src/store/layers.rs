@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
@@ -70,6 +70,22 @@ impl Store {
             serde_json::from_slice(&out).context("the unpack helper gave no result")
         } else {
             unpack_into(&dir, blob, diff_id, UnpackOptions { keep_owners: false })
+        }
+    }
+
+    /// Captures a build's writable layer (see [`capture_layer`]) as a layer of this mapping.
+    pub fn capture(&self, identity: &Identity, upper: &Path) -> Result<(Digest, LayerStats)> {
+        let dir = self.layers_dir(&identity.store_key());
+        if identity.has_subordinate() {
+            let args: Vec<OsString> = vec![
+                "capture".into(),
+                upper.as_os_str().to_owned(),
+                dir.into_os_string(),
+            ];
+            let out = run_helper(identity, &args)?;
+            serde_json::from_slice(&out).context("the capture helper gave no result")
+        } else {
+            capture_layer(upper, &dir)
         }
     }
 
@@ -142,4 +158,102 @@ pub fn unpack_into(
         let _ = unpack::remove_tree(&staging);
     }
     result
+}
+
+/// Files a package install leaves that differ from run to run (logs, backups, caches): not
+/// part of a tools layer, so two builds of the same packages have the same digest.
+const VOLATILE: &[&str] = &[
+    ".dev-tools-resolved",
+    ".dev-tools-missing-pin",
+    "var/log",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "var/cache/ldconfig/aux-cache",
+    "var/cache/debconf/config.dat-old",
+    "var/cache/debconf/templates.dat-old",
+    "var/lib/dpkg/status-old",
+    "var/lib/dpkg/diversions-old",
+    "var/lib/dpkg/statoverride-old",
+];
+
+/// Turns a build's writable layer into a store layer: drops volatile files and overlay's own
+/// bookkeeping xattrs, computes its diff id, and moves it to `layers_dir/<hex>/root`.
+/// Runs where the tree's owners can be changed (the helper, with a subordinate range).
+pub fn capture_layer(upper: &Path, layers_dir: &Path) -> Result<(Digest, LayerStats)> {
+    for v in VOLATILE {
+        let p = upper.join(v);
+        if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            // Keep the directory (it may be opaque or hold a whiteout that matters); drop files.
+            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
+                if !e
+                    .file_type()
+                    .is_ok_and(|t| t.is_dir() || t.is_char_device())
+                {
+                    let _ = fs::remove_file(e.path());
+                } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = unpack::remove_tree(&e.path());
+                }
+            }
+        } else if p.symlink_metadata().is_ok() {
+            let _ = fs::remove_file(&p);
+        }
+    }
+    let stats = strip_overlay_xattrs(upper)?;
+    let diff_id = unpack::pack::layer_digest(upper)?;
+    let final_dir = layers_dir.join(diff_id.hex());
+    if final_dir.join("meta.json").exists() {
+        unpack::remove_tree(upper)
+            .with_context(|| format!("cannot remove `{}`", upper.display()))?;
+        return Ok((diff_id, stats));
+    }
+    let staging = layers_dir
+        .join("tmp")
+        .join(format!("{}.{}", diff_id.hex(), std::process::id()));
+    let _ = unpack::remove_tree(&staging);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&staging)
+        .with_context(|| format!("cannot create `{}`", staging.display()))?;
+    fs::rename(upper, staging.join("root"))
+        .with_context(|| format!("cannot move `{}` into the store", upper.display()))?;
+    let meta = LayerMeta {
+        diff_id: diff_id.clone(),
+        stats: stats.clone(),
+    };
+    write_atomic(&staging.join("meta.json"), &serde_json::to_vec(&meta)?)?;
+    let _ = unpack::remove_tree(&final_dir);
+    fs::rename(&staging, &final_dir)
+        .with_context(|| format!("cannot move layer into `{}`", final_dir.display()))?;
+    sync_dir(layers_dir);
+    Ok((diff_id, stats))
+}
+
+/// Removes `user.overlay.*` xattrs but the opaque marker; counts files and bytes.
+fn strip_overlay_xattrs(root: &Path) -> Result<LayerStats> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut stats = LayerStats::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p)?;
+        if !meta.file_type().is_symlink() {
+            for name in xattr::list(&p).into_iter().flatten() {
+                let n = name.to_string_lossy();
+                if n.starts_with("user.overlay.") && n != "user.overlay.opaque" {
+                    let _ = xattr::remove(&p, &name);
+                }
+            }
+        }
+        if meta.is_dir() {
+            for e in fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        } else if meta.is_file() {
+            stats.files += 1;
+            stats.bytes += meta.len();
+        } else if !meta.file_type().is_char_device() {
+            stats.files += 1;
+        }
+    }
+    Ok(stats)
 }

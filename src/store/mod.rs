@@ -17,6 +17,7 @@
 //! │   ├── <name>-<sha256(path)>/        upper/ work/ merged/ (or rootfs/ for the copy backend),
 //! │   │                                 home/, env.json (project, image), lock (held by a session)
 //! │   └── tmp/                          `--rm` envs in use, and envs set aside for prune
+//! ├── tools-v1/<mapping>/<key>.json     which layer a tools key was built into, and the versions
 //! ├── overlay-v1.json                   which overlay backend works here (per kernel)
 //! └── locks/<hex>.lock                  one per layer being fetched
 //! ```
@@ -25,6 +26,7 @@ pub mod envs;
 pub mod gc;
 pub mod images;
 pub mod layers;
+pub mod tools;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

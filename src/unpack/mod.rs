@@ -3,6 +3,7 @@
 //! visible: the caller renames the staging directory into place only after `unpack_layer` returned
 //! the verified digest.
 
+pub mod pack;
 mod path;
 pub mod whiteout;
 

@@ -112,6 +112,8 @@ impl Drop for Registry {
 pub enum Kind {
     /// Has a subordinate id range in /etc/subuid and /etc/subgid.
     Sub,
+    /// A second user with a range: the other teammate.
+    Sub2,
     /// Has none.
     NoSub,
 }
@@ -120,6 +122,7 @@ impl Kind {
     pub fn user(self) -> &'static str {
         match self {
             Kind::Sub => "devtest-sub",
+            Kind::Sub2 => "devtest-sub2",
             Kind::NoSub => "devtest-nosub",
         }
     }
@@ -159,7 +162,7 @@ impl Env {
             .any(|l| l.starts_with(&format!("{}:", kind.user())));
         assert_eq!(
             has_range,
-            kind == Kind::Sub,
+            kind != Kind::NoSub,
             "/etc/subuid is not as `./install.sh --dev` leaves it for {}",
             kind.user()
         );

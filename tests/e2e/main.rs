@@ -8,3 +8,4 @@ mod debian;
 mod hostile;
 mod pull;
 mod shell;
+mod tools;

@@ -59,7 +59,7 @@ e2e!(pulls_layers_with_whiteouts_owners_and_links, |env: Env| {
     let owned = fs::metadata(l2.join("var/cache/apt-owned")).unwrap();
     let tool = fs::metadata(l1.join("usr/bin/tool")).unwrap();
     match env.kind {
-        Kind::Sub => {
+        Kind::Sub | Kind::Sub2 => {
             // devtest-sub's range starts at 100000 (./install.sh --dev): inside 0 → 100000, 100 → 100100.
             let sub = sub_start(&env, "/etc/subuid");
             assert_eq!(tool.uid(), sub, "root-owned files keep their owner");

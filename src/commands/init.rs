@@ -1,0 +1,99 @@
+//! `dev init`: writes a commented dev.toml from a template (or for any image); never
+//! overwrites one.
+
+use anyhow::{Context, Result};
+
+use crate::config::project::FILE_NAME;
+use crate::ui::UserError;
+
+/// The templates, by name; the first is the default.
+pub const TEMPLATES: [(&str, &str); 7] = [
+    ("debian", include_str!("../../templates/debian.toml")),
+    ("ubuntu", include_str!("../../templates/ubuntu.toml")),
+    ("alpine", include_str!("../../templates/alpine.toml")),
+    ("python", include_str!("../../templates/python.toml")),
+    ("node", include_str!("../../templates/node.toml")),
+    ("rust", include_str!("../../templates/rust.toml")),
+    ("go", include_str!("../../templates/go.toml")),
+];
+
+pub fn run(template: Option<&str>, image: Option<&str>) -> Result<()> {
+    let path = std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(FILE_NAME);
+    if path.exists() {
+        return Err(UserError::with_hint(
+            format!("`{}` already exists", path.display()),
+            "edit it, or remove it first to start over",
+        ));
+    }
+    let text = render(template, image)?;
+    // The text must parse: a template is only useful if dev reads it.
+    crate::config::project::parse(&path, &text)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+    eprintln!("wrote {}; `dev shell` enters the env", path.display());
+    Ok(())
+}
+
+/// The dev.toml text for a template, or the debian one with `image` in place of its image.
+pub fn render(template: Option<&str>, image: Option<&str>) -> Result<String> {
+    let name = template.unwrap_or("debian");
+    let Some((_, text)) = TEMPLATES.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
+        let near = names
+            .iter()
+            .min_by_key(|n| strsim::damerau_levenshtein(name, n))
+            .filter(|n| strsim::damerau_levenshtein(name, n) <= 2);
+        let mut msg = format!("there is no template `{name}`");
+        if let Some(n) = near {
+            msg.push_str(&format!("; did you mean `{n}`?"));
+        }
+        return Err(UserError::with_hint(
+            msg,
+            format!("templates: {}", names.join(", ")),
+        ));
+    };
+    let Some(image) = image else {
+        return Ok(text.to_string());
+    };
+    crate::oci::Reference::parse(image)?;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("image = ") {
+            out.push_str(&format!("image = \"{}\"\n", image.replace('"', "")));
+        } else if line.starts_with("packages = ") {
+            out.push_str("packages = []\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn every_template_parses_and_has_tools() {
+        for (name, text) in TEMPLATES {
+            let c = crate::config::project::parse(Path::new(name), text)
+                .unwrap_or_else(|e| panic!("template {name}: {e}"));
+            assert!(!c.image.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn any_image_and_unknown_names() {
+        let t = render(None, Some("ghcr.io/x/y:1")).expect("renders");
+        assert!(t.contains("image = \"ghcr.io/x/y:1\""));
+        let c = crate::config::project::parse(Path::new("t"), &t).expect("parses");
+        assert!(c.tools.packages.is_empty());
+        let e = render(Some("pyhton"), None)
+            .expect_err("unknown")
+            .to_string();
+        assert!(e.contains("did you mean `python`?"), "{e}");
+    }
+}

@@ -1,0 +1,142 @@
+//! `dev status`: the env's fingerprint (base manifest digest + tools layer digest), whether it
+//! is what dev.toml and dev.lock say, and whether its writable layer has drifted. Reads only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::shell::check_frozen;
+use crate::config::lock::{self, DevLock};
+use crate::config::project::Project;
+use crate::oci::{Platform, Reference};
+use crate::sandbox::Identity;
+use crate::store::Store;
+use crate::ui::UserError;
+
+/// Paths dev itself writes into an env's layer (user entries, mount points).
+const OWN: [&str; 3] = ["etc/passwd", "etc/group", "etc/.pwd.lock"];
+
+pub fn run() -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let Some(project) = Project::discover(&cwd)? else {
+        return Err(UserError::with_hint(
+            format!(
+                "no dev.toml in `{}` or any directory above it",
+                cwd.display()
+            ),
+            "`dev init` writes one",
+        ));
+    };
+    let lock = DevLock::load(&project.root.join(lock::FILE_NAME))?;
+    println!("project:     {}", project.root.display());
+    println!("image:       {}", project.config.image);
+    let mut up_to_date = true;
+    match check_frozen(&project.config, lock.as_ref()) {
+        Ok(()) => println!("dev.lock:    matches dev.toml"),
+        Err(e) => {
+            up_to_date = false;
+            println!(
+                "dev.lock:    {}",
+                e.to_string().trim_start_matches("--frozen: ")
+            );
+        }
+    }
+    let store = Store::open()?;
+    let identity = Identity::detect();
+    let mapping = identity.store_key();
+    let mut reference = Reference::parse(&project.config.image)?;
+    if let Some(d) = lock
+        .as_ref()
+        .and_then(|l| l.image.manifests.get(&Platform::host().to_string()))
+    {
+        reference.digest = Some(d.clone());
+    }
+    let record = store.find_image(&reference.to_string())?.filter(|r| {
+        reference
+            .digest
+            .as_ref()
+            .is_none_or(|d| d == &r.manifest_digest)
+    });
+    let Some(record) = record else {
+        println!("fingerprint: (image not pulled yet)");
+        println!("state:       not built; `dev shell` pulls and builds it");
+        return Ok(());
+    };
+    let mut fingerprint = record.manifest_digest.to_string();
+    if project.config.has_tools() {
+        let pins = lock.as_ref().map(|l| l.tools.clone()).unwrap_or_default();
+        let manager = crate::tools::manager_of(&store, &mapping, &record, &project.config)?;
+        let packages = crate::tools::packages(&project.config, &pins);
+        let key = crate::tools::key(
+            &record.manifest_digest,
+            manager,
+            &packages,
+            &project.config.setup.root,
+        );
+        match store.tools_record(&mapping, &key) {
+            Some(t) => {
+                fingerprint.push_str(&format!(" + {}", t.diff_id));
+                if let Some(locked) = lock.as_ref().and_then(|l| l.tools_layer.as_ref()) {
+                    if locked.digest != t.diff_id {
+                        println!("tools layer: built here as {}, dev.lock has {} (same packages, other bytes)", t.diff_id.short(), locked.digest.short());
+                    }
+                }
+            }
+            None => {
+                up_to_date = false;
+                fingerprint.push_str(" + (tools layer not built yet)");
+            }
+        }
+    }
+    println!("fingerprint: {fingerprint}");
+    println!(
+        "state:       {}",
+        if up_to_date {
+            "up to date"
+        } else {
+            "out of date; `dev lock` or `dev shell` brings it up to date"
+        }
+    );
+    let upper = store.env_dir(&mapping, &project.root).join("upper");
+    let drift = drifted(&upper);
+    if drift.is_empty() {
+        println!("drift:       none (the env's writable layer holds nothing of its own)");
+    } else {
+        let shown: Vec<String> = drift
+            .iter()
+            .take(5)
+            .map(|p| format!("/{}", p.display()))
+            .collect();
+        println!(
+            "drift:       {} path(s) changed outside the tools layer, e.g. {}",
+            drift.len(),
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Files (not directories: those are mount points) in the env's writable layer, except the
+/// ones dev writes itself.
+fn drifted(upper: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![upper.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+                continue;
+            }
+            let rel = p.strip_prefix(upper).unwrap_or(&p).to_path_buf();
+            if !OWN.iter().any(|o| rel == Path::new(o)) {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
