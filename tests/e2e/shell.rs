@@ -49,11 +49,18 @@ fn assert_no_leftovers(env: &Env) {
                     .bytes()
                     .all(|b| b.is_ascii_digit())
             })
-            .filter(|e| e.metadata().is_ok_and(|m| m.uid() == env.uid))
+            .filter(|e| e.metadata().is_ok_and(|m| m.uid() != 0))
+            .filter(|e| {
+                String::from_utf8_lossy(&fs::read(e.path().join("environ")).unwrap_or_default())
+                    .contains(&mark)
+            })
             .map(|e| {
-                fs::read_to_string(e.path().join("cmdline"))
-                    .unwrap_or_default()
-                    .replace('\0', " ")
+                let cmdline = fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
+                format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    cmdline.replace('\0', " ")
+                )
             })
             .collect();
         let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
