@@ -45,6 +45,15 @@ for who in sub nosub; do
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
 
+# The same start with a tools layer (apt: hello) under the env's own layer.
+mkdir -p "$WORK/project-tools"
+printf 'image = "%s"\n[tools]\npackages = ["hello"]\n' "$IMAGE" > "$WORK/project-tools/dev.toml"
+chown -R "$USER_NAME:" "$WORK/project-tools"
+"$AS" sh -c "cd $WORK/project-tools && $DEV run -- hello" >/dev/null 2>&1
+"$AS" hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/tools.json" \
+    -n "without tools" "sh -c 'cd $WORK/project && exec $DEV run -- true'" \
+    -n "with tools" "sh -c 'cd $WORK/project-tools && exec $DEV run -- true'"
+
 WORKLOAD='find /usr >/dev/null && tar -cf - /usr | cat >/dev/null'
 "$AS" hyperfine --runs 10 --warmup 2 --export-json "$WORK/out/files.json" \
     -n "env x1" "$DEV run -- sh -c '$WORKLOAD'" \
@@ -63,6 +72,8 @@ for who, label in (("sub", "with a subordinate range"), ("nosub", "single-id map
     pod = s.get("podman run --rm")
     podcell = f"{pod*1000:.0f} ms ({pod/dev:.1f}x dev)" if pod else "fails: cannot unpack the image without a subordinate range"
     rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) |")
+t = load(f"{work}/out/tools.json")
+without, with_tools = t["without tools"], t["with tools"]
 f = load(f"{work}/out/files.json")
 x1, x2, host = f["env x1"], f["env x2"], f["host x1"]
 lines = [
@@ -71,6 +82,8 @@ lines = [
     "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor) |",
     "|---|---|---|---|",
     *rows,
+    "",
+    f"With a tools layer (apt: `hello`) under the env's own layer, a warm `dev run -- true` takes {with_tools*1000:.1f} ms against {without*1000:.1f} ms without: {(with_tools-without)*1000:+.2f} ms.",
     "",
     f"File-heavy work (`find /usr`, then reading every file under /usr through `tar`): a session that does it once takes {x1*1000:.0f} ms, {x1/host:.2f}x the {host*1000:.0f} ms on the same tree on the host (each session mounts a fresh overlay, so its lookups start cold); a second pass in the same session adds {(x2-x1)*1000:.0f} ms, {(x2-x1)/host:.2f}x the host.",
 ]

@@ -20,7 +20,7 @@ pub struct DevLock {
     pub version: u32,
     pub image: LockedImage,
     /// Package → the exact version the package manager installed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tools: BTreeMap<String, String>,
     #[serde(
         default,

@@ -107,7 +107,7 @@ impl Store {
             .write(true)
             .open(dir.join("lock"))
             .with_context(|| format!("cannot open the lock of `{}`", dir.display()))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        let mut lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
             UserError::with_hint(
                 format!(
                     "the env of `{}` is in use by another `dev` session",
@@ -129,14 +129,24 @@ impl Store {
                     .map_or("env".into(), |n| n.to_string_lossy()),
                 std::process::id()
             ));
-            mkdir(&trash)?;
-            for d in [&dirs.upper, &dirs.work, &dirs.copy] {
-                if d.exists() {
-                    let to = trash.join(d.file_name().unwrap_or_default());
-                    fs::rename(d, &to)
-                        .with_context(|| format!("cannot set `{}` aside", d.display()))?;
-                }
+            // The layer's top directories belong to ids inside the env: they cannot change
+            // parent from here, but the env directory (the user's) can; the home comes back.
+            mkdir(trash.parent().unwrap_or(&dirs.dir))?;
+            fs::rename(&dirs.dir, &trash)
+                .with_context(|| format!("cannot set `{}` aside", dirs.dir.display()))?;
+            mkdir(&dirs.dir)?;
+            if trash.join("home").exists() {
+                fs::rename(trash.join("home"), &dirs.home)
+                    .with_context(|| format!("cannot keep `{}`", dirs.home.display()))?;
             }
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dirs.dir.join("lock"))
+                .with_context(|| format!("cannot open the lock of `{}`", dirs.dir.display()))?;
+            lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                .map_err(|_| anyhow::anyhow!("the env of `{}` is in use", project.display()))?;
             eprintln!(
                 "note: the env was made from {} ({}); starting a fresh one for {image} (the old changes are kept until `dev system prune`)",
                 old.image,

@@ -122,9 +122,17 @@ impl Store {
                 g.bytes += bytes;
             }
         }
-        if let Ok(rd) = fs::read_dir(self.layers_dir(&key).join("tmp")) {
-            for e in rd.flatten() {
-                g.leftovers.push(e.path());
+        // Unfinished unpacks, and envs of killed `--rm` sessions or set aside by an image change.
+        for tmp in [
+            self.layers_dir(&key).join("tmp"),
+            self.envs_dir(&key).join("tmp"),
+        ] {
+            if let Ok(rd) = fs::read_dir(&tmp) {
+                for e in rd.flatten() {
+                    if !in_use(&e.file_name().to_string_lossy()) {
+                        g.leftovers.push(e.path());
+                    }
+                }
             }
         }
         for (dir, is_tmp) in [("blobs-v1/sha256", false), ("blobs-v1/tmp", true)] {
@@ -170,9 +178,20 @@ impl Store {
             .chain(&g.leftovers)
             .chain(&g.blobs)
             .cloned()
-            .partition(|p| p.starts_with(self.root.join("layers-v1")));
+            .partition(|p| {
+                p.starts_with(self.root.join("layers-v1"))
+                    || p.starts_with(self.root.join("envs-v1"))
+            });
         self.remove_trees(identity, &in_layers)?;
         super::layers::remove_paths(&plain)?;
         Ok(g)
     }
+}
+
+/// Whether a `rm-PID-…` scratch env belongs to a session that is still running.
+fn in_use(name: &str) -> bool {
+    name.strip_prefix("rm-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }

@@ -264,3 +264,65 @@ fn init_writes_a_template_once() {
     let err = env.fails(&["init", "--template", "rusty"]);
     assert!(err.contains("did you mean `rust`?"), "{err}");
 }
+
+fn push_busybox(reg: &Registry, release: &str) {
+    let mut layers = crate::common::image::busybox_layers();
+    layers.push(crate::common::Layer::new(vec![crate::common::Entry::File(
+        "etc/os-release".into(),
+        format!("ID={release}\n").into_bytes(),
+        0o644,
+    )]));
+    ImageBuilder::new(layers).push(reg, "fixture/moving", Some("latest"));
+}
+
+// dev.lock pins the manifest digest: a tag that moves does not move the env until
+// `dev update --image`.
+crate::e2e!(lock_pins_the_image_digest, |env: Env| {
+    let reg = Registry::start();
+    push_busybox(&reg, "one");
+    let image = format!("{}/fixture/moving:latest", reg.host());
+    write_toml(&env, &image, "");
+    let out = env.ok(&["run", "--", "cat", "/etc/os-release"]);
+    assert_eq!(text(&out.stdout), "ID=one\n");
+    let lock = fs::read_to_string(env.path("project/dev.lock")).expect("dev.lock written");
+    assert!(
+        !lock.contains("[tools"),
+        "no tools, no tools entries: {lock}"
+    );
+    push_busybox(&reg, "two");
+    let out = env.ok(&["run", "--", "cat", "/etc/os-release"]);
+    assert_eq!(
+        text(&out.stdout),
+        "ID=one\n",
+        "the pinned digest, not the moved tag"
+    );
+    env.ok(&["update", "--image"]);
+    let out = env.ok(&["run", "--", "cat", "/etc/os-release"]);
+    assert_eq!(text(&out.stdout), "ID=two\n");
+    assert_ne!(
+        fs::read_to_string(env.path("project/dev.lock")).expect("lock"),
+        lock
+    );
+});
+
+crate::e2e!(tools_need_a_package_manager, |env: Env| {
+    let reg = Registry::start();
+    push_busybox(&reg, "one");
+    let image = format!("{}/fixture/moving:latest", reg.host());
+    write_toml(&env, &image, "[tools]\npackages = [\"git\"]\n");
+    let err = env.fails(&["run", "--", "true"]);
+    assert!(
+        err.contains("no package manager dev knows (apt, apk, dnf)"),
+        "{err}"
+    );
+    write_toml(
+        &env,
+        &image,
+        "[tools]\npackages = [\"git\"]\nmanager = \"pacman\"\n",
+    );
+    let err = env.fails(&["run", "--", "true"]);
+    assert!(
+        err.contains("`manager = \"pacman\"` is not a package manager dev knows"),
+        "{err}"
+    );
+});
