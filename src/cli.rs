@@ -72,6 +72,23 @@ pub enum Command {
         #[arg(long, conflicts_with = "template")]
         image: Option<String>,
     },
+    /// List running envs (`-a`: all): name, project, image, fingerprint, state, sessions, uptime, size.
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Start the project's env and keep it running without sessions, until `dev stop`.
+    Start,
+    /// Stop an env (the project's, or NAME): SIGTERM to its processes, SIGKILL after 10 s.
+    Stop { name: Option<String> },
+    /// Run a command in the env NAME, from anywhere.
+    Exec {
+        name: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]

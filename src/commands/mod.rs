@@ -5,6 +5,7 @@ pub mod images;
 pub mod init;
 pub mod inspect;
 pub mod lock;
+pub mod ps;
 pub mod pull;
 pub mod rmi;
 pub mod shell;
@@ -27,6 +28,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lock { frozen } => lock::run(frozen),
         Command::Update { image, packages } => lock::update(image, packages),
         Command::Status => status::run(),
+        Command::Ps { all, format } => ps::list(all, format),
+        Command::Start => ps::start(),
+        Command::Stop { name } => ps::stop(name.as_deref()),
+        Command::Exec { name, command } => ps::exec(&name, command),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::System {
             command: SystemCommand::Df { format },
@@ -53,6 +58,7 @@ impl From<crate::cli::EnterArgs> for shell::EnterOptions {
             root: a.root,
             rm: a.rm,
             frozen: a.frozen,
+            start_only: false,
         }
     }
 }

@@ -12,12 +12,13 @@ use crate::config::lock::{self, DevLock, LockedImage, LockedLayer};
 use crate::config::project::{DevToml, Project, FILE_NAME};
 use crate::oci::Digest;
 use crate::oci::{ImageConfig, Reference};
+use crate::sandbox::plan::KeepPlan;
 use crate::sandbox::plan::{
     self, check_working_dir, environment, mount_plan, Backend, IdMode, Layout, ProcessPlan,
     RootfsPlan, SandboxPlan, UserPlan, RESERVED,
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::{run_sandbox, Ownership};
+use crate::sandbox::spawn::{join, run_sandbox, start_env, Ownership};
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub struct EnterOptions {
     pub rm: bool,
     /// Fail when dev.toml and dev.lock disagree, instead of re-resolving (CI).
     pub frozen: bool,
+    /// Start the env and keep it running (`dev start`) instead of entering it.
+    pub start_only: bool,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.
@@ -357,16 +360,14 @@ pub fn session(
     let config = &env.config;
     let image = &env.image;
     let backend = env.backend;
+    let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
     let mapping = identity.store_key();
 
-    // The env: this project's persistent layer, or a throwaway one.
+    // The env: this project's persistent layer (run by a keeper that every session joins), or
+    // a throwaway one for this session only.
     let persistent = project.is_some() && !opts.rm && opts.image.is_none();
-    let mut lock = None;
     let (dirs, scratch) = if persistent {
-        let env = store.open_env(&mapping, root, image, &record.manifest_digest)?;
-        let dirs = env.dirs.clone();
-        lock = Some(env);
-        (dirs, None)
+        (store.env_dirs(&mapping, root), None)
     } else {
         let dirs = store.scratch_env(&mapping)?;
         let scratch = dirs.dir.clone();
@@ -445,7 +446,7 @@ pub fn session(
         (Ownership::Flat { .. }, false) => IdMode::FlatUser,
         (Ownership::Flat { .. }, true) => IdMode::FlatRoot,
     };
-    let sandbox = SandboxPlan {
+    let mut sandbox = SandboxPlan {
         ids,
         rootfs: RootfsPlan {
             backend,
@@ -470,10 +471,53 @@ pub fn session(
         hostname,
         image_user: config.config.user.clone(),
         image: image.clone(),
+        keep: None,
     };
-    let code = run_sandbox(identity, &sandbox)?;
-    drop(lock);
-    Ok(code)
+    if !persistent {
+        return run_sandbox(identity, &sandbox);
+    }
+    let run_dir = store.run_dir(&mapping, root);
+    let _starting = store.lock_env_start(&mapping, root)?;
+    let state = match store.running(&run_dir) {
+        Some(state) => state,
+        None => {
+            let env = store.open_env(&mapping, root, image, &record.manifest_digest)?;
+            sandbox.keep = Some(KeepPlan {
+                run_dir: run_dir.clone(),
+                name: store.env_name(&mapping, root),
+                project: root.clone(),
+                image: image.clone(),
+                fingerprint: env_fingerprint(record, env_tools),
+            });
+            start_env(identity, &sandbox)?;
+            // The keeper holds the env's lock (the same open file) for as long as it runs.
+            env.hand_over_lock();
+            store
+                .running(&run_dir)
+                .context("the env stopped right after it started")?
+        }
+    };
+    drop(_starting);
+    if state.ids != sandbox.ids {
+        return Err(UserError::with_hint(
+            "the env runs with a single-id map for another user inside (you, or root with --root)",
+            "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
+        ));
+    }
+    if opts.start_only {
+        // `dev start`: the env keeps running without sessions until `dev stop`.
+        crate::sandbox::keeper::request(&run_dir, crate::sandbox::keeper::PERSIST)?;
+        return Ok(0);
+    }
+    join(&state, &run_dir, &sandbox)
+}
+
+/// Base manifest digest and tools layer digest, short.
+fn env_fingerprint(record: &ImageRecord, tools: Option<&ToolsLayer>) -> String {
+    match tools {
+        Some(t) => format!("{}+{}", record.manifest_digest.short(), t.diff_id.short()),
+        None => record.manifest_digest.short().to_string(),
+    }
 }
 
 /// The image's record, pulled first when the store does not have it (or lacks a layer).

@@ -107,40 +107,10 @@ pub fn execute<S: Sys>(sys: &mut S, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
-/// Init's body, in the new pid namespace. Returns the exit code.
+/// Init's body for a one-shot session: set up, run the command, return its exit code.
 pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
-    match start(plan) {
-        Ok(mut cmd) => match cmd.spawn() {
-            Ok(child) => {
-                let pid = Pid::from_raw(child.id() as i32);
-                supervise(pid, signals, true).unwrap_or_else(|e| {
-                    eprintln!("{}", crate::ui::render(&e));
-                    SETUP_FAILED
-                })
-            }
-            Err(e) => {
-                let program = cmd.get_program().to_string_lossy().to_string();
-                let (code, err) = match e.kind() {
-                    ErrorKind::NotFound => (
-                        127,
-                        UserError::with_hint(
-                            format!("`{program}` is not in the image `{}`", plan.image),
-                            "check the command's name, or install it in the env (`dev shell --root`)",
-                        ),
-                    ),
-                    ErrorKind::PermissionDenied => (
-                        126,
-                        anyhow!("cannot run `{program}` in the image `{}`: {e}", plan.image),
-                    ),
-                    _ => (
-                        SETUP_FAILED,
-                        anyhow!("cannot start `{program}` in the image `{}`: {e}", plan.image),
-                    ),
-                };
-                eprintln!("{}", crate::ui::render(&err));
-                code
-            }
-        },
+    match setup(plan).and_then(|()| command(plan)) {
+        Ok(cmd) => spawn_and_wait(cmd, plan, signals, true),
         Err(e) => {
             eprintln!("{}", crate::ui::render(&e));
             SETUP_FAILED
@@ -148,8 +118,123 @@ pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
     }
 }
 
-/// Everything up to the command, ready to spawn.
-fn start(plan: &SandboxPlan) -> Result<Command> {
+/// Init's body for a running env (issue 5's keeper): set up, say so on `ready`, then reap
+/// orphans until SIGTERM, which is passed to every process of the env before init exits.
+pub fn keep(
+    plan: &SandboxPlan,
+    signals: &SigSet,
+    mut ready: std::os::unix::net::UnixStream,
+) -> i32 {
+    use std::os::fd::AsRawFd;
+    // Sessions join init's mount namespace; only init itself may open it (it is not dumpable),
+    // so it hands a descriptor to the keeper.
+    let answer = setup(plan).and_then(|()| {
+        let mnt = std::fs::File::open("/proc/self/ns/mnt")
+            .context("cannot open init's mount namespace")?;
+        sys::send_fds(&ready, b"ok", &[mnt.as_raw_fd()])
+    });
+    if let Err(e) = answer {
+        let _ = std::io::Write::write_all(&mut ready, crate::ui::render(&e).as_bytes());
+        return SETUP_FAILED;
+    }
+    drop(ready);
+    // The env outlives the `dev` that started it: its stdio is not init's to keep open.
+    super::keeper::detach_stdio();
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let Ok((sig, _)) = sys::wait_signal(signals) else {
+            return SETUP_FAILED;
+        };
+        if sig == Signal::SIGTERM {
+            // Pid 1's kill(-1) reaches every other process of the pid namespace.
+            let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            while std::time::Instant::now() < deadline {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Err(Errno::ECHILD) => break,
+                    Ok(WaitStatus::StillAlive) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    _ => {}
+                }
+                // Processes of joined sessions are not init's children: look for any left.
+                if only_init_left() {
+                    break;
+                }
+            }
+            // Leaving kills whatever is left (the kernel SIGKILLs a pid namespace's processes).
+            return 0;
+        }
+    }
+}
+
+/// How long `dev stop` lets the env's processes end after SIGTERM before they are killed.
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn only_init_left() -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|rd| {
+        rd.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .all(|e| e.file_name() == "1")
+    })
+}
+
+/// Spawns the command and waits for it, passing on signals; the exit code, or the code for a
+/// command that could not be started (127 missing, 126 not executable).
+pub fn spawn_and_wait(
+    mut cmd: Command,
+    plan: &SandboxPlan,
+    signals: &SigSet,
+    reap_all: bool,
+) -> i32 {
+    match cmd.spawn() {
+        Ok(child) => {
+            let pid = Pid::from_raw(child.id() as i32);
+            supervise(pid, signals, reap_all).unwrap_or_else(|e| {
+                eprintln!("{}", crate::ui::render(&e));
+                SETUP_FAILED
+            })
+        }
+        Err(e) => {
+            let program = cmd.get_program().to_string_lossy().to_string();
+            let (code, err) = match e.kind() {
+                ErrorKind::NotFound => (
+                    127,
+                    UserError::with_hint(
+                        format!("`{program}` is not in the image `{}`", plan.image),
+                        "check the command's name, or install it in the env (`dev shell --root`)",
+                    ),
+                ),
+                ErrorKind::PermissionDenied => (
+                    126,
+                    anyhow!("cannot run `{program}` in the image `{}`: {e}", plan.image),
+                ),
+                _ => (
+                    SETUP_FAILED,
+                    anyhow!(
+                        "cannot start `{program}` in the image `{}`: {e}",
+                        plan.image
+                    ),
+                ),
+            };
+            eprintln!("{}", crate::ui::render(&err));
+            code
+        }
+    }
+}
+
+/// The env's tree, hostname and user entries, as init (pid 1) sets them up.
+fn setup(plan: &SandboxPlan) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .context("cannot set the parent-death signal")?;
     // The command runs as the user; init must not be open to it through /proc/1 (its exe is the
@@ -160,7 +245,12 @@ fn start(plan: &SandboxPlan) -> Result<Command> {
     execute(&mut sys::Linux, &plan.steps)?;
     nix::unistd::sethostname(&plan.hostname).context("cannot set the hostname")?;
     let shell = choose_shell(plan)?;
-    write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))?;
+    write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
+}
+
+/// The command of a session, ready to spawn, inside the env's tree (init's, or a joined one).
+pub fn command(plan: &SandboxPlan) -> Result<Command> {
+    let shell = choose_shell(plan)?;
     if let Some(user) = plan.image_user.as_deref().filter(|u| !u.is_empty()) {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         check_image_user(user, &passwd).map_err(|e| {

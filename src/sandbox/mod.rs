@@ -5,6 +5,7 @@
 pub mod helper;
 pub mod idmap;
 pub mod init;
+pub mod keeper;
 pub mod plan;
 pub mod rootfs;
 pub mod spawn;

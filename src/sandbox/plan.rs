@@ -342,6 +342,18 @@ pub struct SandboxPlan {
     pub image_user: Option<String>,
     /// The image, for error messages.
     pub image: String,
+    /// Set for a project's env: the helper keeps it running for every session that joins it.
+    pub keep: Option<KeepPlan>,
+}
+
+/// What the keeper of a running env needs: where its runtime files go, and what `dev ps` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeepPlan {
+    pub run_dir: PathBuf,
+    pub name: String,
+    pub project: PathBuf,
+    pub image: String,
+    pub fingerprint: String,
 }
 
 /// Host variables that describe the terminal and locale, passed through as they are.

@@ -326,7 +326,7 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
         let _ = std::io::stderr().flush();
         match super::sys::fork()? {
             nix::unistd::ForkResult::Child => {
-                std::process::exit(super::helper::run(plan.ids, plan))
+                std::process::exit(super::helper::run(plan.ids, plan, None))
             }
             nix::unistd::ForkResult::Parent { child } => child,
         }
@@ -351,6 +351,115 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
         }
     }
     super::init::supervise(pid, &signals, false)
+}
+
+/// Starts a project's env whose keeper outlives this process; returns once it can be joined.
+pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<()> {
+    use std::io::Read;
+    if !single_threaded() {
+        bail!("internal error: an env is started from a single-threaded `dev` only");
+    }
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
+    let pid = match super::sys::fork()? {
+        nix::unistd::ForkResult::Child => {
+            drop(read);
+            std::process::exit(super::helper::run(plan.ids, plan, Some(write)))
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(write);
+    if plan.ids == IdMode::Subordinate {
+        match map_stopped(identity, pid) {
+            Ok(None) => {}
+            Ok(Some(code)) => return Err(super::super::commands::ExitCode(code).into()),
+            Err(e) => {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        }
+    }
+    let mut answer = String::new();
+    let _ = std::fs::File::from(read).read_to_string(&mut answer);
+    if answer == "ok" {
+        return Ok(());
+    }
+    // The keeper printed why; its status is ours.
+    let code = match waitpid(pid, None) {
+        Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
+        Err(_) => super::init::SETUP_FAILED,
+    };
+    Err(super::super::commands::ExitCode(code).into())
+}
+
+/// Runs the plan's command in a running env: joins its user, mount, uts, ipc and pid
+/// namespaces (as `nsenter` does) while connected to its keeper as a session.
+pub fn join(
+    state: &crate::store::envs::RunState,
+    run_dir: &std::path::Path,
+    plan: &SandboxPlan,
+) -> Result<i32> {
+    use nix::sched::{setns, CloneFlags};
+    use std::io::Write;
+    let mut session = std::os::unix::net::UnixStream::connect(run_dir.join("control.sock"))
+        .context("cannot reach the env's keeper")?;
+    session
+        .write_all(format!("{}\n", super::keeper::SESSION).as_bytes())
+        .context("cannot join the env")?;
+    let (answer, fds) = super::sys::recv_fds(&session)?;
+    if answer != b"ok" || fds.len() != 5 {
+        bail!("the env's keeper did not let this session in; run the command again");
+    }
+    let flags = [
+        CloneFlags::CLONE_NEWUSER,
+        CloneFlags::CLONE_NEWNS,
+        CloneFlags::CLONE_NEWUTS,
+        CloneFlags::CLONE_NEWIPC,
+        CloneFlags::CLONE_NEWPID,
+    ];
+    let namespaces: Vec<(std::os::fd::OwnedFd, CloneFlags)> = fds.into_iter().zip(flags).collect();
+    let _ = state;
+    let signals = super::init::block_signals()?;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    match super::sys::fork()? {
+        nix::unistd::ForkResult::Child => {
+            let code = (|| -> Result<i32> {
+                // This process holds the session open: it must not outlive the `dev` it serves.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .context("cannot set the parent-death signal")?;
+                if nix::unistd::getppid().as_raw() == 1 {
+                    bail!("the parent `dev` is gone");
+                }
+                for (f, flag) in &namespaces {
+                    setns(f, *flag).context("cannot enter the env's namespaces")?;
+                }
+                if plan.ids == IdMode::Subordinate {
+                    let gid = if plan.user.root { 0 } else { plan.user.gid };
+                    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
+                        .context("cannot set the groups in the env")?;
+                }
+                let cmd = super::init::command(plan)?;
+                Ok(super::init::spawn_and_wait(cmd, plan, &signals, false))
+            })()
+            .unwrap_or_else(|e| {
+                eprintln!("{}", crate::ui::render(&e));
+                super::init::SETUP_FAILED
+            });
+            std::process::exit(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let code = super::init::supervise(child, &signals, false);
+            drop(session);
+            code
+        }
+    }
 }
 
 fn single_threaded() -> bool {

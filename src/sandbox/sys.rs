@@ -465,3 +465,43 @@ pub fn bind_self(path: &Path) -> Result<()> {
 pub fn detach(path: &Path) -> nix::Result<()> {
     umount2(path, MntFlags::MNT_DETACH)
 }
+
+/// Sends `data` and the descriptors `fds` over a unix socket (SCM_RIGHTS).
+pub fn send_fds(sock: &impl AsRawFd, data: &[u8], fds: &[std::os::fd::RawFd]) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(data)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .context("cannot pass the env's namespaces")?;
+    Ok(())
+}
+
+/// Receives what [`send_fds`] sent: the bytes and the descriptors.
+pub fn recv_fds(sock: &impl AsRawFd) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = vec![0u8; 4096];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let (n, fds) = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .context("cannot receive the env's namespaces")?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().context("bad control message")? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: SCM_RIGHTS descriptors are new in this process and owned by nobody else.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (msg.bytes, fds)
+    };
+    buf.truncate(n);
+    Ok((buf, fds))
+}

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{write_atomic, Store};
 use crate::oci::Digest;
-use crate::ui::UserError;
 
 /// An env's directories.
 #[derive(Clone, Debug)]
@@ -40,15 +39,27 @@ impl EnvDirs {
 /// What an env was made from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnvRecord {
+    #[serde(default)]
+    pub name: Option<String>,
     pub project: PathBuf,
     pub image: String,
     pub manifest_digest: Digest,
 }
 
-/// A persistent env, locked for one session.
+/// A persistent env, locked while it runs.
 pub struct Env {
-    pub dirs: EnvDirs,
-    _lock: Flock<File>,
+    lock: Flock<File>,
+}
+
+impl Env {
+    /// Leaves the lock to a process forked since (the env's keeper holds the same open file):
+    /// this process's descriptor is closed without unlocking it.
+    pub fn hand_over_lock(self) {
+        use std::os::fd::AsRawFd;
+        let fd = self.lock.as_raw_fd();
+        std::mem::forget(self.lock);
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 fn mkdir(p: &Path) -> Result<()> {
@@ -75,6 +86,60 @@ impl Store {
         let hash = Digest::of_bytes(project.as_os_str().as_encoded_bytes());
         self.envs_dir(mapping)
             .join(format!("{name}-{}", &hash.hex()[..12]))
+    }
+
+    /// The project's env directories (nothing is created or locked).
+    pub fn env_dirs(&self, mapping: &str, project: &Path) -> EnvDirs {
+        EnvDirs::at(self.env_dir(mapping, project))
+    }
+
+    /// Serializes starting a project's env (and checking whether it runs) across processes.
+    pub fn lock_env_start(&self, mapping: &str, project: &Path) -> Result<Flock<File>> {
+        let dir = self.env_dir(mapping, project);
+        mkdir(&dir)?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("start.lock"))
+            .with_context(|| format!("cannot open the start lock of `{}`", dir.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("cannot lock `{}`: {e}", dir.display()))
+    }
+
+    /// The env's name: the project directory's, made unique among this user's envs.
+    pub fn env_name(&self, mapping: &str, project: &Path) -> String {
+        let base = crate::sandbox::plan::hostname(project);
+        let mine = self.env_dir(mapping, project);
+        let taken: Vec<String> = fs::read_dir(self.envs_dir(mapping))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != mine)
+            .filter_map(|e| fs::read(e.path().join("env.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<EnvRecord>(&b).ok())
+            .map(|r| {
+                r.name
+                    .unwrap_or_else(|| crate::sandbox::plan::hostname(&r.project))
+            })
+            .collect();
+        if let Some(rec) = fs::read(mine.join("env.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<EnvRecord>(&b).ok())
+            .and_then(|r| r.name)
+        {
+            return rec;
+        }
+        (1..)
+            .map(|i| {
+                if i == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{i}")
+                }
+            })
+            .find(|n| !taken.contains(n))
+            .unwrap_or(base)
     }
 
     /// The project's env without locking it, if it exists and was made from `manifest`.
@@ -107,14 +172,9 @@ impl Store {
             .write(true)
             .open(dir.join("lock"))
             .with_context(|| format!("cannot open the lock of `{}`", dir.display()))?;
-        let mut lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            UserError::with_hint(
-                format!(
-                    "the env of `{}` is in use by another `dev` session",
-                    project.display()
-                ),
-                "finish the other session first, or start a throwaway one with `--rm`",
-            )
+        // Held by the env's keeper: one still stopping is waited for.
+        let mut lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
+            anyhow::anyhow!("cannot lock the env of `{}`: {e}", project.display())
         })?;
         let dirs = EnvDirs::at(dir);
         let record_path = dirs.dir.join("env.json");
@@ -145,8 +205,9 @@ impl Store {
                 .write(true)
                 .open(dirs.dir.join("lock"))
                 .with_context(|| format!("cannot open the lock of `{}`", dirs.dir.display()))?;
-            lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-                .map_err(|_| anyhow::anyhow!("the env of `{}` is in use", project.display()))?;
+            lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
+                anyhow::anyhow!("cannot lock the env of `{}`: {e}", project.display())
+            })?;
             eprintln!(
                 "note: the env was made from {} ({}); starting a fresh one for {image} (the old changes are kept until `dev system prune`)",
                 old.image,
@@ -155,6 +216,7 @@ impl Store {
         }
         mkdir(&dirs.home)?;
         let rec = EnvRecord {
+            name: Some(self.env_name(mapping, project)),
             project: project.to_path_buf(),
             image: image.to_string(),
             manifest_digest: manifest.clone(),
@@ -164,7 +226,7 @@ impl Store {
         if fs::read(&record_path).ok().as_deref() != Some(&json[..]) {
             write_atomic(&record_path, &json)?;
         }
-        Ok(Env { dirs, _lock: lock })
+        Ok(Env { lock })
     }
 
     /// A throwaway env under `envs-v1/<mapping>/tmp/`, removed when the session ends.
@@ -180,5 +242,86 @@ impl Store {
         let dirs = EnvDirs::at(dir);
         mkdir(&dirs.home)?;
         Ok(dirs)
+    }
+}
+
+/// A process by pid and start time (clock ticks since boot), so a recycled pid is not mistaken
+/// for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn of(pid: i32) -> Option<ProcId> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 22, counted after the `(comm)` that may hold spaces.
+        let after = stat.rsplit_once(')')?.1;
+        let mut fields = after.split_whitespace();
+        // A zombie (or a dead task) is gone, whatever its parent has not reaped yet.
+        if matches!(fields.next(), Some("Z" | "X" | "x")) {
+            return None;
+        }
+        let start = fields.nth(18)?.parse().ok()?;
+        Some(ProcId { pid, start })
+    }
+
+    pub fn alive(&self) -> bool {
+        ProcId::of(self.pid).is_some_and(|p| p.start == self.start)
+    }
+}
+
+/// A running env: written by its keeper once the env is up, removed when it stops.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub ids: crate::sandbox::plan::IdMode,
+    pub keeper: ProcId,
+    pub init: ProcId,
+    pub name: String,
+    pub project: PathBuf,
+    pub image: String,
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub started: u64,
+}
+
+impl Store {
+    /// Runtime files of a project's env: `$XDG_RUNTIME_DIR/dev/<hash>/` (short, for the socket).
+    pub fn run_dir(&self, mapping: &str, project: &Path) -> PathBuf {
+        let base = dirs::runtime_dir().unwrap_or_else(|| self.root.join("run-v1"));
+        let key = Digest::of_bytes(format!("{mapping}\0{}", project.display()).as_bytes());
+        base.join("dev").join(&key.hex()[..16])
+    }
+
+    /// The env's state if its keeper and init are alive; stale state is removed.
+    pub fn running(&self, run_dir: &Path) -> Option<RunState> {
+        let path = run_dir.join("state.json");
+        let state: RunState = serde_json::from_slice(&fs::read(&path).ok()?).ok()?;
+        if state.keeper.alive() && state.init.alive() {
+            Some(state)
+        } else {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(run_dir.join("control.sock"));
+            None
+        }
+    }
+}
+
+impl Store {
+    /// Every env of this mapping with its record.
+    pub fn env_records(&self, mapping: &str) -> Vec<(PathBuf, EnvRecord)> {
+        let mut out: Vec<(PathBuf, EnvRecord)> = fs::read_dir(self.envs_dir(mapping))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name() != "tmp")
+            .filter_map(|e| {
+                let rec = fs::read(e.path().join("env.json")).ok()?;
+                Some((e.path(), serde_json::from_slice(&rec).ok()?))
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        out
     }
 }

@@ -282,6 +282,7 @@ fn build_plan(
         hostname: "dev-tools".into(),
         image_user: None,
         image: image.name.clone(),
+        keep: None,
     }
 }
 

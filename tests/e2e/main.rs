@@ -6,6 +6,7 @@ pub mod common;
 mod auth;
 mod debian;
 mod hostile;
+mod lifecycle;
 mod pull;
 mod shell;
 mod tools;

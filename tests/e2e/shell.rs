@@ -36,7 +36,7 @@ fn write_toml(env: &Env, text: &str) {
 /// Nothing of the session may outlive it: no process that belongs to this test's env (its
 /// environment names the test's directory: HOME inside, XDG_DATA_HOME for the helper and
 /// fuse-overlayfs), no mount of its store.
-fn assert_no_leftovers(env: &Env) {
+pub fn assert_no_leftovers(env: &Env) {
     let mark = env.dir.path().display().to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -582,29 +582,46 @@ e2e!(killed_dev_leaves_nothing_behind, |env: Env| {
     }
 });
 
-e2e!(
-    second_session_of_a_busy_env_is_refused_but_rm_works,
-    |env: Env| {
-        let reg = Registry::start();
-        busybox_project(&env, &reg, "");
-        env.ok(&["run", "true"]);
-        let mut first = env
-            .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut buf = [0u8; 6];
-        std::io::Read::read_exact(&mut first.stdout.take().expect("stdout"), &mut buf)
-            .expect("ready");
-        let err = env.fails(&["run", "true"]);
-        assert!(err.contains("in use by another `dev` session"), "{err}");
-        assert!(err.contains("--rm"), "{err}");
-        env.ok(&["run", "--rm", "true"]);
-        kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).expect("kill");
-        let _ = first.wait();
-        assert_no_leftovers(&env);
-    }
-);
+e2e!(second_session_joins_the_running_env, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "");
+    env.ok(&["run", "true"]);
+    let mut first = env
+        .dev(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo shared > /tmp/from-first; echo ready; sleep 30",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut first.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    // The second session is in the same env: it sees the first one's processes and /tmp.
+    let out = env.ok(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "cat /tmp/from-first; ps -o comm | grep -c '^sleep$'",
+    ]);
+    assert_eq!(stdout(&out), "shared\n1\n");
+    // A `--rm` session is an env of its own.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "test -e /tmp/from-first && echo seen; true",
+    ]);
+    assert_eq!(stdout(&out), "");
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGTERM).expect("kill");
+    let _ = first.wait();
+    assert_no_leftovers(&env);
+});
 
 e2e!(ssh_agent_socket_is_reachable_inside, |env: Env| {
     let reg = Registry::start();

@@ -1,0 +1,177 @@
+//! `dev ps`, `dev start`, `dev stop` and `dev exec`: envs by name, whether they run, their
+//! sessions.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use super::shell::{enter, prepare, session, EnterOptions, Update};
+use crate::cli::Format;
+use crate::config::project::Project;
+use crate::sandbox::keeper::{request, STATUS, STOP};
+use crate::sandbox::Identity;
+use crate::store::Store;
+use crate::ui::UserError;
+
+/// One env, as `dev ps` shows it.
+#[derive(serde::Serialize)]
+struct Row {
+    name: String,
+    project: PathBuf,
+    image: String,
+    fingerprint: String,
+    state: &'static str,
+    sessions: u64,
+    uptime_seconds: u64,
+    size_bytes: u64,
+}
+
+pub fn list(all: bool, format: Format) -> Result<()> {
+    let store = Store::open()?;
+    let mapping = Identity::detect().store_key();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut rows = Vec::new();
+    for (dir, rec) in store.env_records(&mapping) {
+        let run_dir = store.run_dir(&mapping, &rec.project);
+        let running = store.running(&run_dir);
+        if running.is_none() && !all {
+            continue;
+        }
+        let sessions = running
+            .as_ref()
+            .and_then(|_| request(&run_dir, STATUS).ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["sessions"].as_u64())
+            .unwrap_or(0);
+        rows.push(Row {
+            name: rec.name.clone().unwrap_or_default(),
+            project: rec.project.clone(),
+            image: rec.image.clone(),
+            fingerprint: running.as_ref().map_or_else(
+                || rec.manifest_digest.short().to_string(),
+                |s| s.fingerprint.clone(),
+            ),
+            state: if running.is_some() {
+                "running"
+            } else {
+                "stopped"
+            },
+            sessions,
+            uptime_seconds: running
+                .as_ref()
+                .map_or(0, |s| now.saturating_sub(s.started)),
+            size_bytes: dir_size(&dir.join("upper")),
+        });
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<34} {:<30} {:<22} {:<8} {:>8} {:>8} {:>9}",
+        "NAME", "PROJECT", "IMAGE", "FINGERPRINT", "STATE", "SESSIONS", "UPTIME", "SIZE"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<34} {:<30} {:<22} {:<8} {:>8} {:>7}s {:>9}",
+            r.name,
+            r.project.display(),
+            r.image,
+            r.fingerprint,
+            r.state,
+            r.sessions,
+            r.uptime_seconds,
+            crate::ui::human_bytes(r.size_bytes)
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of regular files under `dir` (those readable from here).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+pub fn start() -> Result<()> {
+    let opts = EnterOptions {
+        start_only: true,
+        ..EnterOptions::default()
+    };
+    let env = prepare(&opts, &Update::default())?;
+    if env.project.is_none() {
+        return Err(UserError::with_hint(
+            "no dev.toml here or above",
+            "`dev start` runs in a project; `dev init` writes a dev.toml",
+        ));
+    }
+    session(&env, &opts, Vec::new(), env.root.clone())?;
+    eprintln!("started {}; `dev stop` stops it", env.root.display());
+    Ok(())
+}
+
+/// The project of the env `name`, or the current project when `name` is `None`.
+fn project_of(store: &Store, mapping: &str, name: Option<&str>) -> Result<PathBuf> {
+    match name {
+        Some(name) => store
+            .env_records(mapping)
+            .into_iter()
+            .find(|(_, r)| r.name.as_deref() == Some(name))
+            .map(|(_, r)| r.project)
+            .ok_or_else(|| {
+                UserError::with_hint(
+                    format!("there is no env named `{name}`"),
+                    "`dev ps -a` lists the envs",
+                )
+            }),
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            Project::discover(&cwd)?.map(|p| p.root).ok_or_else(|| {
+                UserError::with_hint("no dev.toml here or above", "name the env: `dev stop NAME`")
+            })
+        }
+    }
+}
+
+pub fn stop(name: Option<&str>) -> Result<()> {
+    let store = Store::open()?;
+    let mapping = Identity::detect().store_key();
+    let project = project_of(&store, &mapping, name)?;
+    let run_dir = store.run_dir(&mapping, &project);
+    let Some(state) = store.running(&run_dir) else {
+        eprintln!("{} is not running", project.display());
+        return Ok(());
+    };
+    request(&run_dir, STOP)?;
+    let deadline = Instant::now() + crate::sandbox::init::STOP_TIMEOUT + Duration::from_secs(5);
+    while state.keeper.alive() {
+        if Instant::now() > deadline {
+            anyhow::bail!("the env `{}` did not stop", state.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("stopped {}", state.name);
+    Ok(())
+}
+
+pub fn exec(name: &str, argv: Vec<String>) -> Result<()> {
+    let store = Store::open()?;
+    let mapping = Identity::detect().store_key();
+    let project = project_of(&store, &mapping, Some(name))?;
+    std::env::set_current_dir(&project)
+        .with_context(|| format!("cannot enter `{}`", project.display()))?;
+    enter(&EnterOptions::default(), argv)
+}

@@ -1,0 +1,184 @@
+//! The keeper of a running env: the helper process, once the env is up, outlives the `dev` that
+//! started it. It counts the sessions connected to its control socket, stops the env (SIGTERM
+//! to init, which passes it on) when the last one leaves unless `dev start` asked it to stay,
+//! and on `dev stop`. Its state file tells other `dev`s where to join.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::plan::{IdMode, KeepPlan};
+use crate::store::envs::{ProcId, RunState};
+
+/// The control socket's one-line requests.
+pub const SESSION: &str = "session";
+pub const PERSIST: &str = "persist";
+pub const STOP: &str = "stop";
+pub const STATUS: &str = "status";
+
+/// Serves the env until it stops; `status` learns "ok" once the env can be joined.
+pub fn serve(
+    keep: &KeepPlan,
+    ids: IdMode,
+    owner: (u32, u32),
+    init: Pid,
+    init_mnt: OwnedFd,
+    status: OwnedFd,
+) -> Result<()> {
+    // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
+    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
+    let open = |name: &str| {
+        std::fs::File::open(format!("/proc/self/ns/{name}"))
+            .map(OwnedFd::from)
+            .with_context(|| format!("cannot open the env's {name} namespace"))
+    };
+    let namespaces: Vec<OwnedFd> = vec![
+        open("user")?,
+        init_mnt,
+        open("uts")?,
+        open("ipc")?,
+        open("pid_for_children")?,
+    ];
+    let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
+    std::fs::create_dir_all(&keep.run_dir)
+        .with_context(|| format!("cannot create `{}`", keep.run_dir.display()))?;
+    let sock = keep.run_dir.join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .with_context(|| format!("cannot listen on `{}`", sock.display()))?;
+    listener.set_nonblocking(true)?;
+    // Made by root inside (a subordinate id on the host): hand them to the user, whose `dev`s
+    // connect.
+    let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
+    for p in [&keep.run_dir, &sock] {
+        let _ = nix::unistd::chown(p.as_path(), uid, gid);
+    }
+    let me = nix::unistd::getpid().as_raw();
+    let state = RunState {
+        ids,
+        keeper: ProcId::of(me).context("cannot read the keeper's own start time")?,
+        init: ProcId::of(init.as_raw()).context("init is gone")?,
+        name: keep.name.clone(),
+        project: keep.project.clone(),
+        image: keep.image.clone(),
+        fingerprint: keep.fingerprint.clone(),
+        started: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let state_file = keep.run_dir.join("state.json");
+    crate::store::write_atomic(&state_file, &serde_json::to_vec(&state)?)?;
+    let _ = nix::unistd::chown(&state_file, uid, gid);
+    // Up: tell the starter, stop dying with it, and leave its terminal.
+    let mut status = std::fs::File::from(status);
+    let _ = status.write_all(b"ok");
+    drop(status);
+    let _ = nix::sys::prctl::set_pdeathsig(None);
+    let _ = nix::unistd::setsid();
+    detach_stdio();
+
+    let mut sessions: Vec<UnixStream> = Vec::new();
+    let (mut had_session, mut persistent, mut stopping) = (false, false, false);
+    let started = Instant::now();
+    loop {
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            sessions
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
+        );
+        let _ = poll(&mut fds, PollTimeout::from(250u16));
+        let gone: Vec<bool> = fds[1..]
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        // A session sends nothing after its first line: readable means it hung up.
+        let mut i = 0;
+        sessions.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+        while let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            let _ = reader.read_line(&mut line);
+            let reply = |text: &str| {
+                let _ = (&stream).write_all(text.as_bytes());
+            };
+            match line.trim() {
+                SESSION if super::sys::send_fds(&stream, b"ok", &ns_raw).is_ok() => {
+                    had_session = true;
+                    sessions.push(stream);
+                }
+                PERSIST => {
+                    persistent = true;
+                    reply("ok\n");
+                }
+                STOP => {
+                    stopping = true;
+                    reply("ok\n");
+                }
+                STATUS => reply(&format!(
+                    "{}\n",
+                    serde_json::json!({"sessions": sessions.len(), "persistent": persistent})
+                )),
+                _ => {}
+            }
+        }
+        if let Ok(status) = waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            if !matches!(status, WaitStatus::StillAlive) {
+                break;
+            }
+        } else {
+            break;
+        }
+        let idle = sessions.is_empty()
+            && !persistent
+            && (had_session || started.elapsed() > Duration::from_secs(30));
+        if stopping || idle {
+            let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
+            let _ = kill(init, Signal::SIGTERM);
+            let _ = waitpid(init, None);
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_dir(&keep.run_dir);
+    Ok(())
+}
+
+/// The keeper's stdio no longer belongs to a terminal.
+pub fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}
+
+/// Sends one request to a running env's keeper and returns its one-line answer.
+pub fn request(run_dir: &std::path::Path, what: &str) -> Result<String> {
+    let mut stream = UnixStream::connect(run_dir.join("control.sock"))
+        .context("cannot reach the env's keeper")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{what}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
