@@ -45,6 +45,16 @@ for who in sub nosub; do
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
 
+# Joining a running env (`dev start` keeps it up) vs the cold case above, and nsenter into the
+# same namespaces as the floor (as root: init is not dumpable, so only root may open them).
+"$AS" "$DEV" start 2>/dev/null
+INIT=$(python3 -c "import json,glob; print(json.load(open(glob.glob('$WORK/run/dev/*/state.json')[0]))['init']['pid'])")
+"$AS" hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/join.json" \
+    -n "dev run -- true (joins)" "$DEV run -- true"
+hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/nsenter.json" \
+    -n "nsenter" "nsenter --user --mount --pid --target $INIT true"
+"$AS" "$DEV" stop 2>/dev/null
+
 # The same start with a tools layer (apt: hello) under the env's own layer.
 mkdir -p "$WORK/project-tools"
 printf 'image = "%s"\n[tools]\npackages = ["hello"]\n' "$IMAGE" > "$WORK/project-tools/dev.toml"
@@ -72,6 +82,9 @@ for who, label in (("sub", "with a subordinate range"), ("nosub", "single-id map
     pod = s.get("podman run --rm")
     podcell = f"{pod*1000:.0f} ms ({pod/dev:.1f}x dev)" if pod else "fails: cannot unpack the image without a subordinate range"
     rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) |")
+j = load(f"{work}/out/join.json")["dev run -- true (joins)"]
+ns = load(f"{work}/out/nsenter.json")["nsenter"]
+cold = load(f"{work}/out/start-sub.json")["dev run -- true"]
 t = load(f"{work}/out/tools.json")
 without, with_tools = t["without tools"], t["with tools"]
 f = load(f"{work}/out/files.json")
@@ -82,6 +95,8 @@ lines = [
     "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor) |",
     "|---|---|---|---|",
     *rows,
+    "",
+    f"Joining an env that runs (`dev start`): {j*1000:.1f} ms, against {cold*1000:.1f} ms when the env has to start (cold) and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor, as root): {j/cold:.2f}x cold, {j/ns:.2f}x nsenter.",
     "",
     f"With a tools layer (apt: `hello`) under the env's own layer, a warm `dev run -- true` takes {with_tools*1000:.1f} ms against {without*1000:.1f} ms without: {(with_tools-without)*1000:+.2f} ms.",
     "",

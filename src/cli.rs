@@ -89,6 +89,16 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Delete an env's writable layer and home (the project's, or NAME); `-f` stops it first.
+    Rm {
+        name: Option<String>,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Throw the env's changes away: the next session starts fresh from the image and tools.
+    Reset { name: Option<String> },
+    /// Paths the env's own layer added (A), changed (C) or deleted (D), like `docker diff`.
+    Diff { name: Option<String> },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]

@@ -32,6 +32,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Start => ps::start(),
         Command::Stop { name } => ps::stop(name.as_deref()),
         Command::Exec { name, command } => ps::exec(&name, command),
+        Command::Rm { name, force } => ps::rm(name.as_deref(), force, false),
+        Command::Reset { name } => ps::rm(name.as_deref(), true, true),
+        Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::System {
             command: SystemCommand::Df { format },

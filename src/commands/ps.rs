@@ -175,3 +175,93 @@ pub fn exec(name: &str, argv: Vec<String>) -> Result<()> {
         .with_context(|| format!("cannot enter `{}`", project.display()))?;
     enter(&EnterOptions::default(), argv)
 }
+
+pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
+    let store = Store::open()?;
+    let identity = Identity::detect();
+    let mapping = identity.store_key();
+    let project = project_of(&store, &mapping, name)?;
+    let run_dir = store.run_dir(&mapping, &project);
+    if store.running(&run_dir).is_some() {
+        if !force {
+            return Err(UserError::with_hint(
+                format!("the env of `{}` is running", project.display()),
+                "stop it first (`dev stop`), or use `-f`",
+            ));
+        }
+        stop(name)?;
+    }
+    let dir = store.env_dir(&mapping, &project);
+    if !dir.exists() {
+        eprintln!("{} has no env", project.display());
+        return Ok(());
+    }
+    store.remove_trees(&identity, &[dir])?;
+    if reset {
+        eprintln!(
+            "reset {}: the next session starts it fresh from the image and tools",
+            project.display()
+        );
+    } else {
+        eprintln!(
+            "removed the env of {} (its layer and home)",
+            project.display()
+        );
+    }
+    Ok(())
+}
+
+/// `dev diff`: paths of the env's own layer against the layers under it, like `docker diff`.
+pub fn diff(name: Option<&str>) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let store = Store::open()?;
+    let mapping = Identity::detect().store_key();
+    let project = project_of(&store, &mapping, name)?;
+    let (dir, rec) = store
+        .env_records(&mapping)
+        .into_iter()
+        .find(|(_, r)| r.project == project)
+        .ok_or_else(|| {
+            UserError::with_hint("this project has no env yet", "`dev shell` creates it")
+        })?;
+    let lowers: Vec<PathBuf> = rec
+        .layers
+        .iter()
+        .map(|d| store.layer_path(&mapping, d).join("root"))
+        .collect();
+    let upper = dir.join("upper");
+    let in_lower = |rel: &std::path::Path| {
+        lowers.iter().any(|l| {
+            l.join(rel)
+                .symlink_metadata()
+                .is_ok_and(|m| !(m.file_type().is_char_device() && m.rdev() == 0))
+        })
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![upper.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(&upper).unwrap_or(&path).to_path_buf();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            let kind = if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                'D'
+            } else if in_lower(&rel) {
+                'C'
+            } else {
+                'A'
+            };
+            out.push((rel, kind));
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    for (rel, kind) in out {
+        println!("{kind} /{}", rel.display());
+    }
+    Ok(())
+}

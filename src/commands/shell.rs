@@ -481,7 +481,9 @@ pub fn session(
     let state = match store.running(&run_dir) {
         Some(state) => state,
         None => {
-            let env = store.open_env(&mapping, root, image, &record.manifest_digest)?;
+            let mut layers: Vec<Digest> = env_tools.iter().map(|t| t.diff_id.clone()).collect();
+            layers.extend(record.layers.iter().rev().map(|l| l.diff_id.clone()));
+            let env = store.open_env(&mapping, root, image, &record.manifest_digest, &layers)?;
             sandbox.keep = Some(KeepPlan {
                 run_dir: run_dir.clone(),
                 name: store.env_name(&mapping, root),

@@ -73,8 +73,12 @@ pub fn serve(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
+    // Runtime state: renamed into place whole, but not fsynced (it means nothing after a reboot).
     let state_file = keep.run_dir.join("state.json");
-    crate::store::write_atomic(&state_file, &serde_json::to_vec(&state)?)?;
+    let tmp = keep.run_dir.join(".state.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&state)?)
+        .and_then(|()| std::fs::rename(&tmp, &state_file))
+        .with_context(|| format!("cannot write `{}`", state_file.display()))?;
     let _ = nix::unistd::chown(&state_file, uid, gid);
     // Up: tell the starter, stop dying with it, and leave its terminal.
     let mut status = std::fs::File::from(status);

@@ -44,6 +44,9 @@ pub struct EnvRecord {
     pub project: PathBuf,
     pub image: String,
     pub manifest_digest: Digest,
+    /// The read-only layers under the env's own (tools layer first, then the image's, top first).
+    #[serde(default)]
+    pub layers: Vec<Digest>,
 }
 
 /// A persistent env, locked while it runs.
@@ -163,6 +166,7 @@ impl Store {
         project: &Path,
         image: &str,
         manifest: &Digest,
+        layers: &[Digest],
     ) -> Result<Env> {
         let dir = self.env_dir(mapping, project);
         mkdir(&dir)?;
@@ -220,6 +224,7 @@ impl Store {
             project: project.to_path_buf(),
             image: image.to_string(),
             manifest_digest: manifest.clone(),
+            layers: layers.to_vec(),
         };
         let json = serde_json::to_vec_pretty(&rec)?;
         // Written only when it changes: a warm start makes no write that must reach the disk.

@@ -153,3 +153,32 @@ e2e!(sessions_joining_and_leaving_leave_nothing, |env: Env| {
     crate::shell::assert_no_leftovers(&env);
     assert!(run_states(&env).is_empty());
 });
+
+e2e!(diff_then_rm, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "echo new > /etc/added; echo more >> /etc/os-release; rm /bin/vi",
+    ]);
+    let diff = stdout(&env.ok(&["diff"]));
+    for line in ["A /etc/added", "C /etc/os-release", "D /bin/vi", "C /etc"] {
+        assert!(diff.lines().any(|l| l == line), "no `{line}` in:\n{diff}");
+    }
+    env.ok(&["start"]);
+    let err = env.fails(&["rm"]);
+    assert!(err.contains("is running") && err.contains("-f"), "{err}");
+    env.ok(&["rm", "-f"]);
+    assert!(ps(&env, true).is_empty(), "the env is gone");
+    let out = env.run(&["run", "--", "cat", "/etc/added"]);
+    assert!(
+        !out.status.success(),
+        "a fresh env: {}",
+        describe("dev run", &out)
+    );
+    crate::shell::assert_no_leftovers(&env);
+});
