@@ -18,7 +18,7 @@ use crate::sandbox::plan::{
     RootfsPlan, SandboxPlan, UserPlan, RESERVED,
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::{join, run_sandbox, start_env, Ownership};
+use crate::sandbox::spawn::{join, run_sandbox, start_env, KeeperGone, Ownership};
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
@@ -477,41 +477,52 @@ pub fn session(
         return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
-    let _starting = store.lock_env_start(&mapping, root)?;
-    let state = match store.running(&run_dir) {
-        Some(state) => state,
-        None => {
-            let mut layers: Vec<Digest> = env_tools.iter().map(|t| t.diff_id.clone()).collect();
-            layers.extend(record.layers.iter().rev().map(|l| l.diff_id.clone()));
-            let env = store.open_env(&mapping, root, image, &record.manifest_digest, &layers)?;
-            sandbox.keep = Some(KeepPlan {
-                run_dir: run_dir.clone(),
-                name: store.env_name(&mapping, root),
-                project: root.clone(),
-                image: image.clone(),
-                fingerprint: env_fingerprint(record, env_tools),
-            });
-            start_env(identity, &sandbox)?;
-            // The keeper holds the env's lock (the same open file) for as long as it runs.
-            env.hand_over_lock();
-            store
-                .running(&run_dir)
-                .context("the env stopped right after it started")?
+    // A keeper that is stopping (its last session just left) turns a session away before
+    // anything ran: wait for it to go, and start the env again.
+    for attempt in 0.. {
+        let starting = store.lock_env_start(&mapping, root)?;
+        let state = match store.running(&run_dir) {
+            Some(state) => state,
+            None => {
+                let mut layers: Vec<Digest> = env_tools.iter().map(|t| t.diff_id.clone()).collect();
+                layers.extend(record.layers.iter().rev().map(|l| l.diff_id.clone()));
+                let env =
+                    store.open_env(&mapping, root, image, &record.manifest_digest, &layers)?;
+                sandbox.keep = Some(KeepPlan {
+                    run_dir: run_dir.clone(),
+                    name: store.env_name(&mapping, root),
+                    project: root.clone(),
+                    image: image.clone(),
+                    fingerprint: env_fingerprint(record, env_tools),
+                });
+                start_env(identity, &sandbox)?;
+                // The keeper holds the env's lock (the same open file) for as long as it runs.
+                env.hand_over_lock();
+                store
+                    .running(&run_dir)
+                    .context("the env stopped right after it started")?
+            }
+        };
+        drop(starting);
+        if state.ids != sandbox.ids {
+            return Err(UserError::with_hint(
+                "the env runs with a single-id map for another user inside (you, or root with --root)",
+                "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
+            ));
         }
-    };
-    drop(_starting);
-    if state.ids != sandbox.ids {
-        return Err(UserError::with_hint(
-            "the env runs with a single-id map for another user inside (you, or root with --root)",
-            "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
-        ));
+        if opts.start_only {
+            // `dev start`: the env keeps running without sessions until `dev stop`.
+            crate::sandbox::keeper::request(&run_dir, crate::sandbox::keeper::PERSIST)?;
+            return Ok(0);
+        }
+        match join(&state, &run_dir, &sandbox) {
+            Err(e) if e.is::<KeeperGone>() && attempt < 50 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
-    if opts.start_only {
-        // `dev start`: the env keeps running without sessions until `dev stop`.
-        crate::sandbox::keeper::request(&run_dir, crate::sandbox::keeper::PERSIST)?;
-        return Ok(0);
-    }
-    join(&state, &run_dir, &sandbox)
+    unreachable!("the loop returns")
 }
 
 /// Base manifest digest and tools layer digest, short.

@@ -150,7 +150,10 @@ pub fn serve(
             && !persistent
             && (had_session || started.elapsed() > Duration::from_secs(30));
         if stopping || idle {
+            // No new session from here on: they see the env as stopped and start another.
             let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
+            let _ = std::fs::remove_file(&sock);
+            drop(listener);
             let _ = kill(init, Signal::SIGTERM);
             let _ = waitpid(init, None);
             break;

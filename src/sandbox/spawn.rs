@@ -407,14 +407,16 @@ pub fn join(
 ) -> Result<i32> {
     use nix::sched::{setns, CloneFlags};
     use std::io::Write;
-    let mut session = std::os::unix::net::UnixStream::connect(run_dir.join("control.sock"))
-        .context("cannot reach the env's keeper")?;
+    let gone = |_| anyhow::Error::new(KeeperGone);
+    let mut session =
+        std::os::unix::net::UnixStream::connect(run_dir.join("control.sock")).map_err(gone)?;
     session
         .write_all(format!("{}\n", super::keeper::SESSION).as_bytes())
-        .context("cannot join the env")?;
-    let (answer, fds) = super::sys::recv_fds(&session)?;
+        .map_err(gone)?;
+    let (answer, fds) = super::sys::recv_fds(&session).map_err(|_| KeeperGone)?;
     if answer != b"ok" || fds.len() != 5 {
-        bail!("the env's keeper did not let this session in; run the command again");
+        // The keeper is stopping the env (its last session just left): start a new one.
+        return Err(KeeperGone.into());
     }
     let flags = [
         CloneFlags::CLONE_NEWUSER,
@@ -461,6 +463,11 @@ pub fn join(
         }
     }
 }
+
+/// The env's keeper stopped (or is stopping) before this session got in; nothing ran yet.
+#[derive(Debug, thiserror::Error)]
+#[error("the env stopped while this session was joining it")]
+pub struct KeeperGone;
 
 fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
