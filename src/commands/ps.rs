@@ -63,7 +63,7 @@ pub fn list(all: bool, format: Format) -> Result<()> {
             uptime_seconds: running
                 .as_ref()
                 .map_or(0, |s| now.saturating_sub(s.started)),
-            size_bytes: dir_size(&dir.join("upper")),
+            size_bytes: crate::store::envs::tree_bytes(&dir.join("upper")),
         });
     }
     if format == Format::Json {
@@ -88,22 +88,6 @@ pub fn list(all: bool, format: Format) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Bytes of regular files under `dir` (those readable from here).
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) if m.is_file() => total += m.len(),
-                _ => {}
-            }
-        }
-    }
-    total
 }
 
 pub fn start() -> Result<()> {

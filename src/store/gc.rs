@@ -70,6 +70,11 @@ impl Store {
                 }
             }
         }
+        for (dir, _) in self.env_records(&key) {
+            u.envs += 1;
+            u.envs_bytes += super::envs::tree_bytes(&dir.join("upper"))
+                + super::envs::tree_bytes(&dir.join("home"));
+        }
         let g = self.garbage(identity)?;
         u.reclaimable_bytes = g.bytes;
         Ok(u)

@@ -53,6 +53,10 @@ e2e!(env_stops_after_its_last_session, |env: Env| {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["name"], "project");
     assert_eq!(all[0]["state"], "stopped");
+    let df: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["system", "df", "--format", "json"]).stdout)
+            .expect("json");
+    assert_eq!(df["envs"], 1, "{df}");
 });
 
 e2e!(start_ps_exec_stop, |env: Env| {
