@@ -495,7 +495,9 @@ pub fn session(
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                 });
-                start_env(identity, &sandbox)?;
+                if let Err(code) = start_env(identity, &sandbox)? {
+                    return Ok(code);
+                }
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 store
@@ -515,7 +517,7 @@ pub fn session(
             crate::sandbox::keeper::request(&run_dir, crate::sandbox::keeper::PERSIST)?;
             return Ok(0);
         }
-        match join(&state, &run_dir, &sandbox) {
+        match join(&run_dir, &sandbox) {
             Err(e) if e.is::<KeeperGone>() && attempt < 50 => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

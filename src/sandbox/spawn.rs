@@ -320,47 +320,26 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
 /// saves a re-exec of `dev`), else a re-exec (`unshare` needs a single-threaded process).
 pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
     let signals = super::init::block_signals()?;
-    let pid = if single_threaded() {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        match super::sys::fork()? {
-            nix::unistd::ForkResult::Child => {
-                std::process::exit(super::helper::run(plan.ids, plan, None))
-            }
-            nix::unistd::ForkResult::Parent { child } => child,
-        }
-    } else {
+    if !single_threaded() {
         let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
-        match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})? {
-            Ok(child) => {
-                return super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
-            }
-            Err((_, code)) => return Ok(code),
-        }
-    };
-    if plan.ids == IdMode::Subordinate {
-        match map_stopped(identity, pid) {
-            Ok(None) => {}
-            Ok(Some(code)) => return Ok(code),
-            Err(e) => {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(e);
-            }
-        }
+        return match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})? {
+            Ok(child) => super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false),
+            Err((_, code)) => Ok(code),
+        };
     }
-    super::init::supervise(pid, &signals, false)
+    match fork_helper(identity, plan, None)? {
+        Ok(pid) => super::init::supervise(pid, &signals, false),
+        Err(code) => Ok(code),
+    }
 }
 
-/// Starts a project's env whose keeper outlives this process; returns once it can be joined.
-pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<()> {
-    use std::io::Read;
-    if !single_threaded() {
-        bail!("internal error: an env is started from a single-threaded `dev` only");
-    }
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+/// Forks the helper for `plan` and, with the full mapping, writes its id maps. `Err(code)` if
+/// it exited before it was mapped.
+fn fork_helper(
+    identity: &Identity,
+    plan: &SandboxPlan,
+    status: Option<std::os::fd::OwnedFd>,
+) -> Result<Result<Pid, i32>> {
     {
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -368,16 +347,15 @@ pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<()> {
     }
     let pid = match super::sys::fork()? {
         nix::unistd::ForkResult::Child => {
-            drop(read);
-            std::process::exit(super::helper::run(plan.ids, plan, Some(write)))
+            std::process::exit(super::helper::run(plan.ids, plan, status))
         }
         nix::unistd::ForkResult::Parent { child } => child,
     };
-    drop(write);
+    drop(status);
     if plan.ids == IdMode::Subordinate {
         match map_stopped(identity, pid) {
             Ok(None) => {}
-            Ok(Some(code)) => return Err(super::super::commands::ExitCode(code).into()),
+            Ok(Some(code)) => return Ok(Err(code)),
             Err(e) => {
                 let _ = kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
@@ -385,26 +363,36 @@ pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<()> {
             }
         }
     }
+    Ok(Ok(pid))
+}
+
+/// Starts a project's env whose keeper outlives this process; returns once it can be joined,
+/// or the keeper's exit code (it printed why) if the env did not start.
+pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<Result<(), i32>> {
+    use std::io::Read;
+    if !single_threaded() {
+        bail!("internal error: an env is started from a single-threaded `dev` only");
+    }
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    let pid = match fork_helper(identity, plan, Some(write))? {
+        Ok(pid) => pid,
+        Err(code) => return Ok(Err(code)),
+    };
     let mut answer = String::new();
     let _ = std::fs::File::from(read).read_to_string(&mut answer);
     if answer == "ok" {
-        return Ok(());
+        return Ok(Ok(()));
     }
-    // The keeper printed why; its status is ours.
-    let code = match waitpid(pid, None) {
+    Ok(Err(match waitpid(pid, None) {
         Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
         Err(_) => super::init::SETUP_FAILED,
-    };
-    Err(super::super::commands::ExitCode(code).into())
+    }))
 }
 
 /// Runs the plan's command in a running env: joins its user, mount, uts, ipc and pid
 /// namespaces (as `nsenter` does) while connected to its keeper as a session.
-pub fn join(
-    state: &crate::store::envs::RunState,
-    run_dir: &std::path::Path,
-    plan: &SandboxPlan,
-) -> Result<i32> {
+pub fn join(run_dir: &std::path::Path, plan: &SandboxPlan) -> Result<i32> {
     use nix::sched::{setns, CloneFlags};
     use std::io::Write;
     let gone = |_| anyhow::Error::new(KeeperGone);
@@ -426,7 +414,6 @@ pub fn join(
         CloneFlags::CLONE_NEWPID,
     ];
     let namespaces: Vec<(std::os::fd::OwnedFd, CloneFlags)> = fds.into_iter().zip(flags).collect();
-    let _ = state;
     let signals = super::init::block_signals()?;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

@@ -263,7 +263,7 @@ pub fn clean_exec(cmd: &mut Command) {
         {
             return Err(io::Error::last_os_error());
         }
-        clear_inheritable()?;
+        set_inheritable(false)?;
         // SAFETY: close_range(2) with integer arguments; CLOEXEC keeps std's own exec-error
         // pipe working until exec closes every marked descriptor at once.
         if unsafe {
@@ -313,7 +313,9 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-fn clear_inheritable() -> io::Result<()> {
+/// Sets the inheritable capabilities to the permitted ones (`keep`) or to none; returns the
+/// permitted set as two 32-bit words.
+fn set_inheritable(keep: bool) -> io::Result<[u32; 2]> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
@@ -335,7 +337,7 @@ fn clear_inheritable() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         for d in &mut data {
-            d.inheritable = 0;
+            d.inheritable = if keep { d.permitted } else { 0 };
         }
         if libc::syscall(
             libc::SYS_capset,
@@ -346,7 +348,7 @@ fn clear_inheritable() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok([data[0].permitted, data[1].permitted])
 }
 
 /// `cmd` gets `signal` when the process that started it dies.
@@ -368,48 +370,19 @@ pub fn die_with_parent(cmd: &mut Command, signal: Signal) {
 /// (fuse-overlayfs under a single-id map, where the only id inside is the user's own).
 pub fn keep_capabilities(cmd: &mut Command) {
     let hook = || -> io::Result<()> {
-        let mut header = CapHeader {
-            version: CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let mut data = [CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        }; 2];
-        // SAFETY: as in `clear_inheritable`: the header and two CapData structs live on this
-        // frame; prctl(2) takes integers only.
-        unsafe {
-            if libc::syscall(
-                libc::SYS_capget,
-                &mut header as *mut CapHeader,
-                data.as_mut_ptr(),
-            ) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            for d in &mut data {
-                d.inheritable = d.permitted;
-            }
-            if libc::syscall(
-                libc::SYS_capset,
-                &mut header as *mut CapHeader,
-                data.as_ptr(),
-            ) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            for cap in 0..64u32 {
-                let (word, bit) = ((cap / 32) as usize, cap % 32);
-                if data[word].permitted & (1 << bit) != 0 {
+        let permitted = set_inheritable(true)?;
+        for cap in 0..64u32 {
+            if permitted[(cap / 32) as usize] & (1 << (cap % 32)) != 0 {
+                // SAFETY: prctl(2) with integer arguments only.
+                unsafe {
                     libc::prctl(
                         libc::PR_CAP_AMBIENT,
                         libc::PR_CAP_AMBIENT_RAISE,
                         cap as libc::c_ulong,
                         0,
                         0,
-                    );
-                }
+                    )
+                };
             }
         }
         Ok(())

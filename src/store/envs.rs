@@ -6,7 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use super::{write_atomic, Store};
@@ -100,14 +100,7 @@ impl Store {
     pub fn lock_env_start(&self, mapping: &str, project: &Path) -> Result<Flock<File>> {
         let dir = self.env_dir(mapping, project);
         mkdir(&dir)?;
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("start.lock"))
-            .with_context(|| format!("cannot open the start lock of `{}`", dir.display()))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("cannot lock `{}`: {e}", dir.display()))
+        self.lock_file(&dir.join("start.lock"), true)
     }
 
     /// The env's name: the project directory's, made unique among this user's envs.
@@ -170,16 +163,8 @@ impl Store {
     ) -> Result<Env> {
         let dir = self.env_dir(mapping, project);
         mkdir(&dir)?;
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .with_context(|| format!("cannot open the lock of `{}`", dir.display()))?;
         // Held by the env's keeper: one still stopping is waited for.
-        let mut lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
-            anyhow::anyhow!("cannot lock the env of `{}`: {e}", project.display())
-        })?;
+        let mut lock = self.lock_file(&dir.join("lock"), true)?;
         let dirs = EnvDirs::at(dir);
         let record_path = dirs.dir.join("env.json");
         let record: Option<EnvRecord> = fs::read(&record_path)
@@ -203,15 +188,7 @@ impl Store {
                 fs::rename(trash.join("home"), &dirs.home)
                     .with_context(|| format!("cannot keep `{}`", dirs.home.display()))?;
             }
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dirs.dir.join("lock"))
-                .with_context(|| format!("cannot open the lock of `{}`", dirs.dir.display()))?;
-            lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
-                anyhow::anyhow!("cannot lock the env of `{}`: {e}", project.display())
-            })?;
+            lock = self.lock_file(&dirs.dir.join("lock"), true)?;
             eprintln!(
                 "note: the env was made from {} ({}); starting a fresh one for {image} (the old changes are kept until `dev system prune`)",
                 old.image,

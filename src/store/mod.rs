@@ -139,7 +139,7 @@ impl Store {
         )
     }
 
-    fn lock_file(&self, path: &Path, exclusive: bool) -> Result<Flock<File>> {
+    pub(super) fn lock_file(&self, path: &Path, exclusive: bool) -> Result<Flock<File>> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

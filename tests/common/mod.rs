@@ -313,6 +313,38 @@ impl Env {
     }
 }
 
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Pushes the busybox image; returns its reference.
+pub fn push_busybox(reg: &Registry) -> String {
+    ImageBuilder::new(image::busybox_layers()).push(reg, "fixture/busybox", Some("1"));
+    format!("{}/fixture/busybox:1", reg.host())
+}
+
+/// Pushes the Debian minbase image; returns its reference.
+pub fn push_debian(reg: &Registry) -> String {
+    ImageBuilder::new(vec![image::debian_minbase_layer()]).push(
+        reg,
+        "library/debian",
+        Some("bookworm"),
+    );
+    format!("{}/library/debian:bookworm", reg.host())
+}
+
+impl Env {
+    /// Writes the project's dev.toml.
+    pub fn write_dev_toml(&self, text: &str) {
+        fs::write(self.path("project/dev.toml"), text).expect("write dev.toml");
+        self.chown_all(&self.path("project"));
+    }
+}
+
 pub fn describe(cmd: &str, out: &Output) -> String {
     format!(
         "command: {cmd}\nstatus: {}\n--- stdout\n{}\n--- stderr\n{}",

@@ -4,14 +4,11 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use crate::common::image::debian_minbase_layer;
-use crate::common::{describe, Env, ImageBuilder, Kind, Registry};
+use crate::common::{describe, push_debian, Env, Kind, Registry};
 
 fn debian_project(env: &Env, reg: &Registry) -> String {
-    ImageBuilder::new(vec![debian_minbase_layer()]).push(reg, "library/debian", Some("bookworm"));
-    let r = format!("{}/library/debian:bookworm", reg.host());
-    fs::write(env.path("project/dev.toml"), format!("image = \"{r}\"\n")).expect("dev.toml");
-    env.chown_all(&env.path("project"));
+    let r = push_debian(reg);
+    env.write_dev_toml(&format!("image = \"{r}\"\n"));
     r
 }
 

@@ -6,19 +6,11 @@ use std::process::Stdio;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::image::busybox_layers;
-use crate::common::{describe, Env, ImageBuilder, Registry};
+use crate::common::{describe, stdout, Env, Registry};
 use crate::e2e;
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 fn busybox_project(env: &Env, reg: &Registry) {
-    ImageBuilder::new(busybox_layers()).push(reg, "fixture/busybox", Some("1"));
-    let r = format!("{}/fixture/busybox:1", reg.host());
-    fs::write(env.path("project/dev.toml"), format!("image = \"{r}\"\n")).expect("dev.toml");
-    env.chown_all(&env.path("project"));
+    crate::shell::busybox_project(env, reg, "");
 }
 
 /// The runtime state files of this test's envs.

@@ -6,12 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::image::{basic_layers, host_arch, push_index, Compression};
-use crate::common::{Entry, Env, ImageBuilder, Kind, Layer, Registry};
+use crate::common::{stdout, Entry, Env, ImageBuilder, Kind, Layer, Registry};
 use crate::e2e;
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
 
 e2e!(pulls_layers_with_whiteouts_owners_and_links, |env: Env| {
     let reg = Registry::start();

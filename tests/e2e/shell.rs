@@ -8,29 +8,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::image::busybox_layers;
-use crate::common::{describe, Env, ImageBuilder, Registry};
+use crate::common::{describe, push_busybox, stderr, stdout, Env, ImageBuilder, Registry};
 use crate::e2e;
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
 /// Pushes the busybox image and writes a dev.toml for it into the project; returns the ref.
-fn busybox_project(env: &Env, reg: &Registry, extra: &str) -> String {
-    ImageBuilder::new(busybox_layers()).push(reg, "fixture/busybox", Some("1"));
-    let r = format!("{}/fixture/busybox:1", reg.host());
-    write_toml(env, &format!("image = \"{r}\"\n{extra}"));
+pub fn busybox_project(env: &Env, reg: &Registry, extra: &str) -> String {
+    let r = push_busybox(reg);
+    env.write_dev_toml(&format!("image = \"{r}\"\n{extra}"));
     r
-}
-
-fn write_toml(env: &Env, text: &str) {
-    fs::write(env.path("project/dev.toml"), text).expect("write dev.toml");
-    env.chown_all(&env.path("project"));
 }
 
 /// Nothing of the session may outlive it: no process that belongs to this test's env (its
@@ -376,8 +361,7 @@ e2e!(env_layer_persists_and_rm_throws_changes_away, |env: Env| {
 
 e2e!(image_flag_works_without_dev_toml, |env: Env| {
     let reg = Registry::start();
-    ImageBuilder::new(busybox_layers()).push(&reg, "fixture/busybox", Some("1"));
-    let r = format!("{}/fixture/busybox:1", reg.host());
+    let r = push_busybox(&reg);
     let err = env.fails(&["run", "--", "true"]);
     assert!(err.contains("no dev.toml in"), "{err}");
     assert!(err.contains("dev init") && err.contains("--image"), "{err}");
@@ -397,10 +381,10 @@ e2e!(image_flag_works_without_dev_toml, |env: Env| {
 });
 
 e2e!(dev_toml_errors_are_one_clear_line, |env: Env| {
-    write_toml(&env, "image = \"x\"\nshell = /bin/bash\n");
+    env.write_dev_toml("image = \"x\"\nshell = /bin/bash\n");
     let err = env.fails(&["shell"]);
     assert!(err.contains("dev.toml:2:9:"), "{err}");
-    write_toml(&env, "imgae = \"debian\"\n");
+    env.write_dev_toml("imgae = \"debian\"\n");
     let err = env.fails(&["run", "true"]);
     assert!(
         err.contains("unknown key `imgae`; did you mean `image`?"),
@@ -439,7 +423,7 @@ e2e!(bad_image_configs_are_refused_clearly, |env: Env| {
             "User `ghost` is not in the image's /etc/passwd",
         ),
     ] {
-        ImageBuilder::new(busybox_layers())
+        ImageBuilder::new(crate::common::image::busybox_layers())
             .run_config(key, serde_json::json!(value))
             .push(&reg, "fixture/bad", Some(tag));
         let r = format!("{}/fixture/bad:{tag}", reg.host());

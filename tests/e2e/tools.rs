@@ -4,25 +4,14 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use crate::common::image::debian_minbase_layer;
-use crate::common::{describe, Env, ImageBuilder, Kind, Registry};
+use crate::common::{describe, push_debian, Env, ImageBuilder, Kind, Registry};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_string()
 }
 
-fn push_debian(reg: &Registry) -> String {
-    ImageBuilder::new(vec![debian_minbase_layer()]).push(reg, "library/debian", Some("bookworm"));
-    format!("{}/library/debian:bookworm", reg.host())
-}
-
 fn write_toml(env: &Env, image: &str, tools: &str) {
-    fs::write(
-        env.path("project/dev.toml"),
-        format!("image = \"{image}\"\n{tools}"),
-    )
-    .expect("dev.toml");
-    env.chown_all(&env.path("project"));
+    env.write_dev_toml(&format!("image = \"{image}\"\n{tools}"));
 }
 
 /// The value of `key = "…"` in dev.lock's text.
