@@ -80,7 +80,11 @@ pub enum Command {
         format: Format,
     },
     /// Start the project's env and keep it running without sessions, until `dev stop`.
-    Start,
+    Start {
+        /// Name the env (default: the project directory's name, made unique).
+        #[arg(long, value_parser = env_name)]
+        name: Option<String>,
+    },
     /// Stop an env (the project's, or NAME): SIGTERM to its processes, SIGKILL after 10 s.
     Stop { name: Option<String> },
     /// Run a command in the env NAME, from anywhere.
@@ -99,6 +103,14 @@ pub enum Command {
     Reset { name: Option<String> },
     /// Paths the env's own layer added (A), changed (C) or deleted (D), like `docker diff`.
     Diff { name: Option<String> },
+    /// Snapshot an env (the project's, or NAME) into a local image: its image's layers, its
+    /// tools layer and its own layer. `dev run --image REF` runs it.
+    Commit {
+        name: Option<String>,
+        /// The new image's name, e.g. `myproject:snapshot`.
+        #[arg(long, short, value_name = "REF")]
+        tag: String,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]
@@ -125,6 +137,23 @@ pub struct EnterArgs {
     /// Fail if dev.toml and dev.lock disagree, instead of re-resolving (for CI).
     #[arg(long)]
     pub frozen: bool,
+    /// Name the project's env (default: the project directory's name, made unique).
+    #[arg(long, value_parser = env_name)]
+    pub name: Option<String>,
+}
+
+/// An env name: letters, digits, `_`, `.` and `-`, starting with a letter or digit (as
+/// Docker's container names).
+fn env_name(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("use up to 64 letters, digits, `_`, `.` or `-`, starting with a letter or digit".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,8 +163,13 @@ pub enum SystemCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Remove layers and blobs no image uses, and leftovers of interrupted runs.
-    Prune,
+    /// Remove layers and blobs nothing uses, leftovers of interrupted runs, and stopped envs
+    /// whose project is gone (its directory or dev.toml). Running envs always stay.
+    Prune {
+        /// Also remove every stopped env whose project is still there.
+        #[arg(long)]
+        envs: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,7 +11,7 @@ use crate::oci::Digest;
 use crate::sandbox::plan::{IdMode, SandboxPlan};
 use crate::sandbox::spawn::enter_as_helper;
 use crate::sandbox::{self, init};
-use crate::store::layers::{capture_layer, remove_paths, unpack_into};
+use crate::store::layers::{capture_layer, pack_into, remove_paths, unpack_into};
 use crate::unpack::UnpackOptions;
 
 pub fn main() -> i32 {
@@ -69,6 +69,18 @@ fn run(args: &[OsString]) -> Result<()> {
                 bail!("usage: capture UPPER LAYERS_DIR")
             };
             let result = capture_layer(&PathBuf::from(upper), &PathBuf::from(dir))?;
+            println!(
+                "{}",
+                serde_json::to_string(&result).context("cannot encode the result")?
+            );
+            Ok(())
+        }
+        "pack" => {
+            let [_, tree, out] = args else {
+                bail!("usage: pack TREE OUT|-")
+            };
+            let out = (out != "-").then(|| PathBuf::from(out));
+            let result = pack_into(&PathBuf::from(tree), out.as_deref())?;
             println!(
                 "{}",
                 serde_json::to_string(&result).context("cannot encode the result")?

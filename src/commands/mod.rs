@@ -1,5 +1,6 @@
 //! One file per command: glue between the command line, the library modules and the printer.
 
+pub mod commit;
 pub mod helper;
 pub mod images;
 pub mod init;
@@ -29,19 +30,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Update { image, packages } => lock::update(image, packages),
         Command::Status => status::run(),
         Command::Ps { all, format } => ps::list(all, format),
-        Command::Start => ps::start(),
+        Command::Start { name } => ps::start(name),
         Command::Stop { name } => ps::stop(name.as_deref()),
         Command::Exec { name, command } => ps::exec(&name, command),
         Command::Rm { name, force } => ps::rm(name.as_deref(), force, false),
         Command::Reset { name } => ps::rm(name.as_deref(), true, true),
         Command::Diff { name } => ps::diff(name.as_deref()),
+        Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
         Command::System {
-            command: SystemCommand::Prune,
-        } => system::prune(),
+            command: SystemCommand::Prune { envs },
+        } => system::prune(envs),
         Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
     }
     .map(|()| 0)
@@ -62,6 +64,7 @@ impl From<crate::cli::EnterArgs> for shell::EnterOptions {
             rm: a.rm,
             frozen: a.frozen,
             start_only: false,
+            name: a.name,
         }
     }
 }

@@ -90,9 +90,10 @@ pub fn list(all: bool, format: Format) -> Result<()> {
     Ok(())
 }
 
-pub fn start() -> Result<()> {
+pub fn start(name: Option<String>) -> Result<()> {
     let opts = EnterOptions {
         start_only: true,
+        name,
         ..EnterOptions::default()
     };
     let env = prepare(&opts, &Update::default())?;
@@ -108,7 +109,7 @@ pub fn start() -> Result<()> {
 }
 
 /// The project of the env `name`, or the current project when `name` is `None`.
-fn project_of(store: &Store, mapping: &str, name: Option<&str>) -> Result<PathBuf> {
+pub(super) fn project_of(store: &Store, mapping: &str, name: Option<&str>) -> Result<PathBuf> {
     match name {
         Some(name) => store
             .env_records(mapping)
@@ -128,6 +129,25 @@ fn project_of(store: &Store, mapping: &str, name: Option<&str>) -> Result<PathBu
             })
         }
     }
+}
+
+/// The env (directory and record) named `name`, or the current project's.
+pub(super) fn env_of(
+    store: &Store,
+    mapping: &str,
+    name: Option<&str>,
+) -> Result<(PathBuf, crate::store::envs::EnvRecord)> {
+    let project = project_of(store, mapping, name)?;
+    store
+        .env_records(mapping)
+        .into_iter()
+        .find(|(_, r)| r.project == project)
+        .ok_or_else(|| {
+            UserError::with_hint(
+                format!("`{}` has no env yet", project.display()),
+                "`dev shell` there creates it",
+            )
+        })
 }
 
 pub fn stop(name: Option<&str>) -> Result<()> {
@@ -200,14 +220,7 @@ pub fn diff(name: Option<&str>) -> Result<()> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let store = Store::open()?;
     let mapping = Identity::detect().store_key();
-    let project = project_of(&store, &mapping, name)?;
-    let (dir, rec) = store
-        .env_records(&mapping)
-        .into_iter()
-        .find(|(_, r)| r.project == project)
-        .ok_or_else(|| {
-            UserError::with_hint("this project has no env yet", "`dev shell` creates it")
-        })?;
+    let (dir, rec) = env_of(&store, &mapping, name)?;
     let lowers: Vec<PathBuf> = rec
         .layers
         .iter()

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::sandbox::Identity;
+use crate::store::gc::EnvPrune;
 use crate::store::Store;
 use crate::ui::UserError;
 
@@ -19,7 +20,7 @@ pub fn run(references: &[String]) -> Result<()> {
         store.remove_image(&img.name)?;
         println!("Untagged: {}", img.name);
     }
-    let removed = store.prune(&identity, false)?.layers.len();
+    let removed = store.prune(&identity, false, EnvPrune::Keep)?.layers.len();
     if removed > 0 {
         println!("Deleted {removed} layer(s) no other image uses");
     }

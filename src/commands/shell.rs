@@ -36,6 +36,8 @@ pub struct EnterOptions {
     pub frozen: bool,
     /// Start the env and keep it running (`dev start`) instead of entering it.
     pub start_only: bool,
+    /// The env's name (`--name`).
+    pub name: Option<String>,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.
@@ -366,6 +368,12 @@ pub fn session(
     // The env: this project's persistent layer (run by a keeper that every session joins), or
     // a throwaway one for this session only.
     let persistent = project.is_some() && !opts.rm && opts.image.is_none();
+    if opts.name.is_some() && !persistent {
+        return Err(UserError::with_hint(
+            "--name names a project's env, and this session's env is thrown away",
+            "drop --name, or run without --rm and --image in a project",
+        ));
+    }
     let (dirs, scratch) = if persistent {
         (store.env_dirs(&mapping, root), None)
     } else {
@@ -400,6 +408,11 @@ pub fn session(
         home_source
     };
     let hostname = plan::hostname(root);
+    let env_name = match (&opts.name, persistent) {
+        (Some(n), _) => n.clone(),
+        (None, true) => store.env_name(&mapping, root),
+        (None, false) => hostname.clone(),
+    };
     let ssh_agent = std::env::var_os("SSH_AUTH_SOCK")
         .map(PathBuf::from)
         .filter(|p| p.metadata().is_ok_and(|m| m.file_type().is_socket()));
@@ -427,6 +440,7 @@ pub fn session(
         &host_env,
         &user,
         &hostname,
+        &env_name,
         ssh_agent.is_some(),
         &extra,
     );
@@ -486,8 +500,14 @@ pub fn session(
             None => {
                 let mut layers: Vec<Digest> = env_tools.iter().map(|t| t.diff_id.clone()).collect();
                 layers.extend(record.layers.iter().rev().map(|l| l.diff_id.clone()));
-                let env =
-                    store.open_env(&mapping, root, image, &record.manifest_digest, &layers)?;
+                let env = store.open_env(
+                    &mapping,
+                    root,
+                    image,
+                    &record.manifest_digest,
+                    &layers,
+                    opts.name.as_deref(),
+                )?;
                 sandbox.keep = Some(KeepPlan {
                     run_dir: run_dir.clone(),
                     name: store.env_name(&mapping, root),
@@ -506,6 +526,15 @@ pub fn session(
             }
         };
         drop(starting);
+        if let Some(n) = opts.name.as_ref().filter(|n| **n != state.name) {
+            return Err(UserError::with_hint(
+                format!(
+                    "the env runs as `{}`, so it cannot be named `{n}` now",
+                    state.name
+                ),
+                format!("`dev stop {}` first, or drop --name", state.name),
+            ));
+        }
         if state.ids != sandbox.ids {
             return Err(UserError::with_hint(
                 "the env runs with a single-id map for another user inside (you, or root with --root)",

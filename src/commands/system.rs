@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use crate::cli::Format;
 use crate::sandbox::Identity;
+use crate::store::gc::EnvPrune;
 use crate::store::Store;
 use crate::ui::human_bytes;
 
@@ -55,11 +56,20 @@ pub fn df(format: Format) -> Result<()> {
     Ok(())
 }
 
-pub fn prune() -> Result<()> {
+pub fn prune(all_envs: bool) -> Result<()> {
     let store = Store::open()?;
-    let g = store.prune(&Identity::detect(), true)?;
+    let envs = if all_envs {
+        EnvPrune::Stopped
+    } else {
+        EnvPrune::Orphaned
+    };
+    let g = store.prune(&Identity::detect(), true, envs)?;
+    for dir in &g.envs {
+        eprintln!("deleted env {}", dir.display());
+    }
     println!(
-        "Deleted {} layer(s), {} blob(s), {} leftover(s) of interrupted runs; reclaimed {}",
+        "Deleted {} env(s), {} layer(s), {} blob(s), {} leftover(s) of interrupted runs; reclaimed {}",
+        g.envs.len(),
         g.layers.len(),
         g.blobs.len(),
         g.leftovers.len(),

@@ -362,12 +362,15 @@ fn passes_through(key: &str) -> bool {
 }
 
 /// The environment inside: the image's `Env`, the host's terminal and locale, the user's
-/// identity, then dev.toml's `[env]`, each overriding the ones before.
+/// identity, then dev.toml's `[env]`, each overriding the ones before. The prompt shows the
+/// env's name.
+#[allow(clippy::too_many_arguments)]
 pub fn environment(
     image_env: &[String],
     host: &BTreeMap<String, String>,
     user: &UserPlan,
     hostname: &str,
+    env_name: &str,
     ssh_agent: bool,
     extra: &BTreeMap<String, String>,
 ) -> Vec<(String, String)> {
@@ -405,7 +408,7 @@ pub fn environment(
         set(&mut env, "SSH_AUTH_SOCK", SSH_AGENT_INSIDE);
     }
     if !env.iter().any(|(k, _)| k == "PS1") {
-        set(&mut env, "PS1", &format!("({hostname}) \\u@\\h:\\w\\$ "));
+        set(&mut env, "PS1", &format!("({env_name}) \\u@\\h:\\w\\$ "));
     }
     for (k, v) in extra {
         set(&mut env, k, v);
@@ -635,6 +638,7 @@ mod tests {
             &host,
             &user(false),
             "app",
+            "app-2",
             true,
             &extra,
         );
@@ -651,7 +655,17 @@ mod tests {
         assert_eq!(get("RUST_LOG"), Some("debug"));
         assert_eq!(get("HOME"), Some("/home/ann"));
         assert_eq!(get("SSH_AUTH_SOCK"), Some(SSH_AGENT_INSIDE));
-        let env = environment(&[], &host, &user(true), "app", false, &BTreeMap::new());
+        assert_eq!(get("HOSTNAME"), Some("app"));
+        assert!(get("PS1").is_some_and(|p| p.starts_with("(app-2) ")));
+        let env = environment(
+            &[],
+            &host,
+            &user(true),
+            "app",
+            "app",
+            false,
+            &BTreeMap::new(),
+        );
         assert!(env.contains(&("HOME".into(), "/root".into())));
         assert!(!env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK"));
     }

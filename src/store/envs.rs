@@ -103,29 +103,18 @@ impl Store {
         self.lock_file(&dir.join("start.lock"), true)
     }
 
-    /// The env's name: the project directory's, made unique among this user's envs.
+    /// The env's name: the one it was given (`--name`), else the project directory's, made
+    /// unique among this user's envs.
     pub fn env_name(&self, mapping: &str, project: &Path) -> String {
-        let base = crate::sandbox::plan::hostname(project);
         let mine = self.env_dir(mapping, project);
-        let taken: Vec<String> = fs::read_dir(self.envs_dir(mapping))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path() != mine)
-            .filter_map(|e| fs::read(e.path().join("env.json")).ok())
-            .filter_map(|b| serde_json::from_slice::<EnvRecord>(&b).ok())
-            .map(|r| {
-                r.name
-                    .unwrap_or_else(|| crate::sandbox::plan::hostname(&r.project))
-            })
-            .collect();
-        if let Some(rec) = fs::read(mine.join("env.json"))
+        if let Some(name) = fs::read(mine.join("env.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<EnvRecord>(&b).ok())
             .and_then(|r| r.name)
         {
-            return rec;
+            return name;
         }
+        let base = crate::sandbox::plan::hostname(project);
         (1..)
             .map(|i| {
                 if i == 1 {
@@ -134,8 +123,22 @@ impl Store {
                     format!("{base}-{i}")
                 }
             })
-            .find(|n| !taken.contains(n))
+            .find(|n| self.name_owner(mapping, project, n).is_none())
             .unwrap_or(base)
+    }
+
+    /// The project of another env than `project`'s that has the name `name`.
+    pub fn name_owner(&self, mapping: &str, project: &Path, name: &str) -> Option<PathBuf> {
+        self.env_records(mapping)
+            .into_iter()
+            .filter(|(_, r)| r.project != project)
+            .find(|(_, r)| {
+                r.name
+                    .clone()
+                    .unwrap_or_else(|| crate::sandbox::plan::hostname(&r.project))
+                    == name
+            })
+            .map(|(_, r)| r.project)
     }
 
     /// The project's env without locking it, if it exists and was made from `manifest`.
@@ -160,7 +163,23 @@ impl Store {
         image: &str,
         manifest: &Digest,
         layers: &[Digest],
+        name: Option<&str>,
     ) -> Result<Env> {
+        if let Some(n) = name {
+            if let Some(other) = self.name_owner(mapping, project, n) {
+                return Err(crate::ui::UserError::with_hint(
+                    format!(
+                        "the name `{n}` is taken by the env of `{}`",
+                        other.display()
+                    ),
+                    format!("choose another, or remove that env first (`dev rm {n}`)"),
+                ));
+            }
+        }
+        // Kept when the env is made again from another image.
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| self.env_name(mapping, project));
         let dir = self.env_dir(mapping, project);
         mkdir(&dir)?;
         // Held by the env's keeper: one still stopping is waited for.
@@ -197,7 +216,7 @@ impl Store {
         }
         mkdir(&dirs.home)?;
         let rec = EnvRecord {
-            name: Some(self.env_name(mapping, project)),
+            name: Some(name),
             project: project.to_path_buf(),
             image: image.to_string(),
             manifest_digest: manifest.clone(),

@@ -5,6 +5,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
 use super::Store;
@@ -25,9 +26,22 @@ pub struct Usage {
     pub reclaimable_bytes: u64,
 }
 
+/// Which envs a prune deletes. A running env is never deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvPrune {
+    /// None (after `dev rmi`).
+    Keep,
+    /// Those whose project no longer points at them: its directory or dev.toml is gone.
+    Orphaned,
+    /// Every stopped env (`dev system prune --envs`).
+    Stopped,
+}
+
 /// Everything prune would delete.
 #[derive(Debug, Default)]
 pub struct Garbage {
+    pub envs: Vec<PathBuf>,
+    env_locks: Vec<Flock<fs::File>>,
     pub layers: Vec<PathBuf>,
     pub blobs: Vec<PathBuf>,
     pub leftovers: Vec<PathBuf>,
@@ -75,7 +89,7 @@ impl Store {
             u.envs_bytes += super::envs::tree_bytes(&dir.join("upper"))
                 + super::envs::tree_bytes(&dir.join("home"));
         }
-        let g = self.garbage(identity)?;
+        let g = self.garbage(identity, EnvPrune::Orphaned)?;
         u.reclaimable_bytes = g.bytes;
         Ok(u)
     }
@@ -100,12 +114,42 @@ impl Store {
         out
     }
 
-    /// Layers and blobs no image references, and leftovers of interrupted runs. Call with the
-    /// store lock held exclusively, so no pull is in progress.
-    pub fn garbage(&self, identity: &Identity) -> Result<Garbage> {
+    /// Envs `envs` selects, layers and blobs no image or remaining env references, and
+    /// leftovers of interrupted runs. Call with the store lock held exclusively, so no pull
+    /// is in progress.
+    pub fn garbage(&self, identity: &Identity, envs: EnvPrune) -> Result<Garbage> {
         let key = identity.store_key();
         let images = self.images()?;
+        let mut g = Garbage::default();
         let mut live_layers = BTreeSet::new();
+        for (dir, rec) in self.env_records(&key) {
+            let running = self.running(&self.run_dir(&key, &rec.project)).is_some();
+            let pointed_at = rec
+                .project
+                .join(crate::config::project::FILE_NAME)
+                .is_file()
+                && self.env_dir(&key, &rec.project) == dir;
+            let wanted = !running
+                && match envs {
+                    EnvPrune::Keep => false,
+                    EnvPrune::Orphaned => !pointed_at,
+                    EnvPrune::Stopped => true,
+                };
+            // Held until the env is deleted: a session starting it meanwhile waits, and then
+            // makes it afresh. An env a session holds now is in use.
+            let lock = wanted
+                .then(|| fs::File::open(dir.join("lock")).ok())
+                .flatten()
+                .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).ok());
+            if wanted && (lock.is_some() || !dir.join("lock").exists()) {
+                g.env_locks.extend(lock);
+                g.bytes += super::envs::tree_bytes(&dir.join("upper"))
+                    + super::envs::tree_bytes(&dir.join("home"));
+                g.envs.push(dir);
+            } else {
+                live_layers.extend(rec.layers.iter().map(|d| d.hex().to_string()));
+            }
+        }
         let mut live_blobs = BTreeSet::new();
         for img in &images {
             live_blobs.insert(img.manifest_digest.hex().to_string());
@@ -120,7 +164,6 @@ impl Store {
         for t in self.tools_records(&key) {
             live_layers.insert(t.diff_id.hex().to_string());
         }
-        let mut g = Garbage::default();
         for (hex, bytes) in self.layer_sizes(&key) {
             if !live_layers.contains(&hex) {
                 g.layers.push(self.layers_dir(&key).join(&hex));
@@ -170,16 +213,17 @@ impl Store {
 
     /// Deletes what `garbage` found: after `dev rmi` the layers and blobs no image uses any
     /// more (every layer another image still uses stays); with `leftovers`, also what
-    /// interrupted runs left behind, as `dev system prune` does.
-    pub fn prune(&self, identity: &Identity, leftovers: bool) -> Result<Garbage> {
+    /// interrupted runs left behind and the envs `envs` selects, as `dev system prune` does.
+    pub fn prune(&self, identity: &Identity, leftovers: bool, envs: EnvPrune) -> Result<Garbage> {
         let _lock = self.lock_store(true)?;
-        let mut g = self.garbage(identity)?;
+        let mut g = self.garbage(identity, envs)?;
         if !leftovers {
             g.leftovers.clear();
         }
         let (in_layers, plain): (Vec<PathBuf>, Vec<PathBuf>) = g
-            .layers
+            .envs
             .iter()
+            .chain(&g.layers)
             .chain(&g.leftovers)
             .chain(&g.blobs)
             .cloned()

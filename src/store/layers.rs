@@ -89,6 +89,52 @@ impl Store {
         }
     }
 
+    /// Packs `tree` (an env's writable layer, or a layer's root) as an uncompressed OCI layer;
+    /// returns its digest (also its diff id) and size. With `keep`, the tar is stored as a blob;
+    /// without, it is only measured. Runs in the user namespace with a subordinate range, so
+    /// every file is readable whoever owns it inside.
+    pub fn pack_tree(&self, identity: &Identity, tree: &Path, keep: bool) -> Result<(Digest, u64)> {
+        let out = keep.then(|| {
+            self.root.join("blobs-v1/tmp").join(format!(
+                "pack-{}-{}.tar",
+                std::process::id(),
+                Digest::of_bytes(tree.as_os_str().as_encoded_bytes()).short()
+            ))
+        });
+        if let Some(o) = &out {
+            let _ = fs::remove_file(o);
+        }
+        let result = if identity.has_subordinate() {
+            let args: Vec<OsString> = vec![
+                "pack".into(),
+                tree.as_os_str().to_owned(),
+                out.as_ref()
+                    .map_or_else(|| "-".into(), |o| o.as_os_str().to_owned()),
+            ];
+            run_helper(identity, &args).and_then(|out| {
+                serde_json::from_slice(&out).context("the pack helper gave no result")
+            })
+        } else {
+            pack_into(tree, out.as_deref())
+        };
+        let (digest, size) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(o) = &out {
+                    let _ = fs::remove_file(o);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(o) = &out {
+            let to = self.blob_path(&digest);
+            fs::rename(o, &to)
+                .with_context(|| format!("cannot move `{}` into the store", o.display()))?;
+            sync_dir(to.parent().unwrap_or(&self.root));
+        }
+        Ok((digest, size))
+    }
+
     /// Removes layer trees (or staging leftovers) under this store.
     pub fn remove_trees(&self, identity: &Identity, paths: &[PathBuf]) -> Result<()> {
         if paths.is_empty() {
@@ -117,6 +163,27 @@ pub fn remove_paths(paths: &[PathBuf]) -> Result<()> {
         unpack::remove_tree(p).with_context(|| format!("cannot remove `{}`", p.display()))?;
     }
     Ok(())
+}
+
+/// Writes `tree` as a layer tar to the new file `out` (or only measures it, without one).
+pub fn pack_into(tree: &Path, out: Option<&Path>) -> Result<(Digest, u64)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(out) = out else {
+        return unpack::pack::write_layer(tree, std::io::sink());
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create `{}`", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let result = unpack::pack::write_layer(tree, &mut w)?;
+    w.flush()
+        .and_then(|()| w.get_ref().sync_all())
+        .with_context(|| format!("cannot write `{}`", out.display()))?;
+    Ok(result)
 }
 
 /// The unpack itself: staging dir → unpack → verify → meta.json → rename into place.

@@ -22,6 +22,7 @@
 //! └── locks/<hex>.lock                  one per layer being fetched
 //! ```
 
+pub mod commit;
 pub mod envs;
 pub mod gc;
 pub mod images;

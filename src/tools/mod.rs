@@ -273,6 +273,7 @@ fn build_plan(
                 &host,
                 &user,
                 "dev-tools",
+                "dev-tools",
                 false,
                 &BTreeMap::new(),
             ),

@@ -12,26 +12,44 @@ use sha2::{Digest as _, Sha256};
 
 use crate::oci::Digest;
 
-struct HashWriter(Sha256);
+/// Hashes and counts what goes through to `W`.
+struct HashWriter<W> {
+    hash: Sha256,
+    bytes: u64,
+    out: W,
+}
 
-impl Write for HashWriter {
+impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.out.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.out.flush()
     }
 }
 
 /// The diff id of `root` as an OCI layer: the sha256 of its deterministic tar.
 pub fn layer_digest(root: &Path) -> Result<Digest> {
-    let mut b = tar::Builder::new(HashWriter(Sha256::new()));
+    Ok(write_layer(root, io::sink())?.0)
+}
+
+/// Writes `root` as a deterministic OCI layer tar to `out`; returns its digest (the layer's
+/// diff id, as the tar is not compressed) and size.
+pub fn write_layer<W: Write>(root: &Path, out: W) -> Result<(Digest, u64)> {
+    let mut b = tar::Builder::new(HashWriter {
+        hash: Sha256::new(),
+        bytes: 0,
+        out,
+    });
     b.mode(tar::HeaderMode::Deterministic);
     b.follow_symlinks(false);
     append_dir(&mut b, root, Path::new(""))?;
-    let w = b.into_inner().context("cannot finish the layer tar")?;
-    Ok(Digest::from_hasher(w.0))
+    let mut w = b.into_inner().context("cannot finish the layer tar")?;
+    w.flush().context("cannot write the layer tar")?;
+    Ok((Digest::from_hasher(w.hash), w.bytes))
 }
 
 fn header(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {

@@ -178,3 +178,155 @@ e2e!(diff_then_rm, |env: Env| {
     );
     crate::shell::assert_no_leftovers(&env);
 });
+
+e2e!(commit_makes_an_image_run_image_runs, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    let err = env.fails(&["commit", "--tag", "snap:1"]);
+    assert!(err.contains("has no env yet"), "{err}");
+    env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /opt/app && echo committed > /opt/app/v; rm /bin/vi",
+    ]);
+    let out = env.ok(&["commit", "--tag", "snap:1"]);
+    let digest = stdout(&out);
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let images: Vec<serde_json::Value> =
+        serde_json::from_slice(&env.ok(&["images", "--format", "json"]).stdout).expect("json");
+    assert!(
+        images
+            .iter()
+            .any(|i| i["reference"] == "docker.io/library/snap:1"),
+        "{images:?}"
+    );
+    // Changes made after the commit are not in the image.
+    env.ok(&["run", "--root", "--", "sh", "-c", "echo later > /opt/app/v"]);
+    let out = env
+        .dev(&[
+            "run",
+            "--image",
+            "snap:1",
+            "--",
+            "sh",
+            "-c",
+            "cat /opt/app/v; test -e /bin/vi || echo no-vi",
+        ])
+        .current_dir(env.path("outside"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        describe("dev run --image", &out)
+    );
+    assert_eq!(stdout(&out), "committed\nno-vi\n");
+    // Its config lists one more layer than the base image's.
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&env.ok(&["inspect", "snap:1"]).stdout).expect("json");
+    let text = inspect.to_string();
+    assert!(text.contains(digest.trim()), "{text}");
+    let err = env.fails(&[
+        "commit",
+        "--tag",
+        &format!("snap@sha256:{}", "a".repeat(64)),
+    ]);
+    assert!(err.contains("has a digest"), "{err}");
+    // Committed again under the same tag, the name moves to the new image.
+    let again = stdout(&env.ok(&["commit", "--tag", "snap:1"]));
+    assert_ne!(again, digest);
+    crate::shell::assert_no_leftovers(&env);
+});
+
+e2e!(names_chosen_with_name, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    let err = env.fails(&["start", "--name", "bad name"]);
+    assert!(err.contains("letters, digits"), "{err}");
+    env.ok(&["start", "--name", "web"]);
+    assert_eq!(ps(&env, false)[0]["name"], "web");
+    let out = env.ok(&["run", "--", "sh", "-c", "echo \"$PS1\""]);
+    assert!(stdout(&out).starts_with("(web) "), "{}", stdout(&out));
+    let out = env
+        .dev(&["exec", "web", "--", "echo", "by-name"])
+        .current_dir(env.path("outside"))
+        .output()
+        .expect("exec");
+    assert_eq!(stdout(&out), "by-name\n", "{}", describe("dev exec", &out));
+    let err = env.fails(&["run", "--name", "other", "--", "true"]);
+    assert!(err.contains("runs as `web`"), "{err}");
+    let err = env.fails(&["run", "--rm", "--name", "x", "--", "true"]);
+    assert!(err.contains("--name"), "{err}");
+    // Another project cannot take the name.
+    let other = env.path("outside/other");
+    fs::create_dir_all(&other).expect("mkdir");
+    fs::copy(env.path("project/dev.toml"), other.join("dev.toml")).expect("copy");
+    env.chown_all(&env.path("outside"));
+    let out = env
+        .dev(&["run", "--name", "web", "--", "true"])
+        .current_dir(&other)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("the name `web` is taken"),
+        "{}",
+        describe("dev run --name web", &out)
+    );
+    env.ok(&["stop", "web"]);
+    // The name stays with the env.
+    assert_eq!(ps(&env, true)[0]["name"], "web");
+    crate::shell::assert_no_leftovers(&env);
+});
+
+e2e!(prune_deletes_envs_only_as_asked, |env: Env| {
+    let reg = Registry::start();
+    let image = crate::common::push_busybox(&reg);
+    let project = |name: &str| {
+        let dir = env.path(&format!("outside/{name}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("dev.toml"), format!("image = \"{image}\"\n")).expect("write");
+        env.chown_all(&env.path("outside"));
+        dir
+    };
+    let in_dir = |dir: &std::path::Path, args: &[&str]| {
+        let out = env.dev(args).current_dir(dir).output().expect("dev");
+        assert!(out.status.success(), "{}", describe(&args.join(" "), &out));
+    };
+    let (kept, gone, busy) = (project("kept"), project("gone"), project("busy"));
+    in_dir(&kept, &["run", "--", "true"]);
+    in_dir(&gone, &["run", "--", "true"]);
+    in_dir(&busy, &["start"]);
+    fs::remove_dir_all(&gone).expect("rm project");
+    fs::remove_file(busy.join("dev.toml")).expect("rm dev.toml");
+    let names = |env: &Env| -> Vec<String> {
+        ps(env, true)
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(&env), ["busy", "gone", "kept"]);
+    // The image goes; the layers the envs stand on stay.
+    env.ok(&["rmi", &image]);
+    assert!(!env.layer_dirs().is_empty(), "envs keep their layers");
+    let out = env.ok(&["system", "prune"]);
+    assert!(
+        stdout(&out).contains("Deleted 1 env(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(names(&env), ["busy", "kept"], "only the orphan goes");
+    in_dir(&kept, &["run", "--", "echo", "still-here"]);
+    env.ok(&["system", "prune", "--envs"]);
+    assert_eq!(names(&env), ["busy"], "a running env stays");
+    in_dir(&env.path("outside"), &["stop", "busy"]);
+    env.ok(&["system", "prune", "--envs"]);
+    assert!(names(&env).is_empty());
+    // With no env left, removing the image (pulled again by `kept`'s run) frees its layers.
+    env.ok(&["rmi", &image]);
+    assert!(env.layer_dirs().is_empty(), "{:?}", env.layer_dirs());
+    crate::shell::assert_no_leftovers(&env);
+});

@@ -49,6 +49,7 @@ fn tools_layer_lock_and_rebuilds() {
         env.uid,
         "user setup runs as the user"
     );
+    commit_keeps_the_tools(&env);
     let lock = fs::read_to_string(env.path("project/dev.lock")).expect("dev.lock written");
     let hello = lock_value(&lock, "hello").expect("hello pinned");
     assert!(hello.starts_with("2.10"), "{lock}");
@@ -229,6 +230,32 @@ fn tools_build_with_a_single_id_map() {
     write_toml(&env, &image, "[tools]\npackages = [\"hello\"]\n");
     let out = env.ok(&["run", "--", "hello"]);
     assert_eq!(text(&out.stdout), "Hello, world!\n");
+    commit_keeps_the_tools(&env);
+}
+
+/// `dev commit` of a project with a tools layer: the image has the tools and the env's change.
+fn commit_keeps_the_tools(env: &Env) {
+    env.ok(&["run", "--root", "--", "sh", "-c", "echo mine > /etc/mine"]);
+    env.ok(&["commit", "--tag", "snap:tools"]);
+    let out = env
+        .dev(&[
+            "run",
+            "--image",
+            "snap:tools",
+            "--",
+            "sh",
+            "-c",
+            "hello; cat /etc/mine",
+        ])
+        .current_dir(env.path("outside"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        describe("dev run --image", &out)
+    );
+    assert_eq!(text(&out.stdout), "Hello, world!\nmine\n");
 }
 
 #[test]
