@@ -49,7 +49,6 @@ fn tools_layer_lock_and_rebuilds() {
         env.uid,
         "user setup runs as the user"
     );
-    commit_keeps_the_tools(&env);
     let lock = fs::read_to_string(env.path("project/dev.lock")).expect("dev.lock written");
     let hello = lock_value(&lock, "hello").expect("hello pinned");
     assert!(hello.starts_with("2.10"), "{lock}");
@@ -178,6 +177,7 @@ fn tools_layer_lock_and_rebuilds() {
     let err = env.fails(&["run", "--", "true"]);
     assert!(err.contains("dev update hello"), "{err}");
     env.ok(&["update", "hello"]);
+    commit_keeps_the_tools(&env);
     let lock = fs::read_to_string(env.path("project/dev.lock")).expect("dev.lock");
     assert_eq!(lock_value(&lock, "hello").as_deref(), Some(hello.as_str()));
 }
