@@ -12,13 +12,14 @@ use crate::config::lock::{self, DevLock, LockedImage, LockedLayer};
 use crate::config::project::{DevToml, Project, FILE_NAME};
 use crate::oci::Digest;
 use crate::oci::{ImageConfig, Reference};
+use crate::sandbox::keeper::{request, PERSIST};
 use crate::sandbox::plan::KeepPlan;
 use crate::sandbox::plan::{
     self, check_working_dir, environment, mount_plan, Backend, IdMode, Layout, ProcessPlan,
     RootfsPlan, SandboxPlan, UserPlan, RESERVED,
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::{join, run_sandbox, start_env, KeeperGone, Ownership};
+use crate::sandbox::spawn::{join, run_sandbox, start_env, KeeperGone, Ownership, Session};
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
@@ -495,8 +496,31 @@ pub fn session(
     // anything ran: wait for it to go, and start the env again.
     for attempt in 0.. {
         let starting = store.lock_env_start(&mapping, root)?;
-        let state = match store.running(&run_dir) {
-            Some(state) => state,
+        let session = match store.running(&run_dir) {
+            Some(state) => {
+                drop(starting);
+                if let Some(n) = opts.name.as_ref().filter(|n| **n != state.name) {
+                    return Err(UserError::with_hint(
+                        format!(
+                            "the env runs as `{}`, so it cannot be named `{n}` now",
+                            state.name
+                        ),
+                        format!("`dev stop {}` first, or drop --name", state.name),
+                    ));
+                }
+                if state.ids != sandbox.ids {
+                    return Err(UserError::with_hint(
+                        "the env runs with a single-id map for another user inside (you, or root with --root)",
+                        "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
+                    ));
+                }
+                if opts.start_only {
+                    // `dev start`: the env keeps running without sessions until `dev stop`.
+                    request(&run_dir, PERSIST)?;
+                    return Ok(0);
+                }
+                Session::connect(&run_dir)
+            }
             None => {
                 let mut layers: Vec<Digest> = env_tools.iter().map(|t| t.diff_id.clone()).collect();
                 layers.extend(record.layers.iter().rev().map(|l| l.diff_id.clone()));
@@ -515,42 +539,26 @@ pub fn session(
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                 });
-                if let Err(code) = start_env(identity, &sandbox)? {
-                    return Ok(code);
-                }
+                let session = match start_env(identity, &sandbox)? {
+                    Ok(session) => session,
+                    Err(code) => return Ok(code),
+                };
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
-                store
-                    .running(&run_dir)
-                    .context("the env stopped right after it started")?
+                drop(starting);
+                if opts.start_only {
+                    request(&run_dir, PERSIST)?;
+                    return Ok(0);
+                }
+                Ok(session)
             }
         };
-        drop(starting);
-        if let Some(n) = opts.name.as_ref().filter(|n| **n != state.name) {
-            return Err(UserError::with_hint(
-                format!(
-                    "the env runs as `{}`, so it cannot be named `{n}` now",
-                    state.name
-                ),
-                format!("`dev stop {}` first, or drop --name", state.name),
-            ));
-        }
-        if state.ids != sandbox.ids {
-            return Err(UserError::with_hint(
-                "the env runs with a single-id map for another user inside (you, or root with --root)",
-                "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
-            ));
-        }
-        if opts.start_only {
-            // `dev start`: the env keeps running without sessions until `dev stop`.
-            crate::sandbox::keeper::request(&run_dir, crate::sandbox::keeper::PERSIST)?;
-            return Ok(0);
-        }
-        match join(&run_dir, &sandbox) {
+        match session {
+            Ok(session) => return join(session, &sandbox),
             Err(e) if e.is::<KeeperGone>() && attempt < 50 => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
     unreachable!("the loop returns")

@@ -23,7 +23,8 @@ pub const PERSIST: &str = "persist";
 pub const STOP: &str = "stop";
 pub const STATUS: &str = "status";
 
-/// Serves the env until it stops; `status` learns "ok" once the env can be joined.
+/// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
+/// namespaces once the env can be joined, and is its first session.
 pub fn serve(
     keep: &KeepPlan,
     ids: IdMode,
@@ -80,16 +81,20 @@ pub fn serve(
         .and_then(|()| std::fs::rename(&tmp, &state_file))
         .with_context(|| format!("cannot write `{}`", state_file.display()))?;
     let _ = nix::unistd::chown(&state_file, uid, gid);
-    // Up: tell the starter, stop dying with it, and leave its terminal.
-    let mut status = std::fs::File::from(status);
-    let _ = status.write_all(b"ok");
-    drop(status);
+    // Up: the starter's socket becomes the first session; stop dying with the starter, and
+    // leave its terminal.
+    let starter = UnixStream::from(status);
+    let mut sessions: Vec<UnixStream> = Vec::new();
+    let mut had_session = false;
+    if super::sys::send_fds(&starter, b"ok", &ns_raw).is_ok() {
+        sessions.push(starter);
+        had_session = true;
+    }
     let _ = nix::sys::prctl::set_pdeathsig(None);
     let _ = nix::unistd::setsid();
     detach_stdio();
 
-    let mut sessions: Vec<UnixStream> = Vec::new();
-    let (mut had_session, mut persistent, mut stopping) = (false, false, false);
+    let (mut persistent, mut stopping) = (false, false);
     let started = Instant::now();
     loop {
         let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];

@@ -327,7 +327,7 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
             Err((_, code)) => Ok(code),
         };
     }
-    match fork_helper(identity, plan, None)? {
+    match fork_helper(identity, plan, None, None)? {
         Ok(pid) => super::init::supervise(pid, &signals, false),
         Err(code) => Ok(code),
     }
@@ -339,6 +339,7 @@ fn fork_helper(
     identity: &Identity,
     plan: &SandboxPlan,
     status: Option<std::os::fd::OwnedFd>,
+    starter: Option<std::os::fd::RawFd>,
 ) -> Result<Result<Pid, i32>> {
     {
         use std::io::Write;
@@ -347,6 +348,11 @@ fn fork_helper(
     }
     let pid = match super::sys::fork()? {
         nix::unistd::ForkResult::Child => {
+            // The starter's end of its socket is the starter's alone: the keeper sees the
+            // session end when the starter closes it.
+            if let Some(fd) = starter {
+                let _ = nix::unistd::close(fd);
+            }
             std::process::exit(super::helper::run(plan.ids, plan, status))
         }
         nix::unistd::ForkResult::Parent { child } => child,
@@ -366,23 +372,23 @@ fn fork_helper(
     Ok(Ok(pid))
 }
 
-/// Starts a project's env whose keeper outlives this process; returns once it can be joined,
-/// or the keeper's exit code (it printed why) if the env did not start.
-pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<Result<(), i32>> {
-    use std::io::Read;
+/// Starts a project's env whose keeper outlives this process; returns this process's session
+/// once the env can be joined, or the keeper's exit code (it printed why) if it did not start.
+pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<Result<Session, i32>> {
     if !single_threaded() {
         bail!("internal error: an env is started from a single-threaded `dev` only");
     }
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-    let pid = match fork_helper(identity, plan, Some(write))? {
+    // The keeper answers on this socket with the env's namespaces, and counts it as the first
+    // session: no second connection for the session that started the env.
+    let (mine, keepers) =
+        std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
+    let starter = std::os::fd::AsRawFd::as_raw_fd(&mine);
+    let pid = match fork_helper(identity, plan, Some(keepers.into()), Some(starter))? {
         Ok(pid) => pid,
         Err(code) => return Ok(Err(code)),
     };
-    let mut answer = String::new();
-    let _ = std::fs::File::from(read).read_to_string(&mut answer);
-    if answer == "ok" {
-        return Ok(Ok(()));
+    if let Ok(session) = Session::from_keeper(mine) {
+        return Ok(Ok(session));
     }
     Ok(Err(match waitpid(pid, None) {
         Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
@@ -390,51 +396,83 @@ pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<Result<(), i
     }))
 }
 
-/// Runs the plan's command in a running env: joins its user, mount, uts, ipc and pid
-/// namespaces (as `nsenter` does) while connected to its keeper as a session.
-pub fn join(run_dir: &std::path::Path, plan: &SandboxPlan) -> Result<i32> {
-    use nix::sched::{setns, CloneFlags};
-    use std::io::Write;
-    let gone = |_| anyhow::Error::new(KeeperGone);
-    let mut session =
-        std::os::unix::net::UnixStream::connect(run_dir.join("control.sock")).map_err(gone)?;
-    session
-        .write_all(format!("{}\n", super::keeper::SESSION).as_bytes())
-        .map_err(gone)?;
-    let (answer, fds) = super::sys::recv_fds(&session).map_err(|_| KeeperGone)?;
-    if answer != b"ok" || fds.len() != 5 {
-        // The keeper is stopping the env (its last session just left): start a new one.
-        return Err(KeeperGone.into());
+/// A session of a running env: its connection to the keeper (open while the session lasts) and
+/// the env's user, mount, uts, ipc and pid namespaces, in setns order.
+pub struct Session {
+    _keeper: std::os::unix::net::UnixStream,
+    namespaces: Vec<(std::os::fd::OwnedFd, nix::sched::CloneFlags)>,
+}
+
+impl Session {
+    /// Connects to the keeper of the env whose runtime files are in `run_dir`.
+    pub fn connect(run_dir: &std::path::Path) -> Result<Session> {
+        use std::io::Write;
+        let gone = |_| anyhow::Error::new(KeeperGone);
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(run_dir.join("control.sock")).map_err(gone)?;
+        stream
+            .write_all(format!("{}\n", super::keeper::SESSION).as_bytes())
+            .map_err(gone)?;
+        Session::from_keeper(stream)
     }
-    let flags = [
-        CloneFlags::CLONE_NEWUSER,
-        CloneFlags::CLONE_NEWNS,
-        CloneFlags::CLONE_NEWUTS,
-        CloneFlags::CLONE_NEWIPC,
-        CloneFlags::CLONE_NEWPID,
-    ];
-    let namespaces: Vec<(std::os::fd::OwnedFd, CloneFlags)> = fds.into_iter().zip(flags).collect();
+
+    /// Reads the keeper's answer: "ok" and the namespaces, or nothing when it is stopping the
+    /// env (its last session just left).
+    fn from_keeper(stream: std::os::unix::net::UnixStream) -> Result<Session> {
+        use nix::sched::CloneFlags;
+        let (answer, fds) = super::sys::recv_fds(&stream).map_err(|_| KeeperGone)?;
+        if answer != b"ok" || fds.len() != 5 {
+            return Err(KeeperGone.into());
+        }
+        let flags = [
+            CloneFlags::CLONE_NEWUSER,
+            CloneFlags::CLONE_NEWNS,
+            CloneFlags::CLONE_NEWUTS,
+            CloneFlags::CLONE_NEWIPC,
+            CloneFlags::CLONE_NEWPID,
+        ];
+        Ok(Session {
+            _keeper: stream,
+            namespaces: fds.into_iter().zip(flags).collect(),
+        })
+    }
+}
+
+/// Runs the plan's command in a running env: joins its namespaces (as `nsenter` does) for as
+/// long as the session lasts. A single-threaded `dev` joins them itself and forks the command
+/// from there; otherwise a child joins them (setns into a user namespace needs one thread).
+pub fn join(session: Session, plan: &SandboxPlan) -> Result<i32> {
+    use std::io::Write;
+    let enter = |session: &Session| -> Result<Command> {
+        for (f, flag) in &session.namespaces {
+            nix::sched::setns(f, *flag).context("cannot enter the env's namespaces")?;
+        }
+        if plan.ids == IdMode::Subordinate {
+            let gid = if plan.user.root { 0 } else { plan.user.gid };
+            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
+                .context("cannot set the groups in the env")?;
+        }
+        super::init::command(plan)
+    };
     let signals = super::init::block_signals()?;
+    if single_threaded() {
+        let cmd = enter(&session)?;
+        let code = super::init::spawn_and_wait(cmd, plan, &signals, false);
+        drop(session);
+        return Ok(code);
+    }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     match super::sys::fork()? {
         nix::unistd::ForkResult::Child => {
             let code = (|| -> Result<i32> {
-                // This process holds the session open: it must not outlive the `dev` it serves.
+                // The parent holds the session open: this process must not outlive it.
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                     .context("cannot set the parent-death signal")?;
                 if nix::unistd::getppid().as_raw() == 1 {
                     bail!("the parent `dev` is gone");
                 }
-                for (f, flag) in &namespaces {
-                    setns(f, *flag).context("cannot enter the env's namespaces")?;
-                }
-                if plan.ids == IdMode::Subordinate {
-                    let gid = if plan.user.root { 0 } else { plan.user.gid };
-                    nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
-                        .context("cannot set the groups in the env")?;
-                }
-                let cmd = super::init::command(plan)?;
+                let cmd = enter(&session)?;
                 Ok(super::init::spawn_and_wait(cmd, plan, &signals, false))
             })()
             .unwrap_or_else(|e| {
