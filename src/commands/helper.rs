@@ -33,7 +33,7 @@ pub fn main() -> i32 {
             eprintln!("error: internal: bad sandbox plan");
             return init::SETUP_FAILED;
         };
-        return sandbox::helper::run(mode, &plan, None);
+        return sandbox::helper::run(mode, &plan);
     }
     match enter_as_helper(mode).and_then(|()| run(&args[1..])) {
         Ok(()) => 0,

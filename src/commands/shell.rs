@@ -19,7 +19,9 @@ use crate::sandbox::plan::{
     RootfsPlan, SandboxPlan, UserPlan, RESERVED,
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::{join, run_sandbox, start_env, KeeperGone, Ownership, Session};
+use crate::sandbox::spawn::{
+    join, run_sandbox, single_threaded, start_env, Helper, KeeperGone, Ownership, Session,
+};
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
@@ -57,7 +59,7 @@ pub fn run(opts: &EnterOptions) -> Result<()> {
 
 /// Enters the env with `argv` (the shell when empty); the command's exit code becomes ours.
 pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
-    let env = prepare(opts, &Update::default())?;
+    let env = prepare_session(opts)?;
     run_user_setup(&env, opts)?;
     let code = session(&env, opts, argv, env.cwd.clone())?;
     if code == 0 {
@@ -81,6 +83,8 @@ pub struct Prepared {
     pub config: ImageConfig,
     pub tools: Option<ToolsLayer>,
     pub backend: Option<Backend>,
+    /// The sandbox helper, forked early for the first session (see [`early_helper`]).
+    helper: std::cell::Cell<Option<Helper>>,
 }
 
 impl Prepared {
@@ -100,6 +104,15 @@ impl Prepared {
 /// Finds the project, pulls the image (the digest dev.lock pins, if any), builds the tools
 /// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
+    prepare_with(opts, update, false)
+}
+
+/// [`prepare`] for a session, which forks the sandbox helper early.
+pub fn prepare_session(opts: &EnterOptions) -> Result<Prepared> {
+    prepare_with(opts, &Update::default(), true)
+}
+
+fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = Project::discover(&cwd)?;
     let image =
@@ -145,6 +158,11 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     }
     let store = Store::open()?;
     let identity = Identity::detect();
+    let helper = if session {
+        early_helper(&store, &identity, opts, project.is_some(), &root)?
+    } else {
+        None
+    };
     let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;
@@ -210,7 +228,42 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
         config,
         tools,
         backend,
+        helper: std::cell::Cell::new(helper),
     })
+}
+
+/// Forks the sandbox helper now if the session will need one (a throwaway env, or a project's
+/// env that is not running), so that newuidmap and newgidmap map it while the image, the tools
+/// and the plan are prepared: they are the slowest part of a start.
+fn early_helper(
+    store: &Store,
+    identity: &Identity,
+    opts: &EnterOptions,
+    in_project: bool,
+    root: &Path,
+) -> Result<Option<Helper>> {
+    let persistent = in_project && !opts.rm && opts.image.is_none();
+    if !single_threaded()
+        || (persistent
+            && store
+                .running(&store.run_dir(&identity.store_key(), root))
+                .is_some())
+    {
+        return Ok(None);
+    }
+    match Helper::fork(identity, id_mode(identity, opts.root))? {
+        Ok(helper) => Ok(Some(helper)),
+        Err(code) => Err(ExitCode(code).into()),
+    }
+}
+
+/// How ids map for this user, as themselves or as root inside.
+fn id_mode(identity: &Identity, root: bool) -> IdMode {
+    match (&identity.ownership, root) {
+        (Ownership::Subordinate { .. }, _) => IdMode::Subordinate,
+        (Ownership::Flat { .. }, false) => IdMode::FlatUser,
+        (Ownership::Flat { .. }, true) => IdMode::FlatRoot,
+    }
 }
 
 /// With `--frozen`, dev.toml and dev.lock must name the same image and the same packages.
@@ -359,6 +412,7 @@ pub fn session(
     cwd: PathBuf,
 ) -> Result<i32> {
     let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
+    let early = &env.helper;
     let project = &env.project;
     let config = &env.config;
     let image = &env.image;
@@ -456,11 +510,7 @@ pub fn session(
             fallbacks.push(s.to_string());
         }
     }
-    let ids = match (&identity.ownership, opts.root) {
-        (Ownership::Subordinate { .. }, _) => IdMode::Subordinate,
-        (Ownership::Flat { .. }, false) => IdMode::FlatUser,
-        (Ownership::Flat { .. }, true) => IdMode::FlatRoot,
-    };
+    let ids = id_mode(identity, opts.root);
     let mut sandbox = SandboxPlan {
         ids,
         rootfs: RootfsPlan {
@@ -489,7 +539,7 @@ pub fn session(
         keep: None,
     };
     if !persistent {
-        return run_sandbox(identity, &sandbox);
+        return run_sandbox(identity, &sandbox, early.take());
     }
     let run_dir = store.run_dir(&mapping, root);
     // A keeper that is stopping (its last session just left) turns a session away before
@@ -499,6 +549,7 @@ pub fn session(
         let session = match store.running(&run_dir) {
             Some(state) => {
                 drop(starting);
+                drop(early.take());
                 if let Some(n) = opts.name.as_ref().filter(|n| **n != state.name) {
                     return Err(UserError::with_hint(
                         format!(
@@ -539,7 +590,7 @@ pub fn session(
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                 });
-                let session = match start_env(identity, &sandbox)? {
+                let session = match start_env(identity, &sandbox, early.take())? {
                     Ok(session) => session,
                     Err(code) => return Ok(code),
                 };

@@ -12,14 +12,43 @@ use super::plan::{IdMode, SandboxPlan, Step};
 use super::spawn::enter_as_helper;
 use super::{init, keeper, rootfs, sys};
 
-/// The helper's body: user namespace, then mount, uts and ipc namespaces and the root filesystem,
-/// then a pid namespace whose init runs the command. Cleans up whatever way the command ends.
-pub fn run(mode: IdMode, plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
-    let fail = |e: anyhow::Error| {
-        eprintln!("{}", crate::ui::render(&e));
-        init::SETUP_FAILED
-    };
-    let prepared = enter_as_helper(mode)
+fn fail(e: anyhow::Error) -> i32 {
+    eprintln!("{}", crate::ui::render(&e));
+    init::SETUP_FAILED
+}
+
+/// The re-executed helper (`dev __userns-helper MODE sandbox PLAN`): user namespace, then the
+/// sandbox.
+pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
+    match enter_as_helper(mode) {
+        Ok(()) => sandbox(plan, None),
+        Err(e) => fail(e),
+    }
+}
+
+/// The forked helper: user namespace (mapped while `dev` prepares), then the plan from `plan`
+/// (nothing, when `dev` no longer needs it: then it leaves quietly), then the sandbox. `status`
+/// is the socket a keeper answers the starter on.
+pub fn run_pending(mode: IdMode, plan: OwnedFd, status: OwnedFd) -> i32 {
+    use std::io::Read;
+    if let Err(e) = enter_as_helper(mode) {
+        return fail(e);
+    }
+    let mut json = Vec::new();
+    if std::fs::File::from(plan).read_to_end(&mut json).is_err() || json.is_empty() {
+        return init::SETUP_FAILED;
+    }
+    match serde_json::from_slice::<SandboxPlan>(&json) {
+        Ok(plan) => sandbox(&plan, Some(status)),
+        Err(e) => fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
+    }
+}
+
+/// The helper's body, in its user namespace: mount, uts and ipc namespaces and the root
+/// filesystem, then a pid namespace whose init runs the command (or, with `plan.keep`, a
+/// keeper serving the env). Cleans up whatever way the command ends.
+fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
+    let prepared = Ok(())
         .and_then(|()| {
             unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
                 .context("cannot create the sandbox's namespaces")
@@ -63,17 +92,32 @@ pub fn run(mode: IdMode, plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
             }
             ForkResult::Parent { child } => {
                 drop(ready_init);
+                // Listening while init mounts the env: the keeper is on the other core.
+                let listening = keeper::listen(keep, (plan.user.uid, plan.user.gid));
                 let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
                 if answer != b"ok" || fds.len() != 1 {
                     eprint!("{}", String::from_utf8_lossy(&answer));
+                    if listening.is_ok() {
+                        let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
+                        let _ = std::fs::remove_dir(&keep.run_dir);
+                    }
                     let _ = nix::sys::wait::waitpid(child, None);
                     return Ok(init::SETUP_FAILED);
                 }
                 let init_mnt = fds.remove(0);
+                let listening = match listening {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(child, None);
+                        return Err(e);
+                    }
+                };
                 keeper::serve(
                     keep,
                     plan.ids,
                     (plan.user.uid, plan.user.gid),
+                    listening,
                     child,
                     init_mnt,
                     status,

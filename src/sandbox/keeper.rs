@@ -23,31 +23,24 @@ pub const PERSIST: &str = "persist";
 pub const STOP: &str = "stop";
 pub const STATUS: &str = "status";
 
-/// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
-/// namespaces once the env can be joined, and is its first session.
-pub fn serve(
-    keep: &KeepPlan,
-    ids: IdMode,
-    owner: (u32, u32),
-    init: Pid,
-    init_mnt: OwnedFd,
-    status: OwnedFd,
-) -> Result<()> {
-    // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
-    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
-    let open = |name: &str| {
-        std::fs::File::open(format!("/proc/self/ns/{name}"))
-            .map(OwnedFd::from)
-            .with_context(|| format!("cannot open the env's {name} namespace"))
-    };
-    let namespaces: Vec<OwnedFd> = vec![
-        open("user")?,
-        init_mnt,
-        open("uts")?,
-        open("ipc")?,
-        open("pid_for_children")?,
-    ];
-    let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
+/// The keeper's side of the env before init is up: its control socket, listening (not yet
+/// answered), and the namespaces it shares with init. Made while init sets up the mounts.
+pub struct Listening {
+    user: OwnedFd,
+    uts: OwnedFd,
+    ipc: OwnedFd,
+    listener: UnixListener,
+    sock: std::path::PathBuf,
+}
+
+fn open_ns(name: &str) -> Result<OwnedFd> {
+    std::fs::File::open(format!("/proc/self/ns/{name}"))
+        .map(OwnedFd::from)
+        .with_context(|| format!("cannot open the env's {name} namespace"))
+}
+
+/// Opens the keeper's namespaces and listens on the env's control socket.
+pub fn listen(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
     std::fs::create_dir_all(&keep.run_dir)
         .with_context(|| format!("cannot create `{}`", keep.run_dir.display()))?;
     let sock = keep.run_dir.join("control.sock");
@@ -61,6 +54,38 @@ pub fn serve(
     for p in [&keep.run_dir, &sock] {
         let _ = nix::unistd::chown(p.as_path(), uid, gid);
     }
+    Ok(Listening {
+        user: open_ns("user")?,
+        uts: open_ns("uts")?,
+        ipc: open_ns("ipc")?,
+        listener,
+        sock,
+    })
+}
+
+/// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
+/// namespaces once the env can be joined, and is its first session.
+pub fn serve(
+    keep: &KeepPlan,
+    ids: IdMode,
+    owner: (u32, u32),
+    listening: Listening,
+    init: Pid,
+    init_mnt: OwnedFd,
+    status: OwnedFd,
+) -> Result<()> {
+    // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
+    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
+    let Listening {
+        user,
+        uts,
+        ipc,
+        listener,
+        sock,
+    } = listening;
+    let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, open_ns("pid_for_children")?];
+    let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
+    let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
     let me = nix::unistd::getpid().as_raw();
     let state = RunState {
         ids,

@@ -159,19 +159,19 @@ pub fn spawn_helper(
 /// Waits for the helper `pid` to stop itself in its new user namespace, writes its maps with
 /// newuidmap and newgidmap, and resumes it. `Some(code)` if it exited instead.
 fn map_stopped(identity: &Identity, pid: Pid) -> Result<Option<i32>> {
-    let Ownership::Subordinate {
-        uid_map,
-        gid_map,
-        newuidmap,
-        newgidmap,
-        ..
-    } = &identity.ownership
-    else {
-        bail!("internal error: the full id map needs a subordinate range");
-    };
+    if let Some(code) = wait_stopped(pid)? {
+        return Ok(Some(code));
+    }
+    Maps::spawn(identity, pid)?.finish()?;
+    kill(pid, Signal::SIGCONT).context("cannot resume the helper process")?;
+    Ok(None)
+}
+
+/// Waits for the helper to stop itself after unsharing; `Some(code)` if it exited instead.
+fn wait_stopped(pid: Pid) -> Result<Option<i32>> {
     loop {
         match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::Stopped(..)) => break,
+            Ok(WaitStatus::Stopped(..)) => return Ok(None),
             Ok(status) => {
                 if let Some(code) = super::init::exit_code(status) {
                     return Ok(Some(code));
@@ -181,43 +181,75 @@ fn map_stopped(identity: &Identity, pid: Pid) -> Result<Option<i32>> {
             Err(e) => return Err(e).context("cannot wait for the helper process"),
         }
     }
-    // newuidmap and newgidmap run side by side: each is a setuid program that takes a few ms.
-    let start = |program: &PathBuf, map: &IdMap| {
-        Command::new(program)
-            .arg(pid.to_string())
-            .args(map.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run `{}`", program.display()))
-    };
-    let finish = |program: &PathBuf, map: &IdMap, child: Result<Child>| -> Result<()> {
-        let out = child?
-            .wait_with_output()
-            .with_context(|| format!("cannot run `{}`", program.display()))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(UserError::with_hint(
-                format!(
-                    "`{} {pid} {}` failed: {}",
-                    program.display(),
-                    map.args().join(" "),
-                    stderr.trim()
+}
+
+/// newuidmap and newgidmap writing a stopped helper's maps, side by side: each is a setuid
+/// program that takes a millisecond or two.
+struct Maps {
+    pid: Pid,
+    runs: Vec<(PathBuf, IdMap, Result<Child>)>,
+}
+
+impl Maps {
+    fn spawn(identity: &Identity, pid: Pid) -> Result<Maps> {
+        let Ownership::Subordinate {
+            uid_map,
+            gid_map,
+            newuidmap,
+            newgidmap,
+            ..
+        } = &identity.ownership
+        else {
+            bail!("internal error: the full id map needs a subordinate range");
+        };
+        let runs = [(newuidmap, uid_map), (newgidmap, gid_map)]
+            .into_iter()
+            .map(|(program, map)| {
+                let child = Command::new(program)
+                    .arg(pid.to_string())
+                    .args(map.args())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .with_context(|| format!("cannot run `{}`", program.display()));
+                (program.clone(), map.clone(), child)
+            })
+            .collect();
+        Ok(Maps { pid, runs })
+    }
+
+    /// Waits for both and checks their exit status.
+    fn finish(self) -> Result<()> {
+        let pid = self.pid;
+        let mut result = Ok(());
+        for (program, map, child) in self.runs {
+            let done = child.and_then(|c| {
+                c.wait_with_output()
+                    .with_context(|| format!("cannot run `{}`", program.display()))
+            });
+            let failed = match done {
+                Ok(out) if out.status.success() => continue,
+                Ok(out) => UserError::with_hint(
+                    format!(
+                        "`{} {pid} {}` failed: {}",
+                        program.display(),
+                        map.args().join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    format!(
+                        "check /etc/subuid and /etc/subgid, and that `{}` is setuid root (`apt install --reinstall uidmap`)",
+                        program.display()
+                    ),
                 ),
-                format!(
-                    "check /etc/subuid and /etc/subgid, and that `{}` is setuid root (`apt install --reinstall uidmap`)",
-                    program.display()
-                ),
-            ));
+                Err(e) => e,
+            };
+            if result.is_ok() {
+                result = Err(failed);
+            }
         }
-        Ok(())
-    };
-    let (uids, gids) = (start(newuidmap, uid_map), start(newgidmap, gid_map));
-    let mapped = finish(newuidmap, uid_map, uids).and(finish(newgidmap, gid_map, gids));
-    mapped?;
-    kill(pid, Signal::SIGCONT).context("cannot resume the helper process")?;
-    Ok(None)
+        result
+    }
 }
 
 /// Runs `dev __userns-helper ARGS...` as root inside a user namespace with the full mapping and
@@ -318,76 +350,160 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
 /// The helper is a fork of this process when it has a single thread (the usual case: a fork
 /// saves a re-exec of `dev`), else a re-exec (`unshare` needs a single-threaded process).
-pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
+/// `early` is a helper forked before the plan was known (see [`Helper::fork`]).
+pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper>) -> Result<i32> {
     let signals = super::init::block_signals()?;
-    if !single_threaded() {
-        let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
-        return match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})? {
-            Ok(child) => super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false),
-            Err((_, code)) => Ok(code),
-        };
-    }
-    match fork_helper(identity, plan, None, None)? {
-        Ok(pid) => super::init::supervise(pid, &signals, false),
+    let helper = match early.filter(|h| h.ids == plan.ids) {
+        Some(h) => h,
+        None if !single_threaded() => {
+            let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
+            return match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})?
+            {
+                Ok(child) => {
+                    super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
+                }
+                Err((_, code)) => Ok(code),
+            };
+        }
+        None => match Helper::fork(identity, plan.ids)? {
+            Ok(h) => h,
+            Err(code) => return Ok(code),
+        },
+    };
+    match helper.go(plan)? {
+        Ok((pid, _)) => super::init::supervise(pid, &signals, false),
         Err(code) => Ok(code),
     }
 }
 
-/// Forks the helper for `plan` and, with the full mapping, writes its id maps. `Err(code)` if
-/// it exited before it was mapped.
-fn fork_helper(
-    identity: &Identity,
-    plan: &SandboxPlan,
-    status: Option<std::os::fd::OwnedFd>,
-    starter: Option<std::os::fd::RawFd>,
-) -> Result<Result<Pid, i32>> {
-    {
+/// A sandbox helper forked ahead of its plan: it unshares its user namespace at once, and with
+/// the full mapping newuidmap and newgidmap write its maps while `dev` goes on preparing (they
+/// are the slowest step of a start). Then it waits for the plan on a pipe. Dropped unused, it
+/// is killed.
+pub struct Helper {
+    ids: IdMode,
+    pid: Pid,
+    maps: Option<Maps>,
+    plan: Option<std::fs::File>,
+    /// The starter's end of the socket a keeper answers on (see [`start_env`]).
+    starter: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Helper {
+    /// Forks the helper (this process must have a single thread). `Err(code)` if it exited
+    /// before it was mapped (it printed why).
+    pub fn fork(identity: &Identity, ids: IdMode) -> Result<Result<Helper, i32>> {
+        use std::os::fd::AsRawFd;
+        if !single_threaded() {
+            bail!("internal error: the sandbox helper is forked from a single-threaded `dev` only");
+        }
+        let (plan_rx, plan_tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let (starter, keepers) =
+            std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
+        {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+        }
+        let pid = match super::sys::fork()? {
+            nix::unistd::ForkResult::Child => {
+                // The starter's end is the starter's alone: the keeper sees the session end
+                // when the starter closes it. The pipe's end is for writing the plan.
+                let _ = nix::unistd::close(starter.as_raw_fd());
+                let _ = nix::unistd::close(plan_tx.as_raw_fd());
+                std::process::exit(super::helper::run_pending(ids, plan_rx, keepers.into()))
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        drop((plan_rx, keepers));
+        let mut helper = Helper {
+            ids,
+            pid,
+            maps: None,
+            plan: Some(std::fs::File::from(plan_tx)),
+            starter: Some(starter),
+        };
+        if ids == IdMode::Subordinate {
+            match wait_stopped(pid) {
+                Ok(None) => helper.maps = Some(Maps::spawn(identity, pid)?),
+                Ok(Some(code)) => {
+                    helper.plan = None;
+                    return Ok(Err(code));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Ok(helper))
+    }
+
+    /// Finishes the maps, resumes the helper and gives it the plan. Returns its pid and the
+    /// starter's end of the keeper's socket, or its exit code if it ended.
+    fn go(
+        mut self,
+        plan: &SandboxPlan,
+    ) -> Result<Result<(Pid, std::os::unix::net::UnixStream), i32>> {
         use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-    }
-    let pid = match super::sys::fork()? {
-        nix::unistd::ForkResult::Child => {
-            // The starter's end of its socket is the starter's alone: the keeper sees the
-            // session end when the starter closes it.
-            if let Some(fd) = starter {
-                let _ = nix::unistd::close(fd);
-            }
-            std::process::exit(super::helper::run(plan.ids, plan, status))
+        let json = serde_json::to_vec(plan).context("cannot encode the sandbox plan")?;
+        if let Some(maps) = self.maps.take() {
+            maps.finish()?;
+            kill(self.pid, Signal::SIGCONT).context("cannot resume the helper process")?;
         }
-        nix::unistd::ForkResult::Parent { child } => child,
-    };
-    drop(status);
-    if plan.ids == IdMode::Subordinate {
-        match map_stopped(identity, pid) {
-            Ok(None) => {}
-            Ok(Some(code)) => return Ok(Err(code)),
-            Err(e) => {
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Err(e);
+        let mut tx = self
+            .plan
+            .take()
+            .context("internal error: the helper has its plan")?;
+        let starter = self
+            .starter
+            .take()
+            .context("internal error: no starter socket")?;
+        let pid = self.pid;
+        if tx.write_all(&json).is_err() {
+            drop(tx);
+            return Ok(Err(match waitpid(pid, None) {
+                Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
+                Err(_) => super::init::SETUP_FAILED,
+            }));
+        }
+        drop(tx);
+        Ok(Ok((pid, starter)))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if self.plan.is_some() {
+            // Never given a plan: it is waiting (stopped, or on the pipe) and must not stay.
+            let _ = kill(self.pid, Signal::SIGKILL);
+            if let Some(maps) = self.maps.take() {
+                let _ = maps.finish();
             }
+            let _ = waitpid(self.pid, None);
         }
     }
-    Ok(Ok(pid))
 }
 
 /// Starts a project's env whose keeper outlives this process; returns this process's session
 /// once the env can be joined, or the keeper's exit code (it printed why) if it did not start.
-pub fn start_env(identity: &Identity, plan: &SandboxPlan) -> Result<Result<Session, i32>> {
-    if !single_threaded() {
-        bail!("internal error: an env is started from a single-threaded `dev` only");
-    }
-    // The keeper answers on this socket with the env's namespaces, and counts it as the first
-    // session: no second connection for the session that started the env.
-    let (mine, keepers) =
-        std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
-    let starter = std::os::fd::AsRawFd::as_raw_fd(&mine);
-    let pid = match fork_helper(identity, plan, Some(keepers.into()), Some(starter))? {
-        Ok(pid) => pid,
+/// The keeper answers on the helper's socket with the env's namespaces, and counts it as the
+/// first session: no second connection for the session that started the env.
+pub fn start_env(
+    identity: &Identity,
+    plan: &SandboxPlan,
+    early: Option<Helper>,
+) -> Result<Result<Session, i32>> {
+    let helper = match early.filter(|h| h.ids == plan.ids) {
+        Some(h) => h,
+        None => match Helper::fork(identity, plan.ids)? {
+            Ok(h) => h,
+            Err(code) => return Ok(Err(code)),
+        },
+    };
+    let (pid, starter) = match helper.go(plan)? {
+        Ok(started) => started,
         Err(code) => return Ok(Err(code)),
     };
-    if let Ok(session) = Session::from_keeper(mine) {
+    if let Ok(session) = Session::from_keeper(starter) {
         return Ok(Ok(session));
     }
     Ok(Err(match waitpid(pid, None) {
@@ -494,7 +610,7 @@ pub fn join(session: Session, plan: &SandboxPlan) -> Result<i32> {
 #[error("the env stopped while this session was joining it")]
 pub struct KeeperGone;
 
-fn single_threaded() -> bool {
+pub fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
