@@ -114,23 +114,32 @@ pub fn prepare_session(opts: &EnterOptions) -> Result<Prepared> {
 
 fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let project = Project::discover(&cwd)?;
-    let image =
-        match (&opts.image, &project) {
-            (Some(i), _) => i.clone(),
-            (None, Some(p)) => p.config.image.clone(),
-            (None, None) => return Err(UserError::with_hint(
-                format!(
-                    "no {FILE_NAME} in `{}` or any directory above it",
-                    cwd.display()
-                ),
-                "create one with `dev init`, or name an image: `dev shell --image debian:bookworm`",
-            )),
-        };
-    let root = project
-        .as_ref()
-        .map_or_else(|| cwd.clone(), |p| p.root.clone());
+    let found = crate::config::project::find_root(&cwd);
+    if found.is_none() && opts.image.is_none() {
+        return Err(UserError::with_hint(
+            format!(
+                "no {FILE_NAME} in `{}` or any directory above it",
+                cwd.display()
+            ),
+            "create one with `dev init`, or name an image: `dev shell --image debian:bookworm`",
+        ));
+    }
+    let root = found.clone().unwrap_or_else(|| cwd.clone());
     check_shared_path(&root, "the project directory")?;
+    let store = Store::open()?;
+    let identity = Identity::detect();
+    // Before anything slower: its maps are written while the rest is prepared.
+    let helper = if session {
+        early_helper(&store, &identity, opts, found.is_some(), &root)?
+    } else {
+        None
+    };
+    let project = found.map(Project::load).transpose()?;
+    let image = match (&opts.image, &project) {
+        (Some(i), _) => i.clone(),
+        (None, Some(p)) => p.config.image.clone(),
+        (None, None) => unreachable!("checked above"),
+    };
     // dev.lock belongs to dev.toml: an `--image` run ignores it.
     let locked = project.as_ref().filter(|_| opts.image.is_none());
     let lock_path = root.join(lock::FILE_NAME);
@@ -156,13 +165,6 @@ fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<P
     if let Some(d) = pinned {
         reference.digest = Some(d);
     }
-    let store = Store::open()?;
-    let identity = Identity::detect();
-    let helper = if session {
-        early_helper(&store, &identity, opts, project.is_some(), &root)?
-    } else {
-        None
-    };
     let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;

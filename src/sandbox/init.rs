@@ -277,7 +277,13 @@ pub fn command(plan: &SandboxPlan) -> Result<Command> {
             p.cwd.display()
         ));
     }
-    let mut cmd = Command::new(&argv[0]);
+    let path = p
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let mut cmd = Command::new(find_program(&argv[0], path));
+    std::os::unix::process::CommandExt::arg0(&mut cmd, &argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(p.env.iter().map(|(k, v)| (k, v)))
@@ -292,6 +298,24 @@ pub fn command(plan: &SandboxPlan) -> Result<Command> {
     }
     sys::clean_exec(&mut cmd);
     Ok(cmd)
+}
+
+/// `program` as the command's PATH finds it (the exec then makes no failed attempts along the
+/// PATH, each a lookup through the overlay); unchanged if it has a `/` or is not found.
+fn find_program(program: &str, path: Option<&str>) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.into();
+    }
+    path.unwrap_or("/usr/local/bin:/usr/bin:/bin")
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| program.into())
 }
 
 /// The shell: dev.toml's (which must exist), else the first fallback the image has.
