@@ -9,7 +9,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::ForkResult;
 
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::enter_as_helper;
+use super::spawn::{become_root_inside, enter_as_helper, is_mapped, unshare_user};
 use super::{init, keeper, rootfs, sys};
 
 fn fail(e: anyhow::Error) -> i32 {
@@ -26,22 +26,46 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
     }
 }
 
-/// The forked helper: user namespace (mapped while `dev` prepares), then the plan from `plan`
-/// (nothing, when `dev` no longer needs it: then it leaves quietly), then the sandbox. `status`
+/// The forked helper (see `spawn::Helper`): its user namespace, announced with one byte on
+/// `up`; the plan from `plan` (a length and the JSON); then one byte once its maps are written
+/// (nothing when `dev` no longer needs it: then it leaves quietly); then the sandbox. `status`
 /// is the socket a keeper answers the starter on.
-pub fn run_pending(mode: IdMode, plan: OwnedFd, status: OwnedFd) -> i32 {
-    use std::io::Read;
-    if let Err(e) = enter_as_helper(mode) {
+pub fn run_pending(mode: IdMode, up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
+    use std::io::{Read, Write};
+    if let Err(e) = unshare_user(mode) {
         return fail(e);
     }
-    let mut json = Vec::new();
-    if std::fs::File::from(plan).read_to_end(&mut json).is_err() || json.is_empty() {
+    if std::fs::File::from(up).write_all(b"u").is_err() {
         return init::SETUP_FAILED;
     }
-    match serde_json::from_slice::<SandboxPlan>(&json) {
-        Ok(plan) => sandbox(&plan, Some(status)),
-        Err(e) => fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
+    let mut rx = std::fs::File::from(plan);
+    let mut len = [0u8; 8];
+    if rx.read_exact(&mut len).is_err() {
+        return init::SETUP_FAILED;
     }
+    let mut json = vec![0u8; u64::from_le_bytes(len) as usize];
+    if rx.read_exact(&mut json).is_err() {
+        return init::SETUP_FAILED;
+    }
+    let parsed = serde_json::from_slice::<SandboxPlan>(&json);
+    let mut go = [0u8; 1];
+    if rx.read_exact(&mut go).is_err() || go != *b"m" {
+        return init::SETUP_FAILED;
+    }
+    drop(rx);
+    let plan = match parsed {
+        Ok(plan) => plan,
+        Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
+    };
+    if mode == IdMode::Subordinate {
+        if !is_mapped() {
+            return fail(anyhow::anyhow!("internal error: the id maps are not written"));
+        }
+        if let Err(e) = become_root_inside() {
+            return fail(e);
+        }
+    }
+    sandbox(&plan, Some(status))
 }
 
 /// The helper's body, in its user namespace: mount, uts and ipc namespaces and the root

@@ -80,18 +80,17 @@ impl Identity {
 }
 
 fn detect_ownership(uid: u32, gid: u32, name: &str) -> Ownership {
-    let group = nix::unistd::Group::from_gid(gid.into())
-        .ok()
-        .flatten()
-        .map(|g| g.name)
-        .unwrap_or_default();
     let hint = format!(
         "to keep the image's owners, ask an administrator for a range: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}`"
     );
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let sub_uid = parse_subid(&read("/etc/subuid"), name, uid);
-    let sub_gid = parse_subid(&read("/etc/subgid"), &group, gid)
-        .or_else(|| parse_subid(&read("/etc/subgid"), name, gid));
+    // By the user's name, as shadow's tools look it up first; else by the group's.
+    let subgid = read("/etc/subgid");
+    let sub_gid = parse_subid(&subgid, name, gid).or_else(|| {
+        let group = nix::unistd::Group::from_gid(gid.into()).ok().flatten()?;
+        parse_subid(&subgid, &group.name, gid)
+    });
     let (Some(sub_uid), Some(sub_gid)) = (sub_uid, sub_gid) else {
         return Ownership::Flat { reason: format!("no subordinate id range for `{name}` in /etc/subuid and /etc/subgid: every file is owned by you, and inside only your id and root exist (no `_apt` for apt-get); {hint}") };
     };
@@ -289,8 +288,21 @@ pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
 /// the full mapping; by itself with a single id), then become the inside id `mode` asks for.
 /// Must run before the process starts any thread.
 pub fn enter_as_helper(mode: IdMode) -> Result<()> {
+    unshare_user(mode)?;
+    if mode != IdMode::Subordinate {
+        return Ok(());
+    }
+    // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
+    while !is_mapped() {
+        nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
+    }
+    become_root_inside()
+}
+
+/// Unshares the user namespace; with a single id, writes its map too (the full map is
+/// newuidmap's and newgidmap's, from outside).
+pub fn unshare_user(mode: IdMode) -> Result<()> {
     use nix::sched::{unshare, CloneFlags};
-    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     // A helper must never outlive the `dev` that started it: a killed pull must not leave an
     // unpack running that races the next one.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -309,29 +321,28 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
         )
     })?;
     let inside = match mode {
-        IdMode::Subordinate => {
-            // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
-            while std::fs::read_to_string("/proc/self/uid_map")
-                .map(|m| m.trim().is_empty())
-                .unwrap_or(true)
-            {
-                nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
-            }
-            0
-        }
+        IdMode::Subordinate => return Ok(()),
         IdMode::FlatUser => uid,
         IdMode::FlatRoot => 0,
     };
-    if mode != IdMode::Subordinate {
-        let write = |file: &str, text: String| {
-            std::fs::write(file, text).with_context(|| format!("cannot write {file}"))
-        };
-        write("/proc/self/setgroups", "deny".into())?;
-        write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
-        let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
-        write("/proc/self/gid_map", format!("{gid_inside} {gid} 1\n"))?;
-        return Ok(());
-    }
+    let write = |file: &str, text: String| {
+        std::fs::write(file, text).with_context(|| format!("cannot write {file}"))
+    };
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
+    let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
+    write("/proc/self/gid_map", format!("{gid_inside} {gid} 1\n"))?;
+    Ok(())
+}
+
+/// Whether this process's user namespace has its uid map.
+pub fn is_mapped() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !m.trim().is_empty())
+}
+
+/// Once the full map is written: root inside, with no supplementary group.
+pub fn become_root_inside() -> Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
         .context("cannot become group 0 in the user namespace")?;
     setgroups(&[]).context("cannot drop supplementary groups in the user namespace")?;
@@ -376,10 +387,10 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper
     }
 }
 
-/// A sandbox helper forked ahead of its plan: it unshares its user namespace at once, and with
-/// the full mapping newuidmap and newgidmap write its maps while `dev` goes on preparing (they
-/// are the slowest step of a start). Then it waits for the plan on a pipe. Dropped unused, it
-/// is killed.
+/// A sandbox helper forked ahead of its plan: it unshares its user namespace at once and says
+/// so on a pipe; with the full mapping newuidmap and newgidmap write its maps while `dev` goes
+/// on preparing (they are the slowest step of a start). It reads the plan as soon as it is
+/// written, then waits for the word that its maps are written. Dropped unused, it is killed.
 pub struct Helper {
     ids: IdMode,
     pid: Pid,
@@ -399,6 +410,8 @@ impl Helper {
         }
         let (plan_rx, plan_tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let (up_rx, up_tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         let (starter, keepers) =
             std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
         {
@@ -412,11 +425,17 @@ impl Helper {
                 // when the starter closes it. The pipe's end is for writing the plan.
                 let _ = nix::unistd::close(starter.as_raw_fd());
                 let _ = nix::unistd::close(plan_tx.as_raw_fd());
-                std::process::exit(super::helper::run_pending(ids, plan_rx, keepers.into()))
+                let _ = nix::unistd::close(up_rx.as_raw_fd());
+                std::process::exit(super::helper::run_pending(
+                    ids,
+                    up_tx,
+                    plan_rx,
+                    keepers.into(),
+                ))
             }
             nix::unistd::ForkResult::Parent { child } => child,
         };
-        drop((plan_rx, keepers));
+        drop((plan_rx, keepers, up_tx));
         let mut helper = Helper {
             ids,
             pid,
@@ -424,20 +443,23 @@ impl Helper {
             plan: Some(std::fs::File::from(plan_tx)),
             starter: Some(starter),
         };
+        // One byte once its user namespace exists; nothing if it failed (it said why).
+        let mut up = [0u8; 1];
+        let unshared = std::io::Read::read(&mut std::fs::File::from(up_rx), &mut up);
+        if !matches!(unshared, Ok(1)) {
+            helper.plan = None;
+            return Ok(Err(match waitpid(pid, None) {
+                Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
+                Err(_) => super::init::SETUP_FAILED,
+            }));
+        }
         if ids == IdMode::Subordinate {
-            match wait_stopped(pid) {
-                Ok(None) => helper.maps = Some(Maps::spawn(identity, pid)?),
-                Ok(Some(code)) => {
-                    helper.plan = None;
-                    return Ok(Err(code));
-                }
-                Err(e) => return Err(e),
-            }
+            helper.maps = Some(Maps::spawn(identity, pid)?);
         }
         Ok(Ok(helper))
     }
 
-    /// Finishes the maps, resumes the helper and gives it the plan. Returns its pid and the
+    /// Gives the helper the plan, finishes the maps and lets it go on. Returns its pid and the
     /// starter's end of the keeper's socket, or its exit code if it ended.
     fn go(
         mut self,
@@ -445,27 +467,29 @@ impl Helper {
     ) -> Result<Result<(Pid, std::os::unix::net::UnixStream), i32>> {
         use std::io::Write;
         let json = serde_json::to_vec(plan).context("cannot encode the sandbox plan")?;
-        if let Some(maps) = self.maps.take() {
-            maps.finish()?;
-            kill(self.pid, Signal::SIGCONT).context("cannot resume the helper process")?;
-        }
-        let mut tx = self
-            .plan
-            .take()
-            .context("internal error: the helper has its plan")?;
-        let starter = self
-            .starter
-            .take()
-            .context("internal error: no starter socket")?;
+        let mut tx = self.plan.take().context("internal error: the helper has its plan")?;
+        let starter = self.starter.take().context("internal error: no starter socket")?;
         let pid = self.pid;
-        if tx.write_all(&json).is_err() {
-            drop(tx);
+        // The plan first (the helper parses it while the maps are being written), then, once
+        // they are, the word to go on.
+        let mut sent = tx
+            .write_all(&(json.len() as u64).to_le_bytes())
+            .and_then(|()| tx.write_all(&json));
+        if let Some(maps) = self.maps.take() {
+            if let Err(e) = maps.finish() {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        }
+        sent = sent.and_then(|()| tx.write_all(b"m"));
+        drop(tx);
+        if sent.is_err() {
             return Ok(Err(match waitpid(pid, None) {
                 Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
                 Err(_) => super::init::SETUP_FAILED,
             }));
         }
-        drop(tx);
         Ok(Ok((pid, starter)))
     }
 }
@@ -473,7 +497,7 @@ impl Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         if self.plan.is_some() {
-            // Never given a plan: it is waiting (stopped, or on the pipe) and must not stay.
+            // Never given a plan: it is waiting on the pipe and must not stay.
             let _ = kill(self.pid, Signal::SIGKILL);
             if let Some(maps) = self.maps.take() {
                 let _ = maps.finish();

@@ -55,6 +55,11 @@ impl Store {
 
     pub fn open_at(root: PathBuf) -> Result<Self> {
         let store = Store { root };
+        // The tag is written last: with it, the directories below exist (one stat per start
+        // instead of six mkdirs).
+        if store.root.join("CACHEDIR.TAG").is_file() {
+            return Ok(store);
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
