@@ -103,7 +103,7 @@ pub fn start(name: Option<String>) -> Result<()> {
             "`dev start` runs in a project; `dev init` writes a dev.toml",
         ));
     }
-    session(&env, &opts, Vec::new(), env.root.clone())?;
+    session(&env, &opts, Vec::new(), env.root.clone(), false)?;
     eprintln!("started {}; `dev stop` stops it", env.root.display());
     Ok(())
 }

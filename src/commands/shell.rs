@@ -20,7 +20,8 @@ use crate::sandbox::plan::{
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
 use crate::sandbox::spawn::{
-    join, run_sandbox, single_threaded, start_env, Helper, KeeperGone, Ownership, Session,
+    join, run_sandbox, single_threaded, start_env, take_speculative, Helper, KeeperGone, Ownership,
+    Session,
 };
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
@@ -61,7 +62,7 @@ pub fn run(opts: &EnterOptions) -> Result<()> {
 pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
     let env = prepare_session(opts)?;
     run_user_setup(&env, opts)?;
-    let code = session(&env, opts, argv, env.cwd.clone())?;
+    let code = session(&env, opts, argv, env.cwd.clone(), true)?;
     if code == 0 {
         Ok(())
     } else {
@@ -245,16 +246,21 @@ fn early_helper(
     root: &Path,
 ) -> Result<Option<Helper>> {
     let persistent = in_project && !opts.rm && opts.image.is_none();
-    if !single_threaded()
-        || (persistent
-            && store
-                .running(&store.run_dir(&identity.store_key(), root))
-                .is_some())
+    let speculative = take_speculative();
+    if persistent
+        && store
+            .running(&store.run_dir(&identity.store_key(), root))
+            .is_some()
     {
         return Ok(None);
     }
-    match Helper::fork(identity, id_mode(identity, opts.root))? {
-        Ok(helper) => Ok(Some(helper)),
+    let mut helper = match speculative {
+        Some(h) => h,
+        None if single_threaded() => Helper::spawn()?,
+        None => return Ok(None),
+    };
+    match helper.ready(identity, id_mode(identity, opts.root))? {
+        Ok(()) => Ok(Some(helper)),
         Err(code) => Err(ExitCode(code).into()),
     }
 }
@@ -395,7 +401,7 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
         ..opts.clone()
     };
     let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
-    let code = session(env, &setup_opts, argv, env.root.clone())?;
+    let code = session(env, &setup_opts, argv, env.root.clone(), false)?;
     if code != 0 {
         return Err(UserError::with_hint(
             format!("dev.toml's [setup] user commands failed (exit {code})"),
@@ -407,11 +413,13 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
 }
 
 /// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
+/// The `last` thing this process does may join the env in this very process.
 pub fn session(
     env: &Prepared,
     opts: &EnterOptions,
     argv: Vec<String>,
     cwd: PathBuf,
+    last: bool,
 ) -> Result<i32> {
     let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
     let early = &env.helper;
@@ -607,7 +615,7 @@ pub fn session(
             }
         };
         match session {
-            Ok(session) => return join(session, &sandbox),
+            Ok(session) => return join(session, &sandbox, last),
             Err(e) if e.is::<KeeperGone>() && attempt < 50 => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

@@ -9,7 +9,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::ForkResult;
 
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::{become_root_inside, enter_as_helper, is_mapped, unshare_user};
+use super::spawn::{become_root_inside, enter_as_helper, is_mapped, unshare_user, write_own_map};
 use super::{init, keeper, rootfs, sys};
 
 fn fail(e: anyhow::Error) -> i32 {
@@ -30,9 +30,14 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
 /// `up`; the plan from `plan` (a length and the JSON); then one byte once its maps are written
 /// (nothing when `dev` no longer needs it: then it leaves quietly); then the sandbox. `status`
 /// is the socket a keeper answers the starter on.
-pub fn run_pending(mode: IdMode, up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
+pub fn run_pending(up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
     use std::io::{Read, Write};
-    if let Err(e) = unshare_user(mode) {
+    // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
+    let host = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    if let Err(e) = unshare_user(IdMode::Subordinate) {
         return fail(e);
     }
     if std::fs::File::from(up).write_all(b"u").is_err() {
@@ -57,13 +62,19 @@ pub fn run_pending(mode: IdMode, up: OwnedFd, plan: OwnedFd, status: OwnedFd) ->
         Ok(plan) => plan,
         Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
     };
-    if mode == IdMode::Subordinate {
-        if !is_mapped() {
-            return fail(anyhow::anyhow!("internal error: the id maps are not written"));
+    let mapped = if plan.ids == IdMode::Subordinate {
+        if is_mapped() {
+            become_root_inside()
+        } else {
+            Err(anyhow::anyhow!(
+                "internal error: the id maps are not written"
+            ))
         }
-        if let Err(e) = become_root_inside() {
-            return fail(e);
-        }
+    } else {
+        write_own_map(plan.ids, host.0, host.1)
+    };
+    if let Err(e) = mapped {
+        return fail(e);
     }
     sandbox(&plan, Some(status))
 }

@@ -320,8 +320,17 @@ pub fn unshare_user(mode: IdMode) -> Result<()> {
             userns_hint(),
         )
     })?;
+    if mode == IdMode::Subordinate {
+        return Ok(());
+    }
+    write_own_map(mode, uid, gid)
+}
+
+/// With a single id: this process maps its own host ids `uid` and `gid` (read before it
+/// unshared; inside an unmapped namespace they read as the overflow id).
+pub fn write_own_map(mode: IdMode, uid: u32, gid: u32) -> Result<()> {
     let inside = match mode {
-        IdMode::Subordinate => return Ok(()),
+        IdMode::Subordinate => bail!("internal error: the full map is written from outside"),
         IdMode::FlatUser => uid,
         IdMode::FlatRoot => 0,
     };
@@ -364,7 +373,7 @@ pub fn become_root_inside() -> Result<()> {
 /// `early` is a helper forked before the plan was known (see [`Helper::fork`]).
 pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper>) -> Result<i32> {
     let signals = super::init::block_signals()?;
-    let helper = match early.filter(|h| h.ids == plan.ids) {
+    let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
         Some(h) => h,
         None if !single_threaded() => {
             let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
@@ -392,8 +401,10 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper
 /// on preparing (they are the slowest step of a start). It reads the plan as soon as it is
 /// written, then waits for the word that its maps are written. Dropped unused, it is killed.
 pub struct Helper {
-    ids: IdMode,
+    /// Set by [`Helper::ready`]: how its ids are mapped.
+    ids: Option<IdMode>,
     pid: Pid,
+    up: Option<std::fs::File>,
     maps: Option<Maps>,
     plan: Option<std::fs::File>,
     /// The starter's end of the socket a keeper answers on (see [`start_env`]).
@@ -401,9 +412,17 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Forks the helper (this process must have a single thread). `Err(code)` if it exited
-    /// before it was mapped (it printed why).
+    /// Forks the helper and makes it ready for `ids` (see [`Helper::ready`]).
     pub fn fork(identity: &Identity, ids: IdMode) -> Result<Result<Helper, i32>> {
+        let mut helper = Helper::spawn()?;
+        Ok(helper.ready(identity, ids)?.map(|()| helper))
+    }
+
+    /// Forks the helper, which unshares its user namespace at once; this process must have a
+    /// single thread. `dev run` and `dev shell` call it first thing (see [`speculate`]), so the
+    /// fork copies little and the namespace is made while the command line, the project and
+    /// the identity are read.
+    pub fn spawn() -> Result<Helper> {
         use std::os::fd::AsRawFd;
         if !single_threaded() {
             bail!("internal error: the sandbox helper is forked from a single-threaded `dev` only");
@@ -426,37 +445,42 @@ impl Helper {
                 let _ = nix::unistd::close(starter.as_raw_fd());
                 let _ = nix::unistd::close(plan_tx.as_raw_fd());
                 let _ = nix::unistd::close(up_rx.as_raw_fd());
-                std::process::exit(super::helper::run_pending(
-                    ids,
-                    up_tx,
-                    plan_rx,
-                    keepers.into(),
-                ))
+                std::process::exit(super::helper::run_pending(up_tx, plan_rx, keepers.into()))
             }
             nix::unistd::ForkResult::Parent { child } => child,
         };
         drop((plan_rx, keepers, up_tx));
-        let mut helper = Helper {
-            ids,
+        Ok(Helper {
+            ids: None,
             pid,
+            up: Some(std::fs::File::from(up_rx)),
             maps: None,
             plan: Some(std::fs::File::from(plan_tx)),
             starter: Some(starter),
-        };
-        // One byte once its user namespace exists; nothing if it failed (it said why).
+        })
+    }
+
+    /// Waits for the helper's user namespace and, with the full mapping, starts newuidmap and
+    /// newgidmap on it. `Err(code)` if it exited instead (it said why).
+    pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<Result<(), i32>> {
+        // One byte once its user namespace exists; nothing if it failed.
         let mut up = [0u8; 1];
-        let unshared = std::io::Read::read(&mut std::fs::File::from(up_rx), &mut up);
+        let unshared = match self.up.take() {
+            Some(mut f) => std::io::Read::read(&mut f, &mut up),
+            None => bail!("internal error: the helper is made ready twice"),
+        };
         if !matches!(unshared, Ok(1)) {
-            helper.plan = None;
-            return Ok(Err(match waitpid(pid, None) {
+            self.plan = None;
+            return Ok(Err(match waitpid(self.pid, None) {
                 Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
                 Err(_) => super::init::SETUP_FAILED,
             }));
         }
         if ids == IdMode::Subordinate {
-            helper.maps = Some(Maps::spawn(identity, pid)?);
+            self.maps = Some(Maps::spawn(identity, self.pid)?);
         }
-        Ok(Ok(helper))
+        self.ids = Some(ids);
+        Ok(Ok(()))
     }
 
     /// Gives the helper the plan, finishes the maps and lets it go on. Returns its pid and the
@@ -467,8 +491,14 @@ impl Helper {
     ) -> Result<Result<(Pid, std::os::unix::net::UnixStream), i32>> {
         use std::io::Write;
         let json = serde_json::to_vec(plan).context("cannot encode the sandbox plan")?;
-        let mut tx = self.plan.take().context("internal error: the helper has its plan")?;
-        let starter = self.starter.take().context("internal error: no starter socket")?;
+        let mut tx = self
+            .plan
+            .take()
+            .context("internal error: the helper has its plan")?;
+        let starter = self
+            .starter
+            .take()
+            .context("internal error: no starter socket")?;
         let pid = self.pid;
         // The plan first (the helper parses it while the maps are being written), then, once
         // they are, the word to go on.
@@ -494,6 +524,24 @@ impl Helper {
     }
 }
 
+/// The helper `dev run`/`dev shell` fork before anything else, for the first session to take.
+static SPECULATIVE: std::sync::Mutex<Option<Helper>> = std::sync::Mutex::new(None);
+
+/// Forks a helper now, at the start of a command that will likely need one; a failure here is
+/// left for the regular path to meet and report.
+pub fn speculate() {
+    if let Ok(helper) = Helper::spawn() {
+        if let Ok(mut slot) = SPECULATIVE.lock() {
+            *slot = Some(helper);
+        }
+    }
+}
+
+/// The helper [`speculate`] forked, if any (once).
+pub fn take_speculative() -> Option<Helper> {
+    SPECULATIVE.lock().ok().and_then(|mut slot| slot.take())
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         if self.plan.is_some() {
@@ -516,7 +564,7 @@ pub fn start_env(
     plan: &SandboxPlan,
     early: Option<Helper>,
 ) -> Result<Result<Session, i32>> {
-    let helper = match early.filter(|h| h.ids == plan.ids) {
+    let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
         Some(h) => h,
         None => match Helper::fork(identity, plan.ids)? {
             Ok(h) => h,
@@ -579,9 +627,10 @@ impl Session {
 }
 
 /// Runs the plan's command in a running env: joins its namespaces (as `nsenter` does) for as
-/// long as the session lasts. A single-threaded `dev` joins them itself and forks the command
-/// from there; otherwise a child joins them (setns into a user namespace needs one thread).
-pub fn join(session: Session, plan: &SandboxPlan) -> Result<i32> {
+/// long as the session lasts. When this is the `last` thing it does, a single-threaded `dev`
+/// joins them itself and forks the command from there (afterwards it sees the env's files, not
+/// the host's); otherwise a child joins them (setns into a user namespace needs one thread).
+pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     use std::io::Write;
     let enter = |session: &Session| -> Result<Command> {
         for (f, flag) in &session.namespaces {
@@ -595,7 +644,7 @@ pub fn join(session: Session, plan: &SandboxPlan) -> Result<i32> {
         super::init::command(plan)
     };
     let signals = super::init::block_signals()?;
-    if single_threaded() {
+    if last && single_threaded() {
         let cmd = enter(&session)?;
         let code = super::init::spawn_and_wait(cmd, plan, &signals, false);
         drop(session);
