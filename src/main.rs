@@ -22,15 +22,8 @@ fn main() {
         std::process::exit(commands::helper::main());
     }
     // A session's slowest step is mapping the helper's user namespace: start it before the
-    // command line is even parsed (a helper not needed is killed).
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if args
-        .first()
-        .is_some_and(|a| ["run", "shell", "exec", "start"].iter().any(|c| a == c))
-        && !args.iter().any(|a| a == "-h" || a == "--help")
-    {
-        sandbox::spawn::speculate();
-    }
+    // command line is even parsed.
+    commands::shell::speculate(&std::env::args_os().skip(1).collect::<Vec<_>>());
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),

@@ -20,8 +20,8 @@ use crate::sandbox::plan::{
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
 use crate::sandbox::spawn::{
-    join, run_sandbox, single_threaded, start_env, take_speculative, Helper, KeeperGone, Ownership,
-    Session,
+    join, keep_speculative, run_sandbox, single_threaded, start_env, take_speculative, Helper,
+    KeeperGone, Ownership, Session,
 };
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
@@ -254,15 +254,84 @@ fn early_helper(
     {
         return Ok(None);
     }
+    let ids = id_mode(identity, opts.root);
     let mut helper = match speculative {
-        Some(h) => h,
-        None if single_threaded() => Helper::spawn()?,
-        None => return Ok(None),
+        // Made ready by `speculate` (for other ids, if it guessed wrong: then a fresh one).
+        Some(h) if h.ids() == Some(ids) => return Ok(Some(h)),
+        Some(h) if h.ids().is_none() => h,
+        _ if single_threaded() => Helper::spawn()?,
+        _ => return Ok(None),
     };
-    match helper.ready(identity, id_mode(identity, opts.root))? {
+    match helper.ready(identity, ids)? {
         Ok(()) => Ok(Some(helper)),
         Err(code) => Err(ExitCode(code).into()),
     }
+}
+
+/// Called before the command line is parsed, for `dev run`, `shell`, `exec` and `start`: forks
+/// the sandbox helper, and when the flags before the command already tell which env this is
+/// and that it is not running, has newuidmap and newgidmap map it now. Mapping is the slowest
+/// step of a start; parsing the command line and reading the project overlap it. A guess that
+/// turns out wrong costs a helper, killed, and never changes what runs: `prepare` checks again.
+pub fn speculate(args: &[std::ffi::OsString]) {
+    let Some(command) = args.first().and_then(|a| a.to_str()) else {
+        return;
+    };
+    if !["run", "shell", "exec", "start"].contains(&command)
+        || args.iter().any(|a| a == "-h" || a == "--help")
+    {
+        return;
+    }
+    let Ok(mut helper) = Helper::spawn() else {
+        return;
+    };
+    // The flags before the command (`dev run --rm -- make` or `dev run make --rm`: the
+    // command's own flags are its own).
+    let (mut root, mut throwaway, mut rest) = (false, false, args[1..].iter());
+    while let Some(a) = rest.next().and_then(|a| a.to_str()) {
+        match a {
+            "--root" => root = true,
+            "--rm" => throwaway = true,
+            "--image" => {
+                throwaway = true;
+                rest.next();
+            }
+            "--name" => {
+                rest.next();
+            }
+            a if a.starts_with("--image=") => throwaway = true,
+            "--" => break,
+            a if a.starts_with('-') => {}
+            _ => break,
+        }
+    }
+    let identity = Identity::detect();
+    if command != "exec" {
+        let project = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| crate::config::project::find_root(&cwd));
+        let running = |project: &Path| {
+            Store::open().is_ok_and(|store| {
+                store
+                    .running(&store.run_dir(&identity.store_key(), project))
+                    .is_some()
+            })
+        };
+        match project {
+            // The session joins the running env: no helper.
+            Some(p) if !throwaway && running(&p) => return,
+            Some(_) => {}
+            None if !throwaway => return,
+            None => {}
+        }
+        if !matches!(
+            helper.ready(&identity, id_mode(&identity, root)),
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
+    keep_speculative(helper);
 }
 
 /// How ids map for this user, as themselves or as root inside.

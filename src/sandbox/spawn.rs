@@ -43,7 +43,13 @@ pub enum Ownership {
 }
 
 impl Identity {
+    /// Who runs this process (read once: it does not change while `dev` runs).
     pub fn detect() -> Self {
+        static DETECTED: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+        DETECTED.get_or_init(Identity::read).clone()
+    }
+
+    fn read() -> Self {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let name = nix::unistd::User::from_uid(uid.into())
@@ -460,6 +466,11 @@ impl Helper {
         })
     }
 
+    /// How its ids are mapped, once [`Helper::ready`].
+    pub fn ids(&self) -> Option<IdMode> {
+        self.ids
+    }
+
     /// Waits for the helper's user namespace and, with the full mapping, starts newuidmap and
     /// newgidmap on it. `Err(code)` if it exited instead (it said why).
     pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<Result<(), i32>> {
@@ -527,17 +538,15 @@ impl Helper {
 /// The helper `dev run`/`dev shell` fork before anything else, for the first session to take.
 static SPECULATIVE: std::sync::Mutex<Option<Helper>> = std::sync::Mutex::new(None);
 
-/// Forks a helper now, at the start of a command that will likely need one; a failure here is
-/// left for the regular path to meet and report.
-pub fn speculate() {
-    if let Ok(helper) = Helper::spawn() {
-        if let Ok(mut slot) = SPECULATIVE.lock() {
-            *slot = Some(helper);
-        }
+/// Keeps a helper forked ahead of time (see `commands::shell::speculate`) for the first
+/// session to take.
+pub fn keep_speculative(helper: Helper) {
+    if let Ok(mut slot) = SPECULATIVE.lock() {
+        *slot = Some(helper);
     }
 }
 
-/// The helper [`speculate`] forked, if any (once).
+/// The helper kept by [`keep_speculative`], if any (once).
 pub fn take_speculative() -> Option<Helper> {
     SPECULATIVE.lock().ok().and_then(|mut slot| slot.take())
 }
