@@ -685,8 +685,10 @@ pub fn session(
         };
         match session {
             Ok(session) => return join(session, &sandbox, last),
-            Err(e) if e.is::<KeeperGone>() && attempt < 50 => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+            // It removes state.json before it closes its socket, and holds the env's lock
+            // until it is gone: the next attempt starts the env as soon as it can.
+            Err(e) if e.is::<KeeperGone>() && attempt < 500 => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             Err(e) => return Err(e),
         }
