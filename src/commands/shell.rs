@@ -268,23 +268,21 @@ fn early_helper(
     }
 }
 
-/// Called before the command line is parsed, for `dev run`, `shell`, `exec` and `start`: forks
-/// the sandbox helper, and when the flags before the command already tell which env this is
-/// and that it is not running, has newuidmap and newgidmap map it now. Mapping is the slowest
+/// Called before the command line is parsed, for `dev run`, `shell` and `start`: when
+/// the flags before the command already tell which env this is and that it is not running,
+/// forks the sandbox helper and has newuidmap and newgidmap map it now. Mapping is the slowest
 /// step of a start; parsing the command line and reading the project overlap it. A guess that
 /// turns out wrong costs a helper, killed, and never changes what runs: `prepare` checks again.
 pub fn speculate(args: &[std::ffi::OsString]) {
     let Some(command) = args.first().and_then(|a| a.to_str()) else {
         return;
     };
-    if !["run", "shell", "exec", "start"].contains(&command)
+    // (`exec` names an env that usually runs: it is left out.)
+    if !["run", "shell", "start"].contains(&command)
         || args.iter().any(|a| a == "-h" || a == "--help")
     {
         return;
     }
-    let Ok(mut helper) = Helper::spawn() else {
-        return;
-    };
     // The flags before the command (`dev run --rm -- make` or `dev run make --rm`: the
     // command's own flags are its own).
     let (mut root, mut throwaway, mut rest) = (false, false, args[1..].iter());
@@ -306,30 +304,31 @@ pub fn speculate(args: &[std::ffi::OsString]) {
         }
     }
     let identity = Identity::detect();
-    if command != "exec" {
-        let project = std::env::current_dir()
-            .ok()
-            .and_then(|cwd| crate::config::project::find_root(&cwd));
-        let running = |project: &Path| {
-            Store::open().is_ok_and(|store| {
-                store
-                    .running(&store.run_dir(&identity.store_key(), project))
-                    .is_some()
-            })
-        };
-        match project {
-            // The session joins the running env: no helper.
-            Some(p) if !throwaway && running(&p) => return,
-            Some(_) => {}
-            None if !throwaway => return,
-            None => {}
-        }
-        if !matches!(
-            helper.ready(&identity, id_mode(&identity, root)),
-            Ok(Ok(()))
-        ) {
-            return;
-        }
+    let project = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| crate::config::project::find_root(&cwd));
+    let running = |project: &Path| {
+        Store::open().is_ok_and(|store| {
+            store
+                .running(&store.run_dir(&identity.store_key(), project))
+                .is_some()
+        })
+    };
+    match project {
+        // The session joins the running env: no helper.
+        Some(p) if !throwaway && running(&p) => return,
+        Some(_) => {}
+        None if !throwaway => return,
+        None => {}
+    }
+    let Ok(mut helper) = Helper::spawn() else {
+        return;
+    };
+    if !matches!(
+        helper.ready(&identity, id_mode(&identity, root)),
+        Ok(Ok(()))
+    ) {
+        return;
     }
     keep_speculative(helper);
 }
