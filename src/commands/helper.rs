@@ -44,9 +44,10 @@ pub fn main() -> i32 {
     }
 }
 
+/// Runs one operation; what it prints on stdout (its result as JSON) is the caller's answer.
 fn run(args: &[OsString]) -> Result<()> {
     let op = args.first().and_then(|a| a.to_str()).unwrap_or("");
-    match op {
+    let result = match op {
         "unpack" => {
             let [_, dir, blob, diff_id] = args else {
                 bail!("usage: unpack DIR BLOB DIFF_ID")
@@ -58,36 +59,24 @@ fn run(args: &[OsString]) -> Result<()> {
                 &diff_id,
                 UnpackOptions { keep_owners: true },
             )?;
-            println!(
-                "{}",
-                serde_json::to_string(&stats).context("cannot encode the result")?
-            );
-            Ok(())
+            serde_json::to_string(&stats)
         }
         "capture" => {
             let [_, upper, dir] = args else {
                 bail!("usage: capture UPPER LAYERS_DIR")
             };
-            let result = capture_layer(&PathBuf::from(upper), &PathBuf::from(dir))?;
-            println!(
-                "{}",
-                serde_json::to_string(&result).context("cannot encode the result")?
-            );
-            Ok(())
+            serde_json::to_string(&capture_layer(&PathBuf::from(upper), &PathBuf::from(dir))?)
         }
         "pack" => {
             let [_, tree, out] = args else {
                 bail!("usage: pack TREE OUT|-")
             };
             let out = (out != "-").then(|| PathBuf::from(out));
-            let result = pack_into(&PathBuf::from(tree), out.as_deref())?;
-            println!(
-                "{}",
-                serde_json::to_string(&result).context("cannot encode the result")?
-            );
-            Ok(())
+            serde_json::to_string(&pack_into(&PathBuf::from(tree), out.as_deref())?)
         }
-        "remove" => remove_paths(&args[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
+        "remove" => return remove_paths(&args[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
         _ => bail!("unknown helper operation `{op}`"),
-    }
+    };
+    println!("{}", result.context("cannot encode the result")?);
+    Ok(())
 }

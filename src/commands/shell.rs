@@ -20,8 +20,8 @@ use crate::sandbox::plan::{
 };
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
 use crate::sandbox::spawn::{
-    join, keep_speculative, run_sandbox, single_threaded, start_env, take_speculative, Helper,
-    KeeperGone, Ownership, Session,
+    join, keep_speculative, run_sandbox, start_env, take_speculative, Helper, KeeperGone,
+    Ownership, Session,
 };
 use crate::sandbox::Identity;
 use crate::store::images::ImageRecord;
@@ -60,7 +60,7 @@ pub fn run(opts: &EnterOptions) -> Result<()> {
 
 /// Enters the env with `argv` (the shell when empty); the command's exit code becomes ours.
 pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
-    let env = prepare_session(opts)?;
+    let env = prepare(opts, &Update::default())?;
     run_user_setup(&env, opts)?;
     let code = session(&env, opts, argv, env.cwd.clone(), true)?;
     if code == 0 {
@@ -84,63 +84,36 @@ pub struct Prepared {
     pub config: ImageConfig,
     pub tools: Option<ToolsLayer>,
     pub backend: Option<Backend>,
-    /// The sandbox helper, forked early for the first session (see [`early_helper`]).
-    helper: std::cell::Cell<Option<Helper>>,
 }
 
 impl Prepared {
     /// Base manifest digest and tools layer digest: what makes two envs the same.
     pub fn fingerprint(&self) -> String {
-        match &self.tools {
-            Some(t) => format!(
-                "{}+{}",
-                self.record.manifest_digest.short(),
-                t.diff_id.short()
-            ),
-            None => self.record.manifest_digest.short().to_string(),
-        }
+        env_fingerprint(&self.record, self.tools.as_ref())
     }
 }
 
 /// Finds the project, pulls the image (the digest dev.lock pins, if any), builds the tools
 /// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
-    prepare_with(opts, update, false)
-}
-
-/// [`prepare`] for a session, which forks the sandbox helper early.
-pub fn prepare_session(opts: &EnterOptions) -> Result<Prepared> {
-    prepare_with(opts, &Update::default(), true)
-}
-
-fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let found = crate::config::project::find_root(&cwd);
-    if found.is_none() && opts.image.is_none() {
-        return Err(UserError::with_hint(
-            format!(
-                "no {FILE_NAME} in `{}` or any directory above it",
-                cwd.display()
-            ),
-            "create one with `dev init`, or name an image: `dev shell --image debian:bookworm`",
-        ));
-    }
-    let root = found.clone().unwrap_or_else(|| cwd.clone());
+    let project = Project::discover(&cwd)?;
+    let image =
+        match (&opts.image, &project) {
+            (Some(i), _) => i.clone(),
+            (None, Some(p)) => p.config.image.clone(),
+            (None, None) => return Err(UserError::with_hint(
+                format!(
+                    "no {FILE_NAME} in `{}` or any directory above it",
+                    cwd.display()
+                ),
+                "create one with `dev init`, or name an image: `dev shell --image debian:bookworm`",
+            )),
+        };
+    let root = project
+        .as_ref()
+        .map_or_else(|| cwd.clone(), |p| p.root.clone());
     check_shared_path(&root, "the project directory")?;
-    let store = Store::open()?;
-    let identity = Identity::detect();
-    // Before anything slower: its maps are written while the rest is prepared.
-    let helper = if session {
-        early_helper(&store, &identity, opts, found.is_some(), &root)?
-    } else {
-        None
-    };
-    let project = found.map(Project::load).transpose()?;
-    let image = match (&opts.image, &project) {
-        (Some(i), _) => i.clone(),
-        (None, Some(p)) => p.config.image.clone(),
-        (None, None) => unreachable!("checked above"),
-    };
     // dev.lock belongs to dev.toml: an `--image` run ignores it.
     let locked = project.as_ref().filter(|_| opts.image.is_none());
     let lock_path = root.join(lock::FILE_NAME);
@@ -166,6 +139,8 @@ fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<P
     if let Some(d) = pinned {
         reference.digest = Some(d);
     }
+    let store = Store::open()?;
+    let identity = Identity::detect();
     let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;
@@ -231,48 +206,15 @@ fn prepare_with(opts: &EnterOptions, update: &Update, session: bool) -> Result<P
         config,
         tools,
         backend,
-        helper: std::cell::Cell::new(helper),
     })
-}
-
-/// Forks the sandbox helper now if the session will need one (a throwaway env, or a project's
-/// env that is not running), so that newuidmap and newgidmap map it while the image, the tools
-/// and the plan are prepared: they are the slowest part of a start.
-fn early_helper(
-    store: &Store,
-    identity: &Identity,
-    opts: &EnterOptions,
-    in_project: bool,
-    root: &Path,
-) -> Result<Option<Helper>> {
-    let persistent = in_project && !opts.rm && opts.image.is_none();
-    let speculative = take_speculative();
-    if persistent
-        && store
-            .running(&store.run_dir(&identity.store_key(), root))
-            .is_some()
-    {
-        return Ok(None);
-    }
-    let ids = id_mode(identity, opts.root);
-    let mut helper = match speculative {
-        // Made ready by `speculate` (for other ids, if it guessed wrong: then a fresh one).
-        Some(h) if h.ids() == Some(ids) => return Ok(Some(h)),
-        Some(h) if h.ids().is_none() => h,
-        _ if single_threaded() => Helper::spawn()?,
-        _ => return Ok(None),
-    };
-    match helper.ready(identity, ids)? {
-        Ok(()) => Ok(Some(helper)),
-        Err(code) => Err(ExitCode(code).into()),
-    }
 }
 
 /// Called before the command line is parsed, for `dev run`, `shell` and `start`: when
 /// the flags before the command already tell which env this is and that it is not running,
 /// forks the sandbox helper and has newuidmap and newgidmap map it now. Mapping is the slowest
 /// step of a start; parsing the command line and reading the project overlap it. A guess that
-/// turns out wrong costs a helper, killed, and never changes what runs: `prepare` checks again.
+/// turns out wrong costs a helper, killed, and never changes what runs: the session checks
+/// again under the env's start lock, and takes the helper only for the ids it needs.
 pub fn speculate(args: &[std::ffi::OsString]) {
     let Some(command) = args.first().and_then(|a| a.to_str()) else {
         return;
@@ -490,7 +432,6 @@ pub fn session(
     last: bool,
 ) -> Result<i32> {
     let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
-    let early = &env.helper;
     let project = &env.project;
     let config = &env.config;
     let image = &env.image;
@@ -617,7 +558,7 @@ pub fn session(
         keep: None,
     };
     if !persistent {
-        return run_sandbox(identity, &sandbox, early.take());
+        return run_sandbox(identity, &sandbox, take_speculative());
     }
     let run_dir = store.run_dir(&mapping, root);
     // A keeper that is stopping (its last session just left) turns a session away before
@@ -627,7 +568,8 @@ pub fn session(
         let session = match store.running(&run_dir) {
             Some(state) => {
                 drop(starting);
-                drop(early.take());
+                // Mapped by `speculate` for nothing: the env started meanwhile.
+                drop(take_speculative());
                 if let Some(n) = opts.name.as_ref().filter(|n| **n != state.name) {
                     return Err(UserError::with_hint(
                         format!(
@@ -663,12 +605,12 @@ pub fn session(
                 )?;
                 sandbox.keep = Some(KeepPlan {
                     run_dir: run_dir.clone(),
-                    name: store.env_name(&mapping, root),
+                    name: env_name.clone(),
                     project: root.clone(),
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                 });
-                let session = match start_env(identity, &sandbox, early.take())? {
+                let session = match start_env(identity, &sandbox, take_speculative())? {
                     Ok(session) => session,
                     Err(code) => return Ok(code),
                 };

@@ -81,16 +81,11 @@ impl Project {
         let Some(root) = find_root(start) else {
             return Ok(None);
         };
-        Project::load(root).map(Some)
-    }
-
-    /// Parses the `dev.toml` of the project at `root`.
-    pub fn load(root: PathBuf) -> Result<Project> {
         let path = root.join(FILE_NAME);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read `{}`", path.display()))?;
         let config = parse(&path, &text)?;
-        Ok(Project { root, config })
+        Ok(Some(Project { root, config }))
     }
 }
 

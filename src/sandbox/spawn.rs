@@ -466,11 +466,6 @@ impl Helper {
         })
     }
 
-    /// How its ids are mapped, once [`Helper::ready`].
-    pub fn ids(&self) -> Option<IdMode> {
-        self.ids
-    }
-
     /// Waits for the helper's user namespace and, with the full mapping, starts newuidmap and
     /// newgidmap on it. `Err(code)` if it exited instead (it said why).
     pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<Result<(), i32>> {
@@ -482,10 +477,7 @@ impl Helper {
         };
         if !matches!(unshared, Ok(1)) {
             self.plan = None;
-            return Ok(Err(match waitpid(self.pid, None) {
-                Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
-                Err(_) => super::init::SETUP_FAILED,
-            }));
+            return Ok(Err(exit_code_of(self.pid)));
         }
         if ids == IdMode::Subordinate {
             self.maps = Some(Maps::spawn(identity, self.pid)?);
@@ -526,10 +518,7 @@ impl Helper {
         sent = sent.and_then(|()| tx.write_all(b"m"));
         drop(tx);
         if sent.is_err() {
-            return Ok(Err(match waitpid(pid, None) {
-                Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
-                Err(_) => super::init::SETUP_FAILED,
-            }));
+            return Ok(Err(exit_code_of(pid)));
         }
         Ok(Ok((pid, starter)))
     }
@@ -587,10 +576,15 @@ pub fn start_env(
     if let Ok(session) = Session::from_keeper(starter) {
         return Ok(Ok(session));
     }
-    Ok(Err(match waitpid(pid, None) {
+    Ok(Err(exit_code_of(pid)))
+}
+
+/// Waits for a helper that ended early; its exit code (it said why).
+fn exit_code_of(pid: Pid) -> i32 {
+    match waitpid(pid, None) {
         Ok(status) => super::init::exit_code(status).unwrap_or(super::init::SETUP_FAILED),
         Err(_) => super::init::SETUP_FAILED,
-    }))
+    }
 }
 
 /// A session of a running env: its connection to the keeper (open while the session lasts) and
@@ -692,7 +686,7 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
 #[error("the env stopped while this session was joining it")]
 pub struct KeeperGone;
 
-pub fn single_threaded() -> bool {
+fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 

@@ -258,6 +258,22 @@ impl Env {
         self.dev(args).output().expect("run dev")
     }
 
+    /// Runs `dev` in `dir` instead of the project, whatever the status.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.dev(args).current_dir(dir).output().expect("run dev")
+    }
+
+    /// Runs `dev` in `dir` and fails the test, showing everything, unless it succeeds.
+    pub fn ok_in(&self, dir: &Path, args: &[&str]) -> Output {
+        let out = self.run_in(dir, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            describe(&format!("dev {}", args.join(" ")), &out)
+        );
+        out
+    }
+
     /// Runs `dev` and fails the test, showing everything, unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);

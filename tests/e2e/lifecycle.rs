@@ -64,12 +64,10 @@ e2e!(start_ps_exec_stop, |env: Env| {
     let out = env.ok(&["run", "--", "cat", "/tmp/kept"]);
     assert_eq!(stdout(&out), "kept\n");
     // By name, from anywhere.
-    let out = env
-        .dev(&["exec", "project", "--", "sh", "-c", "cat /tmp/kept; pwd"])
-        .current_dir(env.path("outside"))
-        .output()
-        .expect("exec");
-    assert!(out.status.success(), "{}", describe("dev exec", &out));
+    let out = env.ok_in(
+        &env.path("outside"),
+        &["exec", "project", "--", "sh", "-c", "cat /tmp/kept; pwd"],
+    );
     assert_eq!(
         stdout(&out),
         format!("kept\n{}\n", env.path("project").display())
@@ -205,8 +203,9 @@ e2e!(commit_makes_an_image_run_image_runs, |env: Env| {
     );
     // Changes made after the commit are not in the image.
     env.ok(&["run", "--root", "--", "sh", "-c", "echo later > /opt/app/v"]);
-    let out = env
-        .dev(&[
+    let out = env.ok_in(
+        &env.path("outside"),
+        &[
             "run",
             "--image",
             "snap:1",
@@ -214,14 +213,7 @@ e2e!(commit_makes_an_image_run_image_runs, |env: Env| {
             "sh",
             "-c",
             "cat /opt/app/v; test -e /bin/vi || echo no-vi",
-        ])
-        .current_dir(env.path("outside"))
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        describe("dev run --image", &out)
+        ],
     );
     assert_eq!(stdout(&out), "committed\nno-vi\n");
     // Its config lists one more layer than the base image's.
@@ -250,11 +242,10 @@ e2e!(names_chosen_with_name, |env: Env| {
     assert_eq!(ps(&env, false)[0]["name"], "web");
     let out = env.ok(&["run", "--", "sh", "-c", "echo \"$PS1\""]);
     assert!(stdout(&out).starts_with("(web) "), "{}", stdout(&out));
-    let out = env
-        .dev(&["exec", "web", "--", "echo", "by-name"])
-        .current_dir(env.path("outside"))
-        .output()
-        .expect("exec");
+    let out = env.run_in(
+        &env.path("outside"),
+        &["exec", "web", "--", "echo", "by-name"],
+    );
     assert_eq!(stdout(&out), "by-name\n", "{}", describe("dev exec", &out));
     let err = env.fails(&["run", "--name", "other", "--", "true"]);
     assert!(err.contains("runs as `web`"), "{err}");
@@ -265,11 +256,7 @@ e2e!(names_chosen_with_name, |env: Env| {
     fs::create_dir_all(&other).expect("mkdir");
     fs::copy(env.path("project/dev.toml"), other.join("dev.toml")).expect("copy");
     env.chown_all(&env.path("outside"));
-    let out = env
-        .dev(&["run", "--name", "web", "--", "true"])
-        .current_dir(&other)
-        .output()
-        .expect("run");
+    let out = env.run_in(&other, &["run", "--name", "web", "--", "true"]);
     assert!(!out.status.success());
     assert!(
         crate::common::stderr(&out).contains("the name `web` is taken"),
@@ -292,14 +279,10 @@ e2e!(prune_deletes_envs_only_as_asked, |env: Env| {
         env.chown_all(&env.path("outside"));
         dir
     };
-    let in_dir = |dir: &std::path::Path, args: &[&str]| {
-        let out = env.dev(args).current_dir(dir).output().expect("dev");
-        assert!(out.status.success(), "{}", describe(&args.join(" "), &out));
-    };
     let (kept, gone, busy) = (project("kept"), project("gone"), project("busy"));
-    in_dir(&kept, &["run", "--", "true"]);
-    in_dir(&gone, &["run", "--", "true"]);
-    in_dir(&busy, &["start"]);
+    env.ok_in(&kept, &["run", "--", "true"]);
+    env.ok_in(&gone, &["run", "--", "true"]);
+    env.ok_in(&busy, &["start"]);
     fs::remove_dir_all(&gone).expect("rm project");
     fs::remove_file(busy.join("dev.toml")).expect("rm dev.toml");
     let names = |env: &Env| -> Vec<String> {
@@ -319,10 +302,10 @@ e2e!(prune_deletes_envs_only_as_asked, |env: Env| {
         stdout(&out)
     );
     assert_eq!(names(&env), ["busy", "kept"], "only the orphan goes");
-    in_dir(&kept, &["run", "--", "echo", "still-here"]);
+    env.ok_in(&kept, &["run", "--", "echo", "still-here"]);
     env.ok(&["system", "prune", "--envs"]);
     assert_eq!(names(&env), ["busy"], "a running env stays");
-    in_dir(&env.path("outside"), &["stop", "busy"]);
+    env.ok_in(&env.path("outside"), &["stop", "busy"]);
     env.ok(&["system", "prune", "--envs"]);
     assert!(names(&env).is_empty());
     // With no env left, removing the image (pulled again by `kept`'s run) frees its layers.
