@@ -127,6 +127,10 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
             }
             ForkResult::Parent { child } => {
                 drop(ready_init);
+                // From here on the keeper stops the env and cleans up itself, the starter alive
+                // or not: a starter that died is a first session that left. (Killed with it,
+                // the keeper would leave its socket and state.json behind.)
+                let _ = nix::sys::prctl::set_pdeathsig(None);
                 // Listening while init mounts the env: the keeper is on the other core.
                 let listening = keeper::listen(keep, (plan.user.uid, plan.user.gid));
                 let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();

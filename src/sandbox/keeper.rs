@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -106,21 +106,16 @@ pub fn serve(
         .and_then(|()| std::fs::rename(&tmp, &state_file))
         .with_context(|| format!("cannot write `{}`", state_file.display()))?;
     let _ = nix::unistd::chown(&state_file, uid, gid);
-    // Up: the starter's socket becomes the first session; stop dying with the starter, and
-    // leave its terminal.
+    // Up: the starter's socket becomes the first session; leave its terminal.
     let starter = UnixStream::from(status);
     let mut sessions: Vec<UnixStream> = Vec::new();
-    let mut had_session = false;
     if super::sys::send_fds(&starter, b"ok", &ns_raw).is_ok() {
         sessions.push(starter);
-        had_session = true;
     }
-    let _ = nix::sys::prctl::set_pdeathsig(None);
     let _ = nix::unistd::setsid();
     detach_stdio();
 
     let (mut persistent, mut stopping) = (false, false);
-    let started = Instant::now();
     loop {
         let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         fds.extend(
@@ -151,7 +146,6 @@ pub fn serve(
             };
             match line.trim() {
                 SESSION if super::sys::send_fds(&stream, b"ok", &ns_raw).is_ok() => {
-                    had_session = true;
                     sessions.push(stream);
                 }
                 PERSIST => {
@@ -176,9 +170,7 @@ pub fn serve(
         } else {
             break;
         }
-        let idle = sessions.is_empty()
-            && !persistent
-            && (had_session || started.elapsed() > Duration::from_secs(30));
+        let idle = sessions.is_empty() && !persistent;
         if stopping || idle {
             // No new session from here on: they see the env as stopped and start another.
             let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
