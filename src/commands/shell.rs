@@ -610,10 +610,11 @@ pub fn session(
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                 });
-                let session = match start_env(identity, &sandbox, take_speculative())? {
-                    Ok(session) => session,
-                    Err(code) => return Ok(code),
-                };
+                let session =
+                    match start_env(identity, &sandbox, env.lock_fd(), take_speculative())? {
+                        Ok(session) => session,
+                        Err(code) => return Ok(code),
+                    };
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 drop(starting);

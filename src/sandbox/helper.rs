@@ -62,6 +62,18 @@ pub fn run_pending(up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
         Ok(plan) => plan,
         Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
     };
+    // A keeper holds the env's lock from the starter until the env is gone (see `start_env`).
+    let lock = match &plan.keep {
+        Some(_) => match sys::recv_fds(&status) {
+            Ok((word, mut fds)) if word == keeper::LOCK && fds.len() == 1 => Some(fds.remove(0)),
+            _ => {
+                return fail(anyhow::anyhow!(
+                    "internal error: the env's lock was not passed"
+                ))
+            }
+        },
+        None => None,
+    };
     let mapped = if plan.ids == IdMode::Subordinate {
         if is_mapped() {
             become_root_inside()
@@ -76,7 +88,10 @@ pub fn run_pending(up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
     if let Err(e) = mapped {
         return fail(e);
     }
-    sandbox(&plan, Some(status))
+    let code = sandbox(&plan, Some(status));
+    // Last: the env is unmounted and its runtime files are gone.
+    drop(lock);
+    code
 }
 
 /// The helper's body, in its user namespace: mount, uts and ipc namespaces and the root

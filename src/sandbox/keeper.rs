@@ -22,6 +22,8 @@ pub const SESSION: &str = "session";
 pub const PERSIST: &str = "persist";
 pub const STOP: &str = "stop";
 pub const STATUS: &str = "status";
+/// What the starter sends the keeper with the env's lock (see `spawn::start_env`).
+pub const LOCK: &[u8] = b"lock";
 
 /// The keeper's side of the env before init is up: its control socket, listening (not yet
 /// answered), and the namespaces it shares with init. Made while init sets up the mounts.

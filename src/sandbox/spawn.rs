@@ -556,10 +556,13 @@ impl Drop for Helper {
 /// Starts a project's env whose keeper outlives this process; returns this process's session
 /// once the env can be joined, or the keeper's exit code (it printed why) if it did not start.
 /// The keeper answers on the helper's socket with the env's namespaces, and counts it as the
-/// first session: no second connection for the session that started the env.
+/// first session: no second connection for the session that started the env. It is sent the
+/// env's `lock` on that socket first and holds it until the env is gone, unmounted included:
+/// the next start of the env waits for it.
 pub fn start_env(
     identity: &Identity,
     plan: &SandboxPlan,
+    lock: std::os::fd::BorrowedFd<'_>,
     early: Option<Helper>,
 ) -> Result<Result<Session, i32>> {
     let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
@@ -569,6 +572,14 @@ pub fn start_env(
             Err(code) => return Ok(Err(code)),
         },
     };
+    {
+        use std::os::fd::AsRawFd;
+        let starter = helper
+            .starter
+            .as_ref()
+            .context("internal error: no starter socket")?;
+        super::sys::send_fds(starter, super::keeper::LOCK, &[lock.as_raw_fd()])?;
+    }
     let (pid, starter) = match helper.go(plan)? {
         Ok(started) => started,
         Err(code) => return Ok(Err(code)),

@@ -55,7 +55,13 @@ pub struct Env {
 }
 
 impl Env {
-    /// Leaves the lock to a process forked since (the env's keeper holds the same open file):
+    /// The lock's open file, for the env's keeper to hold (see `sandbox::spawn::start_env`).
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.lock.as_fd()
+    }
+
+    /// Leaves the lock to the keeper, which holds the same open file (see [`Env::lock_fd`]):
     /// this process's descriptor is closed without unlocking it.
     pub fn hand_over_lock(self) {
         use std::os::fd::AsRawFd;

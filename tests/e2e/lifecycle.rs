@@ -51,6 +51,43 @@ e2e!(env_stops_after_its_last_session, |env: Env| {
     assert_eq!(df["envs"], 1, "{df}");
 });
 
+/// Whether the env's lock is taken (by its keeper, while it runs).
+fn env_locked(env: &Env) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let locks: Vec<_> = fs::read_dir(env.store().join("envs-v1"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|m| fs::read_dir(m.path()).into_iter().flatten().flatten())
+        .map(|e| e.path().join("lock"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(locks.len(), 1, "one env: {locks:?}");
+    let file = fs::File::open(&locks[0]).expect("open the env's lock");
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
+}
+
+e2e!(starts_wait_for_the_env_stopping_before, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    for round in 0..12 {
+        // The env stops as this session leaves; the start right after waits until it is gone
+        // (unmounted, its runtime files removed), then starts it again.
+        env.ok(&["run", "--", "true"]);
+        env.ok(&["start"]);
+        assert!(
+            env_locked(&env),
+            "round {round}: the running env is not locked by its keeper"
+        );
+        // Still the env `start` started: nothing of the one before removed its state.
+        env.ok(&["run", "--", "true"]);
+        let running = ps(&env, false);
+        assert_eq!(running.len(), 1, "round {round}: {running:?}");
+        assert_eq!(running[0]["state"], "running", "round {round}");
+        env.ok(&["stop"]);
+    }
+});
+
 e2e!(start_ps_exec_stop, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
