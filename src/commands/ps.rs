@@ -200,6 +200,17 @@ pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
         eprintln!("{} has no env", project.display());
         return Ok(());
     }
+    // Held while the env is deleted; its keeper, if it is still stopping, is waited for.
+    let _lock = if dir.join("lock").exists() {
+        Some(store.lock_stopped_env(&dir, &run_dir).ok_or_else(|| {
+            UserError::with_hint(
+                format!("the env of `{}` started meanwhile", project.display()),
+                "stop it (`dev stop`), then remove it",
+            )
+        })?)
+    } else {
+        None
+    };
     store.remove_trees(&identity, &[dir])?;
     if reset {
         eprintln!(

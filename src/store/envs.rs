@@ -109,6 +109,26 @@ impl Store {
         self.lock_file(&dir.join("start.lock"), true)
     }
 
+    /// The lock of the env in `dir` (of `run_dir`'s project) once no keeper holds it: a keeper
+    /// that is stopping the env (its runtime state already gone) is waited for, as long as a
+    /// stop may take. `None` if the env runs, or a start holds it (then it soon runs).
+    pub fn lock_stopped_env(&self, dir: &Path, run_dir: &Path) -> Option<Flock<File>> {
+        use nix::fcntl::FlockArg;
+        let deadline = std::time::Instant::now()
+            + crate::sandbox::init::STOP_TIMEOUT
+            + std::time::Duration::from_secs(2);
+        loop {
+            let file = File::open(dir.join("lock")).ok()?;
+            if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                return Some(lock);
+            }
+            if self.running(run_dir).is_some() || std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// The env's name: the one it was given (`--name`), else the project directory's, made
     /// unique among this user's envs.
     pub fn env_name(&self, mapping: &str, project: &Path) -> String {

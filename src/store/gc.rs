@@ -5,7 +5,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::Serialize;
 
 use super::Store;
@@ -136,11 +136,10 @@ impl Store {
                     EnvPrune::Stopped => true,
                 };
             // Held until the env is deleted: a session starting it meanwhile waits, and then
-            // makes it afresh. An env a session holds now is in use.
+            // makes it afresh. One that is stopping is waited for; one starting is in use.
             let lock = wanted
-                .then(|| fs::File::open(dir.join("lock")).ok())
-                .flatten()
-                .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).ok());
+                .then(|| self.lock_stopped_env(&dir, &self.run_dir(&key, &rec.project)))
+                .flatten();
             if wanted && (lock.is_some() || !dir.join("lock").exists()) {
                 g.env_locks.extend(lock);
                 g.bytes += super::envs::tree_bytes(&dir.join("upper"))

@@ -86,6 +86,12 @@ e2e!(starts_wait_for_the_env_stopping_before, |env: Env| {
         assert_eq!(running[0]["state"], "running", "round {round}");
         env.ok(&["stop"]);
     }
+    // Removed right after its last session left: the stopping env is waited for, not deleted
+    // under its keeper.
+    env.ok(&["run", "--", "true"]);
+    env.ok(&["rm"]);
+    assert!(ps(&env, true).is_empty(), "{:?}", ps(&env, true));
+    crate::shell::assert_no_leftovers(&env);
 });
 
 e2e!(start_ps_exec_stop, |env: Env| {
