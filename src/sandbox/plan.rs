@@ -100,6 +100,11 @@ impl RootfsPlan {
         );
         if native {
             o.push_str(",userxattr");
+            // A throwaway layer skips every sync, the one at unmount included: what it
+            // holds is deleted with it.
+            if self.scratch.is_some() {
+                o.push_str(",volatile");
+            }
         }
         o
     }
@@ -521,6 +526,32 @@ pub fn check_image_user(user: &str, passwd: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_throwaway_layer_is_volatile() {
+        let plan = |scratch: Option<&str>| RootfsPlan {
+            backend: None,
+            probe_cache: "/store/overlay.json".into(),
+            layers_dir: "/store/layers".into(),
+            lowers: vec!["b/root".into(), "a/root".into()],
+            upper: "/store/env/upper".into(),
+            work: "/store/env/work".into(),
+            copy: "/store/env/rootfs".into(),
+            merged: "/store/env/merged".into(),
+            scratch: scratch.map(PathBuf::from),
+        };
+        let kept = plan(None);
+        assert_eq!(
+            kept.overlay_options(true),
+            "lowerdir=b/root:a/root,upperdir=/store/env/upper,workdir=/store/env/work,userxattr"
+        );
+        let thrown = plan(Some("/store/scratch/1"));
+        assert!(thrown
+            .overlay_options(true)
+            .ends_with(",userxattr,volatile"));
+        // fuse-overlayfs has no such option.
+        assert!(!thrown.overlay_options(false).contains("volatile"));
+    }
 
     fn layout() -> Layout {
         Layout {
