@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
 
 use super::plan::{check_image_user, merge_entry, IdMode, SandboxPlan, Step};
 use super::sys::{self, Sys};
@@ -109,7 +109,7 @@ pub fn execute<S: Sys>(sys: &mut S, steps: &[Step]) -> Result<()> {
 
 /// Init's body for a one-shot session: set up, run the command, return its exit code.
 pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
-    match setup(plan).and_then(|()| command(plan)) {
+    match setup(plan).and_then(|()| command(plan, false)) {
         Ok(cmd) => spawn_and_wait(cmd, plan, signals, true),
         Err(e) => {
             eprintln!("{}", crate::ui::render(&e));
@@ -191,22 +191,23 @@ fn only_init_left() -> bool {
 
 /// Spawns the command and waits for it, passing on signals; the exit code, or the code for a
 /// command that could not be started (127 missing, 126 not executable).
-pub fn spawn_and_wait(
-    mut cmd: Command,
-    plan: &SandboxPlan,
-    signals: &SigSet,
-    reap_all: bool,
-) -> i32 {
-    match cmd.spawn() {
-        Ok(child) => {
-            let pid = Pid::from_raw(child.id() as i32);
-            supervise(pid, signals, reap_all).unwrap_or_else(|e| {
-                eprintln!("{}", crate::ui::render(&e));
-                SETUP_FAILED
-            })
-        }
+pub fn spawn_and_wait(launch: Launch, plan: &SandboxPlan, signals: &SigSet, reap_all: bool) -> i32 {
+    let (spawned, program) = match launch {
+        Launch::Fork(mut cmd) => (
+            cmd.spawn().map(|c| Pid::from_raw(c.id() as i32)),
+            cmd.get_program().to_string_lossy().to_string(),
+        ),
+        Launch::Spawn(args) => (
+            sys::spawn_clean(&args),
+            args.program.to_string_lossy().to_string(),
+        ),
+    };
+    match spawned {
+        Ok(pid) => supervise(pid, signals, reap_all).unwrap_or_else(|e| {
+            eprintln!("{}", crate::ui::render(&e));
+            SETUP_FAILED
+        }),
         Err(e) => {
-            let program = cmd.get_program().to_string_lossy().to_string();
             let (code, err) = match e.kind() {
                 ErrorKind::NotFound => (
                     127,
@@ -248,8 +249,19 @@ fn setup(plan: &SandboxPlan) -> Result<()> {
     write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
 }
 
+/// A session's command, ready to start.
+pub enum Launch {
+    /// Forked; the child takes the user's ids and cleans up before its exec.
+    Fork(Command),
+    /// posix_spawn'ed by a process that took the user's ids and cleaned up itself.
+    Spawn(sys::SpawnArgs),
+}
+
 /// The command of a session, ready to spawn, inside the env's tree (init's, or a joined one).
-pub fn command(plan: &SandboxPlan) -> Result<Command> {
+/// `in_place`: this process takes the user's ids and drops what must not cross into the env
+/// itself, so the command spawns by posix_spawn, not as a copy of this process; for a
+/// process that does nothing after but wait for the command.
+pub fn command(plan: &SandboxPlan, in_place: bool) -> Result<Launch> {
     let shell = choose_shell(plan)?;
     if let Some(user) = plan.image_user.as_deref().filter(|u| !u.is_empty()) {
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -282,22 +294,37 @@ pub fn command(plan: &SandboxPlan) -> Result<Command> {
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str());
-    let mut cmd = Command::new(find_program(&argv[0], path));
-    std::os::unix::process::CommandExt::arg0(&mut cmd, &argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(p.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&p.cwd);
+    let program = find_program(&argv[0], path);
     let (uid, gid) = if plan.user.root {
         (0, 0)
     } else {
         (plan.user.uid, plan.user.gid)
     };
+    if in_place {
+        if plan.ids != IdMode::FlatRoot {
+            let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+            nix::unistd::setresgid(gid, gid, gid).context("cannot take the user's group")?;
+            nix::unistd::setresuid(uid, uid, uid).context("cannot take the user's id")?;
+        }
+        sys::clean_for_exec().context("cannot prepare the command's exec")?;
+        return Ok(Launch::Spawn(sys::SpawnArgs {
+            program,
+            argv,
+            env: p.env.clone(),
+            cwd: p.cwd.clone(),
+        }));
+    }
+    let mut cmd = Command::new(program);
+    std::os::unix::process::CommandExt::arg0(&mut cmd, &argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&p.cwd);
     if plan.ids != IdMode::FlatRoot {
         cmd.uid(uid).gid(gid);
     }
     sys::clean_exec(&mut cmd);
-    Ok(cmd)
+    Ok(Launch::Fork(cmd))
 }
 
 /// `program` as the command's PATH finds it (the exec then makes no failed attempts along the

@@ -646,7 +646,7 @@ impl Session {
 /// the host's); otherwise a child joins them (setns into a user namespace needs one thread).
 pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     use std::io::Write;
-    let enter = |session: &Session| -> Result<Command> {
+    let enter = |session: &Session| -> Result<super::init::Launch> {
         for (f, flag) in &session.namespaces {
             nix::sched::setns(f, *flag).context("cannot enter the env's namespaces")?;
         }
@@ -655,7 +655,8 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
             nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
                 .context("cannot set the groups in the env")?;
         }
-        super::init::command(plan)
+        // This process only waits for the command from here on.
+        super::init::command(plan, true)
     };
     let signals = super::init::block_signals()?;
     if last && single_threaded() {

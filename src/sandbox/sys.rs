@@ -250,36 +250,133 @@ pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
 pub fn clean_exec(cmd: &mut Command) {
     let hook = || -> io::Result<()> {
         unblock_signals()?;
-        // SAFETY: prctl(2) with integer arguments only.
-        if unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        set_inheritable(false)?;
-        // SAFETY: close_range(2) with integer arguments; CLOEXEC keeps std's own exec-error
-        // pipe working until exec closes every marked descriptor at once.
-        if unsafe {
-            libc::close_range(
-                3,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
-            )
-        } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        exec_hygiene()
     };
     // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
     unsafe { cmd.pre_exec(hook) };
+}
+
+/// [`clean_exec`]'s steps taken by this process itself, before [`spawn_clean`] (which clears
+/// the child's signal mask). Only for a process that execs nothing itself and only waits for
+/// that command.
+pub fn clean_for_exec() -> io::Result<()> {
+    exec_hygiene()
+}
+
+/// What [`spawn_clean`] starts.
+#[derive(Debug)]
+pub struct SpawnArgs {
+    pub program: std::path::PathBuf,
+    /// `argv[0]` included.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: std::path::PathBuf,
+}
+
+/// Starts `a.program` by posix_spawn: the child shares this process's memory until it execs,
+/// so nothing is copied. It starts with no blocked signal and SIGPIPE at its default; ids,
+/// capabilities and descriptors are this process's (see [`clean_for_exec`]).
+pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
+    let program = cstr(a.program.as_os_str().as_bytes())?;
+    let cwd = cstr(a.cwd.as_os_str().as_bytes())?;
+    let argv = a
+        .argv
+        .iter()
+        .map(|s| cstr(s.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let env = a
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr().cast_mut())
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
+    };
+    let (argv_p, env_p) = (ptrs(&argv), ptrs(&env));
+    let check = |r: libc::c_int| match r {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    };
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // once; every pointer passed (program, cwd, argv, envp, both sets) points at data that
+    // lives on this frame until posix_spawn returns, and both arrays end with a null pointer.
+    unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        if let Err(e) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(e);
+        }
+        let spawned = (|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &none))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                &mut actions,
+                cwd.as_ptr(),
+            ))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                program.as_ptr(),
+                &actions,
+                &attr,
+                argv_p.as_ptr(),
+                env_p.as_ptr(),
+            ))?;
+            Ok(nix::unistd::Pid::from_raw(pid))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        spawned
+    }
+}
+
+/// No inheritable or ambient capabilities, and every descriptor but 0, 1 and 2 closed on exec.
+/// Async-signal-safe; allocates nothing.
+fn exec_hygiene() -> io::Result<()> {
+    // SAFETY: prctl(2) with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    set_inheritable(false)?;
+    // SAFETY: close_range(2) with integer arguments; CLOEXEC keeps std's own exec-error pipe
+    // working until exec closes every marked descriptor at once.
+    if unsafe {
+        libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Clears the signal mask (std's `Command` keeps it when a `pre_exec` hook is set).
