@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -120,6 +120,11 @@ impl Sys for Linux {
     }
 
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
+        // Most mount points are in the image: one lookup, not a failed mkdir and then a lookup
+        // (each a walk through an overlay whose caches are cold).
+        if path.is_dir() {
+            return Ok(());
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(mode)
@@ -133,30 +138,32 @@ impl Sys for Linux {
     }
 
     fn create_file(&mut self, path: &Path) -> Result<()> {
+        use nix::sys::stat::{mknod, Mode, SFlag};
         if path.exists() {
             return Ok(());
         }
-        // A dangling symlink (`/etc/resolv.conf` → `/run/...`): replace it by a file to mount on.
-        if path.symlink_metadata().is_ok() {
-            std::fs::remove_file(path).ok();
-        }
-        if let Some(parent) = path.parent() {
-            self.mkdir_all(parent, 0o755)?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map(drop)
-            .with_context(|| {
-                format!(
-                    "cannot create the mount point `{}` in the image",
-                    path.display()
-                )
-            })
+        let make = || mknod(path, SFlag::S_IFREG, Mode::from_bits_truncate(0o644), 0);
+        let made = match make() {
+            // A dangling symlink (`/etc/resolv.conf` → `/run/...`): replace it by a file to
+            // mount on.
+            Err(nix::errno::Errno::EEXIST) => {
+                std::fs::remove_file(path).ok();
+                make()
+            }
+            Err(nix::errno::Errno::ENOENT) => {
+                if let Some(parent) = path.parent() {
+                    self.mkdir_all(parent, 0o755)?;
+                }
+                make()
+            }
+            r => r,
+        };
+        made.with_context(|| {
+            format!(
+                "cannot create the mount point `{}` in the image",
+                path.display()
+            )
+        })
     }
 
     fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
