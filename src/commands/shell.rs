@@ -266,10 +266,7 @@ pub fn speculate(args: &[std::ffi::OsString]) {
     let Ok(mut helper) = Helper::spawn() else {
         return;
     };
-    if !matches!(
-        helper.ready(&identity, id_mode(&identity, root)),
-        Ok(Ok(()))
-    ) {
+    if helper.ready(&identity, id_mode(&identity, root)).is_err() {
         return;
     }
     keep_speculative(helper);

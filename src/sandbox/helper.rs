@@ -9,7 +9,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::ForkResult;
 
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::{become_root_inside, enter_as_helper, is_mapped, unshare_user, write_own_map};
+use super::spawn::{become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map};
 use super::{init, keeper, rootfs, sys};
 
 fn fail(e: anyhow::Error) -> i32 {
@@ -26,22 +26,15 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
     }
 }
 
-/// The forked helper (see `spawn::Helper`): its user namespace, announced with one byte on
-/// `up`; the plan from `plan` (a length and the JSON); then one byte once its maps are written
-/// (nothing when `dev` no longer needs it: then it leaves quietly); then the sandbox. `status`
-/// is the socket a keeper answers the starter on.
-pub fn run_pending(up: OwnedFd, plan: OwnedFd, status: OwnedFd) -> i32 {
-    use std::io::{Read, Write};
+/// The forked helper (see `spawn::Helper`), born in its own user namespace: the plan from
+/// `plan` (a length and the JSON); then one byte once its maps are written (nothing when `dev`
+/// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket a
+/// keeper answers the starter on; `host` its ids on the host.
+pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
+    use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
-    let host = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
-    if let Err(e) = unshare_user(IdMode::Subordinate) {
+    if let Err(e) = die_with_parent() {
         return fail(e);
-    }
-    if std::fs::File::from(up).write_all(b"u").is_err() {
-        return init::SETUP_FAILED;
     }
     let mut rx = std::fs::File::from(plan);
     let mut len = [0u8; 8];

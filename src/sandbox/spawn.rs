@@ -305,17 +305,22 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
     become_root_inside()
 }
 
-/// Unshares the user namespace; with a single id, writes its map too (the full map is
-/// newuidmap's and newgidmap's, from outside).
-pub fn unshare_user(mode: IdMode) -> Result<()> {
-    use nix::sched::{unshare, CloneFlags};
-    // A helper must never outlive the `dev` that started it: a killed pull must not leave an
-    // unpack running that races the next one.
+/// A helper must never outlive the `dev` that started it: a killed pull must not leave an
+/// unpack running that races the next one.
+pub fn die_with_parent() -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .context("cannot set the parent-death signal")?;
     if nix::unistd::getppid().as_raw() == 1 {
         bail!("the parent `dev` is gone");
     }
+    Ok(())
+}
+
+/// Unshares the user namespace; with a single id, writes its map too (the full map is
+/// newuidmap's and newgidmap's, from outside).
+pub fn unshare_user(mode: IdMode) -> Result<()> {
+    use nix::sched::{unshare, CloneFlags};
+    die_with_parent()?;
     let (uid, gid) = (
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
@@ -391,10 +396,7 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper
                 Err((_, code)) => Ok(code),
             };
         }
-        None => match Helper::fork(identity, plan.ids)? {
-            Ok(h) => h,
-            Err(code) => return Ok(code),
-        },
+        None => Helper::fork(identity, plan.ids)?,
     };
     match helper.go(plan)? {
         Ok((pid, _)) => super::init::supervise(pid, &signals, false),
@@ -402,15 +404,14 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper
     }
 }
 
-/// A sandbox helper forked ahead of its plan: it unshares its user namespace at once and says
-/// so on a pipe; with the full mapping newuidmap and newgidmap write its maps while `dev` goes
-/// on preparing (they are the slowest step of a start). It reads the plan as soon as it is
-/// written, then waits for the word that its maps are written. Dropped unused, it is killed.
+/// A sandbox helper forked ahead of its plan, in a user namespace of its own from its start;
+/// with the full mapping newuidmap and newgidmap write its maps while `dev` goes on preparing
+/// (they are the slowest step of a start). It reads the plan as soon as it is written, then
+/// waits for the word that its maps are written. Dropped unused, it is killed.
 pub struct Helper {
     /// Set by [`Helper::ready`]: how its ids are mapped.
     ids: Option<IdMode>,
     pid: Pid,
-    up: Option<std::fs::File>,
     maps: Option<Maps>,
     plan: Option<std::fs::File>,
     /// The starter's end of the socket a keeper answers on (see [`start_env`]).
@@ -419,23 +420,22 @@ pub struct Helper {
 
 impl Helper {
     /// Forks the helper and makes it ready for `ids` (see [`Helper::ready`]).
-    pub fn fork(identity: &Identity, ids: IdMode) -> Result<Result<Helper, i32>> {
+    pub fn fork(identity: &Identity, ids: IdMode) -> Result<Helper> {
         let mut helper = Helper::spawn()?;
-        Ok(helper.ready(identity, ids)?.map(|()| helper))
+        helper.ready(identity, ids)?;
+        Ok(helper)
     }
 
-    /// Forks the helper, which unshares its user namespace at once; this process must have a
-    /// single thread. `dev run` and `dev shell` call it first thing (see [`speculate`]), so the
-    /// fork copies little and the namespace is made while the command line, the project and
-    /// the identity are read.
+    /// Forks the helper into a new user namespace; this process must have a single thread.
+    /// `dev run` and `dev shell` call it first thing (see [`speculate`]), so the fork copies
+    /// little and the maps are written while the command line, the project and the identity
+    /// are read.
     pub fn spawn() -> Result<Helper> {
         use std::os::fd::AsRawFd;
         if !single_threaded() {
             bail!("internal error: the sandbox helper is forked from a single-threaded `dev` only");
         }
         let (plan_rx, plan_tx) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let (up_rx, up_tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         let (starter, keepers) =
             std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
@@ -444,46 +444,48 @@ impl Helper {
             let _ = std::io::stdout().flush();
             let _ = std::io::stderr().flush();
         }
-        let pid = match super::sys::fork()? {
+        // Its ids on the host, which it cannot read once in its namespace, unmapped.
+        let host = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let forked = super::sys::fork_in_new_userns().map_err(|e| {
+            UserError::with_hint(
+                format!("cannot create a user namespace: {e}"),
+                userns_hint(),
+            )
+        })?;
+        let pid = match forked {
             nix::unistd::ForkResult::Child => {
                 // The starter's end is the starter's alone: the keeper sees the session end
                 // when the starter closes it. The pipe's end is for writing the plan.
                 let _ = nix::unistd::close(starter.as_raw_fd());
                 let _ = nix::unistd::close(plan_tx.as_raw_fd());
-                let _ = nix::unistd::close(up_rx.as_raw_fd());
-                std::process::exit(super::helper::run_pending(up_tx, plan_rx, keepers.into()))
+                std::process::exit(super::helper::run_pending(plan_rx, keepers.into(), host))
             }
             nix::unistd::ForkResult::Parent { child } => child,
         };
-        drop((plan_rx, keepers, up_tx));
+        drop((plan_rx, keepers));
         Ok(Helper {
             ids: None,
             pid,
-            up: Some(std::fs::File::from(up_rx)),
             maps: None,
             plan: Some(std::fs::File::from(plan_tx)),
             starter: Some(starter),
         })
     }
 
-    /// Waits for the helper's user namespace and, with the full mapping, starts newuidmap and
-    /// newgidmap on it. `Err(code)` if it exited instead (it said why).
-    pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<Result<(), i32>> {
-        // One byte once its user namespace exists; nothing if it failed.
-        let mut up = [0u8; 1];
-        let unshared = match self.up.take() {
-            Some(mut f) => std::io::Read::read(&mut f, &mut up),
-            None => bail!("internal error: the helper is made ready twice"),
-        };
-        if !matches!(unshared, Ok(1)) {
-            self.plan = None;
-            return Ok(Err(exit_code_of(self.pid)));
+    /// With the full mapping, starts newuidmap and newgidmap on the helper's namespace (it
+    /// exists from the fork on; a helper that ended meanwhile is seen when it is given its plan).
+    pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<()> {
+        if self.ids.is_some() {
+            bail!("internal error: the helper is made ready twice");
         }
         if ids == IdMode::Subordinate {
             self.maps = Some(Maps::spawn(identity, self.pid)?);
         }
         self.ids = Some(ids);
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Gives the helper the plan, finishes the maps and lets it go on. Returns its pid and the
@@ -567,10 +569,7 @@ pub fn start_env(
 ) -> Result<Result<Session, i32>> {
     let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
         Some(h) => h,
-        None => match Helper::fork(identity, plan.ids)? {
-            Ok(h) => h,
-            Err(code) => return Ok(Err(code)),
-        },
+        None => Helper::fork(identity, plan.ids)?,
     };
     {
         use std::os::fd::AsRawFd;

@@ -227,6 +227,47 @@ pub fn fork() -> Result<ForkResult> {
     unsafe { nix::unistd::fork() }.context("cannot fork")
 }
 
+/// fork(2) with the child in a new user namespace from its start (clone3 with CLONE_NEWUSER),
+/// so its maps can be written at once, without waiting for the child to run and unshare. Its
+/// ids are unmapped until they are.
+pub fn fork_in_new_userns() -> io::Result<ForkResult> {
+    // struct clone_args as of Linux 5.3 (CLONE_ARGS_SIZE_VER0).
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+    let args = CloneArgs {
+        flags: libc::CLONE_NEWUSER as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: without CLONE_VM and with no stack, clone3(2) is fork(2) in a new user namespace;
+    // the caller is single-threaded (as for `fork` above), so the child inherits no lock held
+    // by another thread. `args` lives for the call and its size is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as libc::pid_t),
+        }),
+    }
+}
+
 /// Waits for one of the blocked signals in `set`; returns it and whether a process sent it
 /// with kill(2) (as opposed to the kernel, e.g. the terminal's Ctrl-C to the whole group).
 pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
