@@ -57,6 +57,7 @@ docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 cleanup() {
     kill "$REG_PID" 2>/dev/null || true
+    awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | xargs -r -n1 umount -l 2>/dev/null || true
     "$AS" podman system reset -f >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }

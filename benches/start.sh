@@ -1,16 +1,31 @@
 #!/bin/sh
-# Warm start of an env, side by side in one hyperfine run per user, image pulled and env
+# Warm start of an env, side by side in hyperfine runs as each user, image pulled and env
 # created beforehand: `dev run -- true` vs `podman run --rm IMAGE true` vs bwrap on the same
 # tree (the floor). hyperfine itself runs as the unprivileged user, so no wrapper is timed.
 # Twice: as devtest-sub (subordinate range: dev runs newuidmap/newgidmap) and as devtest-nosub
-# (a single-id map, as bwrap uses). Then a file-heavy workload (find /usr and read every file
-# under /usr) in the env, once and twice per session, vs the same tree on the host.
+# (a single-id map, as bwrap uses). Then joining a running env vs nsenter, a tools layer, and
+# a file-heavy workload (find /usr and read every file under /usr) in the env, on the host and
+# on a bare overlay of the same tree.
 # Run as root after `./install.sh --dev`. Writes the figures into README.md.
 #   DEV_BENCH_CACHE  where the debootstrapped image is kept (default /var/cache/dev-bench)
-#   RUNS             hyperfine runs per command (default 30; the workload runs 10)
+#   RUNS             hyperfine runs per command (default 40; the workload runs 16)
+#   ROUNDS           rounds the runs are split into (default 4), see hf below
 set -eu
-RUNS=${RUNS:-30}
+RUNS=${RUNS:-40}
+ROUNDS=${ROUNDS:-4}
 . "$(dirname "$0")/lib.sh"
+
+# hyperfine run by `$1` (a runner such as "$AS"; `env` for root) in $ROUNDS rounds of `$2` runs
+# per command, round N written to $WORK/out/$3-N.json. The summary takes each command's median
+# over all its rounds: the machine's drift during a benchmark falls on every command alike.
+hf() {
+    runner=$1 runs=$2 name=$3
+    shift 3
+    for r in $(seq "$ROUNDS"); do
+        $runner hyperfine -N --runs "$runs" --warmup 2 --export-json "$WORK/out/$name-$r.json" "$@"
+    done
+}
+PER=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
 
 DEV="$WORK/bin/dev"
 BWRAP="bwrap --unshare-user --unshare-pid --bind $CACHE/rootfs / --proc /proc --dev /dev"
@@ -40,7 +55,7 @@ for who in sub nosub; do
     else
         set --
     fi
-    $as hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/start-$who.json" \
+    hf "$as" "$PER" "start-$who" \
         -n "dev run -- true" "$DEV run -- true" \
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
@@ -49,10 +64,12 @@ done
 # same namespaces as the floor (as root: init is not dumpable, so only root may open them).
 "$AS" "$DEV" start 2>/dev/null
 INIT=$(python3 -c "import json,glob; print(json.load(open(glob.glob('$WORK/run/dev/*/state.json')[0]))['init']['pid'])")
-"$AS" hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/join.json" \
-    -n "dev run -- true (joins)" "$DEV run -- true"
-hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/nsenter.json" \
-    -n "nsenter" "nsenter --user --mount --pid --target $INIT true"
+for r in $(seq "$ROUNDS"); do
+    "$AS" hyperfine -N --runs "$PER" --warmup 2 --export-json "$WORK/out/join-$r.json" \
+        -n "dev run -- true (joins)" "$DEV run -- true"
+    hyperfine -N --runs "$PER" --warmup 2 --export-json "$WORK/out/nsenter-$r.json" \
+        -n "nsenter" "nsenter --user --mount --pid --target $INIT true"
+done
 "$AS" "$DEV" stop 2>/dev/null
 
 # The same start with a tools layer (apt: hello) under the env's own layer.
@@ -60,37 +77,54 @@ mkdir -p "$WORK/project-tools"
 printf 'image = "%s"\n[tools]\npackages = ["hello"]\n' "$IMAGE" > "$WORK/project-tools/dev.toml"
 chown -R "$USER_NAME:" "$WORK/project-tools"
 "$AS" sh -c "cd $WORK/project-tools && $DEV run -- hello" >/dev/null 2>&1
-"$AS" hyperfine -N --runs "$RUNS" --warmup 3 --export-json "$WORK/out/tools.json" \
+hf "$AS" "$PER" tools \
     -n "without tools" "sh -c 'cd $WORK/project && exec $DEV run -- true'" \
     -n "with tools" "sh -c 'cd $WORK/project-tools && exec $DEV run -- true'"
 
-WORKLOAD='find /usr >/dev/null && tar -cf - /usr | cat >/dev/null'
-"$AS" hyperfine --runs 10 --warmup 2 --export-json "$WORK/out/files.json" \
-    -n "env x1" "$DEV run -- sh -c '$WORKLOAD'" \
-    -n "env x2" "$DEV run -- sh -c '$WORKLOAD; $WORKLOAD'" \
-    -n "host x1" "sh -c 'cd $CACHE/rootfs && find usr >/dev/null && tar -cf - usr | cat >/dev/null'"
+# File-heavy work, all on the same tree: the env (started by the session, and running, which
+# keeps its overlay mounted between sessions), the host, and a bare overlay of that tree
+# mounted once by root (the floor: what overlayfs itself costs).
+WORKLOAD='find usr >/dev/null && tar -cf - usr | cat >/dev/null'
+mkdir -p "$WORK/ovl/upper" "$WORK/ovl/work" "$WORK/ovl/merged"
+mount -t overlay overlay -o "lowerdir=$CACHE/rootfs,upperdir=$WORK/ovl/upper,workdir=$WORK/ovl/work" "$WORK/ovl/merged"
+mkdir -p "$WORK/project-running"
+cp "$WORK/project/dev.toml" "$WORK/project/dev.lock" "$WORK/project-running/"
+chown -R "$USER_NAME:" "$WORK/project-running"
+"$AS" sh -c "cd $WORK/project-running && $DEV start" 2>/dev/null
+hf "$AS" 4 files \
+    -n "env started by the session" "$DEV run -- sh -c 'cd / && $WORKLOAD'" \
+    -n "env running" "sh -c 'cd $WORK/project-running && exec $DEV run -- sh -c \"cd / && $WORKLOAD\"'" \
+    -n "host" "sh -c 'cd $CACHE/rootfs && $WORKLOAD'" \
+    -n "bare overlay" "sh -c 'cd $WORK/ovl/merged && $WORKLOAD'"
+"$AS" sh -c "cd $WORK/project-running && $DEV stop" 2>/dev/null
+umount "$WORK/ovl/merged"
 
 python3 - "$WORK" "$ROOT/README.md" <<'PY'
-import json, re, sys
+import glob, json, re, statistics, sys
 work = sys.argv[1]
-def load(p):
-    return {r["command"]: r["median"] for r in json.load(open(p))["results"]}
+def load(name):
+    """Each command's median over every round of benchmark `name`."""
+    times = {}
+    for p in glob.glob(f"{work}/out/{name}-*.json"):
+        for r in json.load(open(p))["results"]:
+            times.setdefault(r["command"], []).extend(r["times"])
+    return {c: statistics.median(t) for c, t in times.items()}
 rows = []
 for who, label in (("sub", "with a subordinate range"), ("nosub", "single-id map")):
-    s = load(f"{work}/out/start-{who}.json")
+    s = load(f"start-{who}")
     dev, bw = s["dev run -- true"], s["bwrap (floor)"]
     pod = s.get("podman run --rm")
     podcell = f"{pod*1000:.0f} ms ({pod/dev:.1f}x dev)" if pod else "fails: cannot unpack the image without a subordinate range"
     rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) |")
-j = load(f"{work}/out/join.json")["dev run -- true (joins)"]
-ns = load(f"{work}/out/nsenter.json")["nsenter"]
-cold = load(f"{work}/out/start-sub.json")["dev run -- true"]
-t = load(f"{work}/out/tools.json")
+j = load("join")["dev run -- true (joins)"]
+ns = load("nsenter")["nsenter"]
+cold = load("start-sub")["dev run -- true"]
+t = load("tools")
 without, with_tools = t["without tools"], t["with tools"]
-f = load(f"{work}/out/files.json")
-x1, x2, host = f["env x1"], f["env x2"], f["host x1"]
+f = load("files")
+fresh, running, host, bare = f["env started by the session"], f["env running"], f["host"], f["bare overlay"]
 lines = [
-    "Warm start (image pulled, env created), medians of hyperfine run as the user:",
+    "Warm start (image pulled, env created), medians of hyperfine run as the user (in rounds that alternate the commands):",
     "",
     "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor) |",
     "|---|---|---|---|",
@@ -100,7 +134,7 @@ lines = [
     "",
     f"With a tools layer (apt: `hello`) under the env's own layer, a warm `dev run -- true` takes {with_tools*1000:.1f} ms against {without*1000:.1f} ms without: {(with_tools-without)*1000:+.2f} ms.",
     "",
-    f"File-heavy work (`find /usr`, then reading every file under /usr through `tar`): a session that does it once takes {x1*1000:.0f} ms, {x1/host:.2f}x the {host*1000:.0f} ms on the same tree on the host (each session mounts a fresh overlay, so its lookups start cold); a second pass in the same session adds {(x2-x1)*1000:.0f} ms, {(x2-x1)/host:.2f}x the host.",
+    f"File-heavy work (`find /usr`, then reading every file under /usr through `tar`), on the same tree: in a running env (`dev start`; the session joins it) {running*1000:.0f} ms, {running/host:.2f}x the {host*1000:.0f} ms on the host. overlayfs alone, a bare overlay of that tree mounted once by root, takes {bare*1000:.0f} ms ({bare/host:.2f}x the host): the env is {running/bare:.2f}x the bare overlay. A session that has to start the env takes {fresh*1000:.0f} ms ({fresh/host:.2f}x the host): its overlay is mounted afresh, so every lookup is a first one.",
 ]
 text = "\n".join(lines)
 print(text)
