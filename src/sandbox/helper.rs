@@ -20,10 +20,18 @@ fn fail(e: anyhow::Error) -> i32 {
 /// The re-executed helper (`dev __userns-helper MODE sandbox PLAN`): user namespace, then the
 /// sandbox.
 pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
-    match enter_as_helper(mode) {
+    match enter_as_helper(mode).and_then(|()| namespaces()) {
         Ok(()) => sandbox(plan, None),
         Err(e) => fail(e),
     }
+}
+
+/// The sandbox's mount, uts and ipc namespaces, owned by the helper's user namespace (which
+/// need not be mapped yet), and no mount event shared with the host.
+fn namespaces() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .context("cannot create the sandbox's namespaces")?;
+    sys::make_private()
 }
 
 /// The forked helper (see `spawn::Helper`), born in its own user namespace: the plan from
@@ -33,7 +41,8 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
 pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
-    if let Err(e) = die_with_parent() {
+    // Meanwhile, what needs no ids: its other namespaces.
+    if let Err(e) = die_with_parent().and_then(|()| namespaces()) {
         return fail(e);
     }
     let mut rx = std::fs::File::from(plan);
@@ -87,18 +96,11 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     code
 }
 
-/// The helper's body, in its user namespace: mount, uts and ipc namespaces and the root
-/// filesystem, then a pid namespace whose init runs the command (or, with `plan.keep`, a
-/// keeper serving the env). Cleans up whatever way the command ends.
+/// The helper's body, in its user namespace and its other [`namespaces`]: the root filesystem,
+/// then a pid namespace whose init runs the command (or, with `plan.keep`, a keeper serving the
+/// env). Cleans up whatever way the command ends.
 fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
-    let prepared = Ok(())
-        .and_then(|()| {
-            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-                .context("cannot create the sandbox's namespaces")
-        })
-        .and_then(|()| sys::make_private())
-        .and_then(|()| rootfs::mount(&plan.rootfs));
-    let mounted = match prepared {
+    let mounted = match rootfs::mount(&plan.rootfs) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
