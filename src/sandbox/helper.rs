@@ -9,7 +9,9 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::ForkResult;
 
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::{become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map};
+use super::spawn::{
+    become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map,
+};
 use super::{init, keeper, rootfs, sys};
 
 fn fail(e: anyhow::Error) -> i32 {

@@ -229,8 +229,60 @@ pub fn fork() -> Result<ForkResult> {
 
 /// fork(2) with the child in a new user namespace from its start (clone3 with CLONE_NEWUSER),
 /// so its maps can be written at once, without waiting for the child to run and unshare. Its
-/// ids are unmapped until they are.
+/// ids are unmapped until they are. Where clone3 is missing (Linux before 5.3, or a seccomp
+/// profile that hides it, as container runtimes' defaults did), the child unshares after a
+/// plain fork and this returns once it has.
 pub fn fork_in_new_userns() -> io::Result<ForkResult> {
+    match clone3_newuser() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fork_then_unshare(),
+        r => r,
+    }
+}
+
+fn fork_then_unshare() -> io::Result<ForkResult> {
+    use std::io::{Read, Write};
+    let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (mut rx, mut tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
+    // SAFETY: as for `fork` above: the caller is single-threaded.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => {
+            drop(rx);
+            // One byte: 0 once unshared, or 1 and the errno.
+            match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => {
+                    let _ = tx.write_all(&[0]);
+                    Ok(ForkResult::Child)
+                }
+                Err(e) => {
+                    let mut said = vec![1u8];
+                    said.extend((e as i32).to_le_bytes());
+                    let _ = tx.write_all(&said);
+                    // SAFETY: _exit(2) ends this child at once, without running the parent's
+                    // exit handlers twice.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(tx);
+            let mut said = Vec::new();
+            let _ = rx.read_to_end(&mut said);
+            match said.first() {
+                Some(0) => Ok(ForkResult::Parent { child }),
+                _ => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    let errno = said
+                        .get(1..5)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(libc::EPERM, i32::from_le_bytes);
+                    Err(io::Error::from_raw_os_error(errno))
+                }
+            }
+        }
+    }
+}
+
+fn clone3_newuser() -> io::Result<ForkResult> {
     // struct clone_args as of Linux 5.3 (CLONE_ARGS_SIZE_VER0).
     #[repr(C)]
     #[derive(Default)]
@@ -622,4 +674,40 @@ pub fn recv_fds(sock: &impl AsRawFd) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     };
     buf.truncate(n);
     Ok((buf, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways into a new user namespace: each child is in one (its ids, unmapped, read as
+    /// the overflow id) by the time the parent hears of it.
+    #[test]
+    fn children_are_born_in_a_new_user_namespace() {
+        type Fork = fn() -> io::Result<ForkResult>;
+        for (how, fork) in [
+            ("clone3", clone3_newuser as Fork),
+            ("fork, then unshare", fork_then_unshare as Fork),
+        ] {
+            match fork().unwrap_or_else(|e| panic!("{how}: {e}")) {
+                ForkResult::Child => {
+                    let code = if nix::unistd::getuid().as_raw() == 65534 {
+                        0
+                    } else {
+                        1
+                    };
+                    // SAFETY: the child of a multi-threaded test only makes system calls.
+                    unsafe { libc::_exit(code) }
+                }
+                ForkResult::Parent { child } => {
+                    let status = nix::sys::wait::waitpid(child, None).expect("wait");
+                    assert_eq!(
+                        status,
+                        nix::sys::wait::WaitStatus::Exited(child, 0),
+                        "{how}: the child's uid was not the overflow id"
+                    );
+                }
+            }
+        }
+    }
 }
