@@ -144,11 +144,21 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
                 // the keeper would leave its socket and state.json behind.)
                 let _ = nix::sys::prctl::set_pdeathsig(None);
                 // Listening while init mounts the env: the keeper is on the other core.
-                let listening = keeper::listen(keep, (plan.user.uid, plan.user.gid));
+                let owner = (plan.user.uid, plan.user.gid);
+                let listening = keeper::listen(keep, owner).and_then(|l| {
+                    match keeper::announce(keep, plan.ids, owner, child) {
+                        Ok(()) => Ok(l),
+                        Err(e) => {
+                            let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
+                            Err(e)
+                        }
+                    }
+                });
                 let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
                 if answer != b"ok" || fds.len() != 1 {
                     eprint!("{}", String::from_utf8_lossy(&answer));
                     if listening.is_ok() {
+                        let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
                         let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
                         let _ = std::fs::remove_dir(&keep.run_dir);
                     }
@@ -164,15 +174,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
                         return Err(e);
                     }
                 };
-                keeper::serve(
-                    keep,
-                    plan.ids,
-                    (plan.user.uid, plan.user.gid),
-                    listening,
-                    child,
-                    init_mnt,
-                    status,
-                )?;
+                keeper::serve(keep, listening, child, init_mnt, status)?;
                 Ok(0)
             }
         }

@@ -65,28 +65,9 @@ pub fn listen(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
     })
 }
 
-/// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
-/// namespaces once the env can be joined, and is its first session.
-pub fn serve(
-    keep: &KeepPlan,
-    ids: IdMode,
-    owner: (u32, u32),
-    listening: Listening,
-    init: Pid,
-    init_mnt: OwnedFd,
-    status: OwnedFd,
-) -> Result<()> {
-    // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
-    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
-    let Listening {
-        user,
-        uts,
-        ipc,
-        listener,
-        sock,
-    } = listening;
-    let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, open_ns("pid_for_children")?];
-    let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
+/// Writes the env's runtime state (state.json), as soon as the keeper listens: a session that
+/// finds it while init still mounts the env waits on the socket for the keeper's answer.
+pub fn announce(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<()> {
     let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
     let me = nix::unistd::getpid().as_raw();
     let state = RunState {
@@ -108,6 +89,29 @@ pub fn serve(
         .and_then(|()| std::fs::rename(&tmp, &state_file))
         .with_context(|| format!("cannot write `{}`", state_file.display()))?;
     let _ = nix::unistd::chown(&state_file, uid, gid);
+    Ok(())
+}
+
+/// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
+/// namespaces once the env can be joined, and is its first session.
+pub fn serve(
+    keep: &KeepPlan,
+    listening: Listening,
+    init: Pid,
+    init_mnt: OwnedFd,
+    status: OwnedFd,
+) -> Result<()> {
+    // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
+    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
+    let Listening {
+        user,
+        uts,
+        ipc,
+        listener,
+        sock,
+    } = listening;
+    let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, open_ns("pid_for_children")?];
+    let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
     // Up: the starter's socket becomes the first session; leave its terminal.
     let starter = UnixStream::from(status);
     let mut sessions: Vec<UnixStream> = Vec::new();
