@@ -353,6 +353,26 @@ pub fn push_debian(reg: &Registry) -> String {
     format!("{}/library/debian:bookworm", reg.host())
 }
 
+/// A test that failed half-way can leave an env running (`dev start`): its processes (keeper,
+/// init, sessions: all forks of this test's `dev`) must not outlive the test and its directory.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let dir = self.dir.path().as_os_str().as_encoded_bytes().to_vec();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmdline.windows(dir.len()).any(|w| w == dir.as_slice()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Env {
     /// Writes the project's dev.toml.
     pub fn write_dev_toml(&self, text: &str) {
