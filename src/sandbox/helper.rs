@@ -145,22 +145,12 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
                 let _ = nix::sys::prctl::set_pdeathsig(None);
                 // Listening while init mounts the env: the keeper is on the other core.
                 let owner = (plan.user.uid, plan.user.gid);
-                let listening = keeper::listen(keep, owner).and_then(|l| {
-                    match keeper::announce(keep, plan.ids, owner, child) {
-                        Ok(()) => Ok(l),
-                        Err(e) => {
-                            let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
-                            Err(e)
-                        }
-                    }
-                });
+                let listening = keeper::listen(keep, plan.ids, owner, child);
                 let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
                 if answer != b"ok" || fds.len() != 1 {
                     eprint!("{}", String::from_utf8_lossy(&answer));
                     if listening.is_ok() {
-                        let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
-                        let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
-                        let _ = std::fs::remove_dir(&keep.run_dir);
+                        keeper::withdraw(keep);
                     }
                     let _ = nix::sys::wait::waitpid(child, None);
                     return Ok(init::SETUP_FAILED);

@@ -32,7 +32,6 @@ pub struct Listening {
     uts: OwnedFd,
     ipc: OwnedFd,
     listener: UnixListener,
-    sock: std::path::PathBuf,
 }
 
 fn open_ns(name: &str) -> Result<OwnedFd> {
@@ -41,8 +40,26 @@ fn open_ns(name: &str) -> Result<OwnedFd> {
         .with_context(|| format!("cannot open the env's {name} namespace"))
 }
 
-/// Opens the keeper's namespaces and listens on the env's control socket.
-pub fn listen(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
+/// Opens the keeper's namespaces, listens on the env's control socket and writes the env's
+/// runtime state, all while `init` still mounts the env: a session that finds the state
+/// meanwhile waits on the socket for the keeper's answer. Leaves no runtime file if it fails.
+pub fn listen(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<Listening> {
+    let listening = bind(keep, owner).and_then(|l| announce(keep, ids, owner, init).map(|()| l));
+    if listening.is_err() {
+        withdraw(keep);
+    }
+    listening
+}
+
+/// Removes the env's runtime files (state.json, the control socket, their directory): from
+/// here on sessions see the env as stopped.
+pub fn withdraw(keep: &KeepPlan) {
+    let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
+    let _ = std::fs::remove_file(keep.run_dir.join("control.sock"));
+    let _ = std::fs::remove_dir(&keep.run_dir);
+}
+
+fn bind(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
     std::fs::create_dir_all(&keep.run_dir)
         .with_context(|| format!("cannot create `{}`", keep.run_dir.display()))?;
     let sock = keep.run_dir.join("control.sock");
@@ -61,13 +78,11 @@ pub fn listen(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
         uts: open_ns("uts")?,
         ipc: open_ns("ipc")?,
         listener,
-        sock,
     })
 }
 
-/// Writes the env's runtime state (state.json), as soon as the keeper listens: a session that
-/// finds it while init still mounts the env waits on the socket for the keeper's answer.
-pub fn announce(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<()> {
+/// Writes the env's runtime state (state.json).
+fn announce(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<()> {
     let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
     let me = nix::unistd::getpid().as_raw();
     let state = RunState {
@@ -108,7 +123,6 @@ pub fn serve(
         uts,
         ipc,
         listener,
-        sock,
     } = listening;
     let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, open_ns("pid_for_children")?];
     let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
@@ -179,17 +193,14 @@ pub fn serve(
         let idle = sessions.is_empty() && !persistent;
         if stopping || idle {
             // No new session from here on: they see the env as stopped and start another.
-            let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
-            let _ = std::fs::remove_file(&sock);
+            withdraw(keep);
             drop(listener);
             let _ = kill(init, Signal::SIGTERM);
             let _ = waitpid(init, None);
             break;
         }
     }
-    let _ = std::fs::remove_file(keep.run_dir.join("state.json"));
-    let _ = std::fs::remove_file(&sock);
-    let _ = std::fs::remove_dir(&keep.run_dir);
+    withdraw(keep);
     Ok(())
 }
 

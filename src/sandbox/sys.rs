@@ -350,17 +350,10 @@ pub fn wait_signal(set: &SigSet) -> Result<(Signal, bool)> {
 pub fn clean_exec(cmd: &mut Command) {
     let hook = || -> io::Result<()> {
         unblock_signals()?;
-        exec_hygiene()
+        clean_for_exec()
     };
     // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
     unsafe { cmd.pre_exec(hook) };
-}
-
-/// [`clean_exec`]'s steps taken by this process itself, before [`spawn_clean`] (which clears
-/// the child's signal mask). Only for a process that execs nothing itself and only waits for
-/// that command.
-pub fn clean_for_exec() -> io::Result<()> {
-    exec_hygiene()
 }
 
 /// What [`spawn_clean`] starts.
@@ -447,9 +440,11 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
     }
 }
 
-/// No inheritable or ambient capabilities, and every descriptor but 0, 1 and 2 closed on exec.
-/// Async-signal-safe; allocates nothing.
-fn exec_hygiene() -> io::Result<()> {
+/// No inheritable or ambient capabilities, and every descriptor but 0, 1 and 2 closed on exec:
+/// [`clean_exec`]'s steps but the signal mask. Taken by this process itself before
+/// [`spawn_clean`] (which clears the child's mask), it is for a process that execs nothing
+/// itself and only waits for that command. Async-signal-safe; allocates nothing.
+pub fn clean_for_exec() -> io::Result<()> {
     // SAFETY: prctl(2) with integer arguments only.
     if unsafe {
         libc::prctl(
