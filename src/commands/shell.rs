@@ -606,6 +606,7 @@ pub fn session(
                     project: root.clone(),
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
+                    persist: opts.start_only,
                 });
                 let session =
                     match start_env(identity, &sandbox, env.lock_fd(), take_speculative())? {
@@ -616,7 +617,6 @@ pub fn session(
                 env.hand_over_lock();
                 drop(starting);
                 if opts.start_only {
-                    request(&run_dir, PERSIST)?;
                     return Ok(0);
                 }
                 Ok(session)

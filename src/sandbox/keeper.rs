@@ -135,7 +135,7 @@ pub fn serve(
     let _ = nix::unistd::setsid();
     detach_stdio();
 
-    let (mut persistent, mut stopping) = (false, false);
+    let (mut persistent, mut stopping) = (keep.persist, false);
     loop {
         let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         fds.extend(

@@ -359,6 +359,8 @@ pub struct KeepPlan {
     pub project: PathBuf,
     pub image: String,
     pub fingerprint: String,
+    /// Started by `dev start`: it runs without sessions until `dev stop`.
+    pub persist: bool,
 }
 
 /// Host variables that describe the terminal and locale, passed through as they are.
