@@ -306,8 +306,18 @@ impl Env {
 
     /// Paths (relative to the store's layer dir for this user's mapping) of complete layers.
     pub fn layer_dirs(&self) -> Vec<PathBuf> {
+        self.store_dirs("layers-v1")
+    }
+
+    /// Every env's directory in the store, of every id mapping.
+    pub fn env_dirs(&self) -> Vec<PathBuf> {
+        self.store_dirs("envs-v1")
+    }
+
+    /// The entries of `kind` (layers-v1, envs-v1) under each id mapping, but its tmp.
+    fn store_dirs(&self, kind: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let base = self.store().join("layers-v1");
+        let base = self.store().join(kind);
         for map in fs::read_dir(&base).into_iter().flatten().flatten() {
             for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
                 if l.file_name() != "tmp" {

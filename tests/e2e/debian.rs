@@ -44,11 +44,10 @@ fn apt_get_install_inside_with_a_subordinate_range() {
         "Hello, world!\ndevtest-sub\nroot\n"
     );
     // On the host, root's files are owned by the subordinate range, never by the user.
-    let upper: Vec<_> = fs::read_dir(env.store().join("envs-v1"))
-        .expect("envs")
-        .flatten()
-        .flat_map(|m| fs::read_dir(m.path()).into_iter().flatten().flatten())
-        .map(|e| e.path().join("upper/usr/bin/hello"))
+    let upper: Vec<_> = env
+        .env_dirs()
+        .into_iter()
+        .map(|d| d.join("upper/usr/bin/hello"))
         .filter(|p| p.exists())
         .collect();
     assert_eq!(upper.len(), 1, "one env layer holds the package");

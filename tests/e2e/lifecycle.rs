@@ -54,12 +54,10 @@ e2e!(env_stops_after_its_last_session, |env: Env| {
 /// Whether the env's lock is taken (by its keeper, while it runs).
 fn env_locked(env: &Env) -> bool {
     use nix::fcntl::{Flock, FlockArg};
-    let locks: Vec<_> = fs::read_dir(env.store().join("envs-v1"))
+    let locks: Vec<_> = env
+        .env_dirs()
         .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|m| fs::read_dir(m.path()).into_iter().flatten().flatten())
-        .map(|e| e.path().join("lock"))
+        .map(|d| d.join("lock"))
         .filter(|p| p.is_file())
         .collect();
     assert_eq!(locks.len(), 1, "one env: {locks:?}");
