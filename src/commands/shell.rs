@@ -555,7 +555,7 @@ pub fn session(
         keep: None,
     };
     if !persistent {
-        return run_sandbox(identity, &sandbox, take_speculative());
+        return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
     // A keeper that is stopping (its last session just left) turns a session away before
@@ -608,11 +608,10 @@ pub fn session(
                     fingerprint: env_fingerprint(record, env_tools),
                     persist: opts.start_only,
                 });
-                let session =
-                    match start_env(identity, &sandbox, env.lock_fd(), take_speculative())? {
-                        Ok(session) => session,
-                        Err(code) => return Ok(code),
-                    };
+                let session = match start_env(identity, &sandbox, env.lock_fd())? {
+                    Ok(session) => session,
+                    Err(code) => return Ok(code),
+                };
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 drop(starting);

@@ -381,10 +381,10 @@ pub fn become_root_inside() -> Result<()> {
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
 /// The helper is a fork of this process when it has a single thread (the usual case: a fork
 /// saves a re-exec of `dev`), else a re-exec (`unshare` needs a single-threaded process).
-/// `early` is a helper forked before the plan was known (see [`Helper::fork`]).
-pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan, early: Option<Helper>) -> Result<i32> {
+/// The helper forked ahead by `speculate` is taken when its ids fit.
+pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
     let signals = super::init::block_signals()?;
-    let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
+    let helper = match speculative_for(plan.ids) {
         Some(h) => h,
         None if !single_threaded() => {
             let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
@@ -542,6 +542,11 @@ pub fn take_speculative() -> Option<Helper> {
     SPECULATIVE.lock().ok().and_then(|mut slot| slot.take())
 }
 
+/// The helper kept by [`keep_speculative`] if its ids are `ids` (else it is dropped: killed).
+fn speculative_for(ids: IdMode) -> Option<Helper> {
+    take_speculative().filter(|h| h.ids == Some(ids))
+}
+
 impl Drop for Helper {
     fn drop(&mut self) {
         if self.plan.is_some() {
@@ -565,9 +570,8 @@ pub fn start_env(
     identity: &Identity,
     plan: &SandboxPlan,
     lock: std::os::fd::BorrowedFd<'_>,
-    early: Option<Helper>,
 ) -> Result<Result<Session, i32>> {
-    let helper = match early.filter(|h| h.ids == Some(plan.ids)) {
+    let helper = match speculative_for(plan.ids) {
         Some(h) => h,
         None => Helper::fork(identity, plan.ids)?,
     };

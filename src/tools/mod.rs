@@ -141,7 +141,7 @@ pub fn ensure(
     // The build's output is progress, not the command's: it goes to stderr, and it reads no input.
     let script = format!("exec </dev/null 1>&2\n{script}");
     let plan = build_plan(store, identity, image, image_env, &scratch, backend, script);
-    let code = run_sandbox(identity, &plan, None);
+    let code = run_sandbox(identity, &plan);
     let read =
         |p: &str| std::fs::read_to_string(scratch.upper.join(p.trim_start_matches('/'))).ok();
     let outcome = match code {
