@@ -22,8 +22,11 @@ fn fail(e: anyhow::Error) -> i32 {
 /// The re-executed helper (`dev __userns-helper MODE sandbox PLAN`): user namespace, then the
 /// sandbox.
 pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
-    match enter_as_helper(mode).and_then(|()| namespaces()) {
-        Ok(()) => sandbox(plan, None),
+    let pending = enter_as_helper(mode)
+        .and_then(|()| namespaces())
+        .and_then(|()| PendingInit::fork(plan, false, &[]));
+    match pending {
+        Ok(pending) => sandbox(plan, None, pending),
         Err(e) => fail(e),
     }
 }
@@ -56,15 +59,23 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     if rx.read_exact(&mut json).is_err() {
         return init::SETUP_FAILED;
     }
-    let parsed = serde_json::from_slice::<SandboxPlan>(&json);
+    // While the maps are being written: init, forked ahead (see `PendingInit`).
+    let pending = serde_json::from_slice::<SandboxPlan>(&json)
+        .map_err(|e| anyhow::anyhow!("internal error: bad sandbox plan: {e}"))
+        .and_then(|plan| {
+            use std::os::fd::AsRawFd;
+            let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
+            let init = PendingInit::fork(&plan, plan.keep.is_some(), &inherited)?;
+            Ok((plan, init))
+        });
     let mut go = [0u8; 1];
     if rx.read_exact(&mut go).is_err() || go != *b"m" {
         return init::SETUP_FAILED;
     }
     drop(rx);
-    let plan = match parsed {
-        Ok(plan) => plan,
-        Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
+    let (plan, pending) = match pending {
+        Ok(p) => p,
+        Err(e) => return fail(e),
     };
     // A keeper holds the env's lock from the starter until the env is gone (see `start_env`).
     let lock = match &plan.keep {
@@ -92,7 +103,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     if let Err(e) = mapped {
         return fail(e);
     }
-    let code = sandbox(&plan, Some(status));
+    let code = sandbox(&plan, Some(status), pending);
     // Last: the env is unmounted and its runtime files are gone.
     drop(lock);
     code
@@ -100,76 +111,167 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
 
 /// The helper's body, in its user namespace and its other [`namespaces`]: the root filesystem,
 /// then a pid namespace whose init runs the command (or, with `plan.keep`, a keeper serving the
-/// env). Cleans up whatever way the command ends.
-fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>) -> i32 {
+/// env). Cleans up whatever way the command ends. `pending`: its init, forked ahead.
+fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: PendingInit) -> i32 {
     let mounted = match rootfs::mount(&plan.rootfs) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
     let code = (|| -> Result<i32> {
-        let mut plan = plan.clone();
-        let root = mounted.root(&plan.rootfs);
-        for step in &mut plan.steps {
-            if let Step::PivotRoot { root: r } = step {
-                *r = root.clone();
-            }
-            if let Step::Mkdir { path, .. } | Step::Mount { target: path, .. } = step {
-                if let Ok(rel) = path.strip_prefix(&plan.rootfs.merged) {
-                    *path = root.join(rel);
-                }
-            }
-        }
-        unshare(CloneFlags::CLONE_NEWPID).context("cannot create the pid namespace")?;
         let signals = init::block_signals()?;
-        let (Some(keep), Some(status)) = (&plan.keep, status) else {
-            return match sys::fork()? {
-                ForkResult::Child => std::process::exit(init::run(&plan, &signals)),
-                ForkResult::Parent { child } => init::supervise(child, &signals, false),
-            };
+        let (child, ready) = pending.start(&mounted.root(&plan.rootfs))?;
+        let (Some(keep), Some(status), Some(ready)) = (&plan.keep, status, ready) else {
+            return init::supervise(child, &signals, false);
         };
-        // Init answers on this socket: "ok" with its mount namespace, or why it failed.
-        let (ready, ready_init) =
-            std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
-        match sys::fork()? {
-            ForkResult::Child => {
-                // Only the keeper may hold the starter's pipe: its end is what "ready" means.
-                drop(ready);
-                drop(status);
-                std::process::exit(init::keep(&plan, &signals, ready_init))
+        // From here on the keeper stops the env and cleans up itself, the starter alive or
+        // not: a starter that died is a first session that left. (Killed with it, the keeper
+        // would leave its socket and state.json behind.)
+        let _ = nix::sys::prctl::set_pdeathsig(None);
+        // Listening while init mounts the env: the keeper is on the other core.
+        let owner = (plan.user.uid, plan.user.gid);
+        let listening = keeper::listen(keep, plan.ids, owner, child);
+        let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
+        if answer != b"ok" || fds.len() != 2 {
+            eprint!("{}", String::from_utf8_lossy(&answer));
+            if listening.is_ok() {
+                keeper::withdraw(keep);
             }
-            ForkResult::Parent { child } => {
-                drop(ready_init);
-                // From here on the keeper stops the env and cleans up itself, the starter alive
-                // or not: a starter that died is a first session that left. (Killed with it,
-                // the keeper would leave its socket and state.json behind.)
-                let _ = nix::sys::prctl::set_pdeathsig(None);
-                // Listening while init mounts the env: the keeper is on the other core.
-                let owner = (plan.user.uid, plan.user.gid);
-                let listening = keeper::listen(keep, plan.ids, owner, child);
-                let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
-                if answer != b"ok" || fds.len() != 1 {
-                    eprint!("{}", String::from_utf8_lossy(&answer));
-                    if listening.is_ok() {
-                        keeper::withdraw(keep);
-                    }
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    return Ok(init::SETUP_FAILED);
-                }
-                let init_mnt = fds.remove(0);
-                let listening = match listening {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                        let _ = nix::sys::wait::waitpid(child, None);
-                        return Err(e);
-                    }
-                };
-                keeper::serve(keep, listening, child, init_mnt, status)?;
-                Ok(0)
-            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            return Ok(init::SETUP_FAILED);
         }
+        let (init_mnt, init_pid) = (fds.remove(0), fds.remove(0));
+        let listening = match listening {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(e);
+            }
+        };
+        keeper::serve(keep, listening, child, [init_mnt, init_pid], status)?;
+        Ok(0)
     })()
     .unwrap_or_else(fail);
     mounted.release(&plan.rootfs);
     code
+}
+
+/// Init, forked into the env's new pid namespace (its pid 1) and waiting for the word to set
+/// the env up. The forked helper forks it while its maps are being written, which takes the
+/// fork off a start's critical path; init takes its own ids once they are mapped.
+struct PendingInit {
+    pid: nix::unistd::Pid,
+    /// Written once: the path the root filesystem is mounted at. Closed unwritten, init leaves.
+    go: Option<std::fs::File>,
+    /// For a keeper: its end of the socket init answers on ("ok", its mount and pid namespaces).
+    ready: Option<std::os::unix::net::UnixStream>,
+}
+
+impl PendingInit {
+    /// Forks init into a new pid namespace. `keeps`: init answers a keeper. `inherited`:
+    /// descriptors of this process init must not hold.
+    fn fork(
+        plan: &SandboxPlan,
+        keeps: bool,
+        inherited: &[std::os::fd::RawFd],
+    ) -> Result<PendingInit> {
+        let signals = init::block_signals()?;
+        let (rx, tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+        let (ready, ready_init) = if keeps {
+            let (a, b) =
+                std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        match sys::fork_init().context("cannot create the pid namespace")? {
+            ForkResult::Child => {
+                use std::os::fd::AsRawFd;
+                // Only the keeper may hold the starter's socket: its end is what "ready" means.
+                let ours = [Some(tx.as_raw_fd()), ready.as_ref().map(|r| r.as_raw_fd())];
+                for fd in inherited.iter().copied().chain(ours.into_iter().flatten()) {
+                    let _ = nix::unistd::close(fd);
+                }
+                std::process::exit(await_go(plan, &signals, rx.into(), ready_init))
+            }
+            ForkResult::Parent { child } => Ok(PendingInit {
+                pid: child,
+                go: Some(tx.into()),
+                ready,
+            }),
+        }
+    }
+
+    /// Lets init set the env up on the root filesystem at `root`: its pid, and for a keeper the
+    /// socket init answers on.
+    fn start(
+        mut self,
+        root: &std::path::Path,
+    ) -> Result<(nix::unistd::Pid, Option<std::os::unix::net::UnixStream>)> {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        let mut go = self
+            .go
+            .take()
+            .context("internal error: init started twice")?;
+        if let Err(e) = go.write_all(root.as_os_str().as_bytes()) {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+            return Err(e).context("cannot start init");
+        }
+        Ok((self.pid, self.ready.take()))
+    }
+}
+
+impl Drop for PendingInit {
+    fn drop(&mut self) {
+        if let Some(go) = self.go.take() {
+            // Never started: it reads the end of the pipe and leaves.
+            drop(go);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+        }
+    }
+}
+
+/// Init's first steps, until [`PendingInit::start`]: dies with the helper, reads where the root
+/// filesystem is mounted (nothing: the helper failed and says why), takes its ids (which are
+/// mapped by then), then sets the env up.
+fn await_go(
+    plan: &SandboxPlan,
+    signals: &nix::sys::signal::SigSet,
+    mut go: std::fs::File,
+    ready: Option<std::os::unix::net::UnixStream>,
+) -> i32 {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStringExt;
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+        return init::SETUP_FAILED;
+    }
+    let mut root = Vec::new();
+    if go.read_to_end(&mut root).is_err() || root.is_empty() {
+        return init::SETUP_FAILED;
+    }
+    drop(go);
+    let root = std::path::PathBuf::from(std::ffi::OsString::from_vec(root));
+    if plan.ids == IdMode::Subordinate {
+        if let Err(e) = become_root_inside() {
+            return fail(e);
+        }
+    }
+    let mut plan = plan.clone();
+    for step in &mut plan.steps {
+        if let Step::PivotRoot { root: r } = step {
+            *r = root.clone();
+        }
+        if let Step::Mkdir { path, .. } | Step::Mount { target: path, .. } = step {
+            if let Ok(rel) = path.strip_prefix(&plan.rootfs.merged) {
+                *path = root.join(rel);
+            }
+        }
+    }
+    match ready {
+        Some(ready) => init::keep(&plan, signals, ready),
+        None => init::run(&plan, signals),
+    }
 }

@@ -126,12 +126,15 @@ pub fn keep(
     mut ready: std::os::unix::net::UnixStream,
 ) -> i32 {
     use std::os::fd::AsRawFd;
-    // Sessions join init's mount namespace; only init itself may open it (it is not dumpable),
-    // so it hands a descriptor to the keeper.
+    // Sessions join init's mount and pid namespaces; only init itself may open them (it is not
+    // dumpable), so it hands descriptors to the keeper.
     let answer = setup(plan).and_then(|()| {
-        let mnt = std::fs::File::open("/proc/self/ns/mnt")
-            .context("cannot open init's mount namespace")?;
-        sys::send_fds(&ready, b"ok", &[mnt.as_raw_fd()])
+        let open = |ns: &str| {
+            std::fs::File::open(format!("/proc/self/ns/{ns}"))
+                .with_context(|| format!("cannot open init's {ns} namespace"))
+        };
+        let (mnt, pid) = (open("mnt")?, open("pid")?);
+        sys::send_fds(&ready, b"ok", &[mnt.as_raw_fd(), pid.as_raw_fd()])
     });
     if let Err(e) = answer {
         let _ = std::io::Write::write_all(&mut ready, crate::ui::render(&e).as_bytes());

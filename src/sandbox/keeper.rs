@@ -113,18 +113,19 @@ pub fn serve(
     keep: &KeepPlan,
     listening: Listening,
     init: Pid,
-    init_mnt: OwnedFd,
+    [init_mnt, init_pid]: [OwnedFd; 2],
     status: OwnedFd,
 ) -> Result<()> {
     // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
-    // shares them), init's mount namespace, and the pid namespace init is pid 1 of.
+    // shares them), init's mount namespace, and the pid namespace init is pid 1 of (init sends
+    // both: it is not dumpable, so only it may open them).
     let Listening {
         user,
         uts,
         ipc,
         listener,
     } = listening;
-    let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, open_ns("pid_for_children")?];
+    let namespaces: Vec<OwnedFd> = vec![user, init_mnt, uts, ipc, init_pid];
     let ns_raw: Vec<std::os::fd::RawFd> = namespaces.iter().map(|f| f.as_raw_fd()).collect();
     // Up: the starter's socket becomes the first session; leave its terminal.
     let starter = UnixStream::from(status);

@@ -233,7 +233,7 @@ pub fn fork() -> Result<ForkResult> {
 /// profile that hides it, as container runtimes' defaults did), the child unshares after a
 /// plain fork and this returns once it has.
 pub fn fork_in_new_userns() -> io::Result<ForkResult> {
-    match clone3_newuser() {
+    match clone3(libc::CLONE_NEWUSER) {
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => fork_then_unshare(),
         r => r,
     }
@@ -282,7 +282,23 @@ fn fork_then_unshare() -> io::Result<ForkResult> {
     }
 }
 
-fn clone3_newuser() -> io::Result<ForkResult> {
+/// fork(2) with the child in a new pid namespace, its pid 1 (clone3 with CLONE_NEWPID); the
+/// caller's later children (fuse-overlayfs) stay in the caller's. Where clone3 is missing (see
+/// [`fork_in_new_userns`]), the caller unshares the pid namespace, then forks: its later
+/// children join the namespace too.
+pub fn fork_init() -> io::Result<ForkResult> {
+    match clone3(libc::CLONE_NEWPID) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
+            // SAFETY: as for `fork` above: the caller is single-threaded.
+            Ok(unsafe { nix::unistd::fork() }?)
+        }
+        r => r,
+    }
+}
+
+/// fork(2) with the child in the new namespaces `flags` names.
+fn clone3(flags: libc::c_int) -> io::Result<ForkResult> {
     // struct clone_args as of Linux 5.3 (CLONE_ARGS_SIZE_VER0).
     #[repr(C)]
     #[derive(Default)]
@@ -297,11 +313,11 @@ fn clone3_newuser() -> io::Result<ForkResult> {
         tls: u64,
     }
     let args = CloneArgs {
-        flags: libc::CLONE_NEWUSER as u64,
+        flags: flags as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: without CLONE_VM and with no stack, clone3(2) is fork(2) in a new user namespace;
+    // SAFETY: without CLONE_VM and with no stack, clone3(2) is fork(2) in new namespaces;
     // the caller is single-threaded (as for `fork` above), so the child inherits no lock held
     // by another thread. `args` lives for the call and its size is passed.
     let r = unsafe {
@@ -681,7 +697,7 @@ mod tests {
     fn children_are_born_in_a_new_user_namespace() {
         type Fork = fn() -> io::Result<ForkResult>;
         for (how, fork) in [
-            ("clone3", clone3_newuser as Fork),
+            ("clone3", (|| clone3(libc::CLONE_NEWUSER)) as Fork),
             ("fork, then unshare", fork_then_unshare as Fork),
         ] {
             match fork().unwrap_or_else(|e| panic!("{how}: {e}")) {
@@ -704,5 +720,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Init (`helper::PendingInit`, through `fork_init`) is pid 1 of its own pid namespace, and
+    /// the parent's next child is not in it.
+    #[test]
+    fn a_child_forked_into_a_new_pid_namespace_is_its_pid_1() {
+        let in_new = |fork: fn() -> io::Result<ForkResult>| match fork().expect("fork") {
+            ForkResult::Child => {
+                let code = if nix::unistd::getpid().as_raw() == 1 {
+                    0
+                } else {
+                    1
+                };
+                // SAFETY: the child of a multi-threaded test only makes system calls.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("wait");
+                status == nix::sys::wait::WaitStatus::Exited(child, 0)
+            }
+        };
+        assert!(
+            in_new(|| clone3(libc::CLONE_NEWPID)),
+            "the child was not pid 1"
+        );
+        // SAFETY: as above, the child only makes system calls.
+        assert!(
+            !in_new(|| unsafe { nix::unistd::fork() }.map_err(io::Error::from)),
+            "a plain fork after it was pid 1 too"
+        );
     }
 }
