@@ -22,11 +22,8 @@ fn fail(e: anyhow::Error) -> i32 {
 /// The re-executed helper (`dev __userns-helper MODE sandbox PLAN`): user namespace, then the
 /// sandbox.
 pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
-    let pending = enter_as_helper(mode)
-        .and_then(|()| namespaces())
-        .and_then(|()| PendingInit::fork(plan, false, &[]));
-    match pending {
-        Ok(pending) => sandbox(plan, None, pending),
+    match enter_as_helper(mode).and_then(|()| namespaces()) {
+        Ok(()) => sandbox(plan, None, None),
         Err(e) => fail(e),
     }
 }
@@ -65,7 +62,20 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
         .and_then(|plan| {
             use std::os::fd::AsRawFd;
             let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
-            let init = PendingInit::fork(&plan, plan.keep.is_some(), &inherited)?;
+            let keeps = plan.keep.is_some();
+            let init = match PendingInit::fork(&plan, keeps, sys::fork_in_new_pidns, &inherited) {
+                Ok(init) => Some(init),
+                // No clone3: `sandbox` forks init once the root filesystem is mounted.
+                Err(e)
+                    if e.root_cause()
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(|e| e.raw_os_error())
+                        == Some(nix::libc::ENOSYS) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
             Ok((plan, init))
         });
     let mut go = [0u8; 1];
@@ -111,13 +121,25 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
 
 /// The helper's body, in its user namespace and its other [`namespaces`]: the root filesystem,
 /// then a pid namespace whose init runs the command (or, with `plan.keep`, a keeper serving the
-/// env). Cleans up whatever way the command ends. `pending`: its init, forked ahead.
-fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: PendingInit) -> i32 {
+/// env). Cleans up whatever way the command ends. `pending`: its init, if forked ahead.
+fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingInit>) -> i32 {
     let mounted = match rootfs::mount(&plan.rootfs) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
     let code = (|| -> Result<i32> {
+        let pending = match pending {
+            Some(p) => p,
+            None => {
+                // After the mount, so that fuse-overlayfs stays out of the env's pid namespace.
+                use std::os::fd::AsRawFd;
+                unshare(CloneFlags::CLONE_NEWPID).context("cannot create the pid namespace")?;
+                let keeps = plan.keep.is_some() && status.is_some();
+                let inherited: Vec<_> = status.iter().map(|s| s.as_raw_fd()).collect();
+                let fork = || sys::fork().map_err(std::io::Error::other);
+                PendingInit::fork(plan, keeps, fork, &inherited)?
+            }
+        };
         let signals = init::block_signals()?;
         let (child, ready) = pending.start(&mounted.root(&plan.rootfs))?;
         let (Some(keep), Some(status), Some(ready)) = (&plan.keep, status, ready) else {
@@ -168,11 +190,13 @@ struct PendingInit {
 }
 
 impl PendingInit {
-    /// Forks init into a new pid namespace. `keeps`: init answers a keeper. `inherited`:
-    /// descriptors of this process init must not hold.
+    /// Forks init with `fork`, which puts the child in a new pid namespace (or follows an
+    /// unshare of it). `keeps`: init answers a keeper. `inherited`: descriptors of this process
+    /// init must not hold.
     fn fork(
         plan: &SandboxPlan,
         keeps: bool,
+        fork: impl FnOnce() -> std::io::Result<ForkResult>,
         inherited: &[std::os::fd::RawFd],
     ) -> Result<PendingInit> {
         let signals = init::block_signals()?;
@@ -185,7 +209,7 @@ impl PendingInit {
         } else {
             (None, None)
         };
-        match sys::fork_init().context("cannot create the pid namespace")? {
+        match fork().context("cannot create the pid namespace")? {
             ForkResult::Child => {
                 use std::os::fd::AsRawFd;
                 // Only the keeper may hold the starter's socket: its end is what "ready" means.

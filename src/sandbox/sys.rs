@@ -283,18 +283,11 @@ fn fork_then_unshare() -> io::Result<ForkResult> {
 }
 
 /// fork(2) with the child in a new pid namespace, its pid 1 (clone3 with CLONE_NEWPID); the
-/// caller's later children (fuse-overlayfs) stay in the caller's. Where clone3 is missing (see
-/// [`fork_in_new_userns`]), the caller unshares the pid namespace, then forks: its later
-/// children join the namespace too.
-pub fn fork_init() -> io::Result<ForkResult> {
-    match clone3(libc::CLONE_NEWPID) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
-            // SAFETY: as for `fork` above: the caller is single-threaded.
-            Ok(unsafe { nix::unistd::fork() }?)
-        }
-        r => r,
-    }
+/// caller's later children (fuse-overlayfs) stay in the caller's. ENOSYS where clone3 is
+/// missing (see [`fork_in_new_userns`]): then the caller unshares the pid namespace once it
+/// starts no other child, and forks.
+pub fn fork_in_new_pidns() -> io::Result<ForkResult> {
+    clone3(libc::CLONE_NEWPID)
 }
 
 /// fork(2) with the child in the new namespaces `flags` names.
@@ -722,8 +715,8 @@ mod tests {
         }
     }
 
-    /// Init (`helper::PendingInit`, through `fork_init`) is pid 1 of its own pid namespace, and
-    /// the parent's next child is not in it.
+    /// Init forked ahead (`helper::PendingInit`) is pid 1 of its own pid namespace, and the
+    /// parent's next child is not in it.
     #[test]
     fn a_child_forked_into_a_new_pid_namespace_is_its_pid_1() {
         let in_new = |fork: fn() -> io::Result<ForkResult>| match fork().expect("fork") {

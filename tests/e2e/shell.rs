@@ -506,7 +506,7 @@ e2e!(both_overlay_backends_and_copy_work, |env: Env| {
         ("copy", "ext4"),
     ] {
         let out = env
-            .dev(&["run", "--root", "--", "sh", "-c", &format!("grep ' / ' /proc/mounts | cut -d' ' -f3; echo {backend} >> /etc/backends; cat /etc/backends | tr '\\n' ' '")])
+            .dev(&["run", "--root", "--", "sh", "-c", &format!("grep ' / ' /proc/mounts | cut -d' ' -f3; echo {backend} >> /etc/backends; cat /etc/backends | tr '\\n' ' '; echo; cat /proc/[0-9]*/comm | tr '\\n' ' '")])
             .env("DEV_OVERLAY", backend)
             .output()
             .expect("run");
@@ -524,13 +524,20 @@ e2e!(both_overlay_backends_and_copy_work, |env: Env| {
             assert_eq!(fs_type, fstype, "{backend}");
         }
         assert_no_leftovers(&env);
+        let backends = lines.next().unwrap_or_default();
         if backend == "fuse" {
             assert_eq!(
-                lines.next(),
-                Some("native fuse "),
+                backends, "native fuse ",
                 "fuse sees and keeps native's changes"
             );
         }
+        // fuse-overlayfs serves the env from outside: its pid namespace has only the env's
+        // processes (init and this command's).
+        let procs = lines.next().unwrap_or_default();
+        assert!(
+            !procs.contains("fuse") && procs.split_whitespace().count() <= 4,
+            "{backend}: processes in the env: {procs}"
+        );
     }
     let out = env
         .dev(&["run", "true"])
