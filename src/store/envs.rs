@@ -328,6 +328,13 @@ impl Store {
         if state.keeper.alive() && state.init.alive() {
             Some(state)
         } else {
+            // A keeper killed outright (`kill -9`) let the env's lock go as it died, while the
+            // kernel still kills init and the env's processes: wait for them to be gone, so
+            // that a start does not mount the env's layer while their mount still holds it.
+            let deadline = std::time::Instant::now() + crate::sandbox::init::STOP_TIMEOUT;
+            while state.init.alive() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let _ = fs::remove_file(&path);
             let _ = fs::remove_file(run_dir.join("control.sock"));
             None

@@ -145,6 +145,39 @@ e2e!(killed_init_is_noticed_and_replaced, |env: Env| {
     assert!(run_states(&env).is_empty());
 });
 
+e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    env.ok(&["start"]);
+    let mut long = env
+        .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut long.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    let states = run_states(&env);
+    let keeper = states[0]["keeper"]["pid"].as_i64().expect("keeper pid") as i32;
+    kill(Pid::from_raw(keeper), Signal::SIGKILL).expect("kill keeper");
+    // At once: the next session starts a fresh env once the old one's processes are gone.
+    let out = env.ok(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo fresh; echo $(ps -o comm | grep -c '^sleep$')",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "fresh\n0\n",
+        "a fresh env, without the old one's processes"
+    );
+    let st = long.wait().expect("wait");
+    assert!(!st.success(), "the old env's session ended with it");
+    crate::shell::assert_no_leftovers(&env);
+    assert!(run_states(&env).is_empty());
+});
+
 e2e!(simultaneous_starts_end_in_one_env, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
