@@ -62,20 +62,9 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
         .and_then(|plan| {
             use std::os::fd::AsRawFd;
             let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
+            // No clone3 (None): `sandbox` forks init once the root filesystem is mounted.
             let keeps = plan.keep.is_some();
-            let init = match PendingInit::fork(&plan, keeps, sys::fork_in_new_pidns, &inherited) {
-                Ok(init) => Some(init),
-                // No clone3: `sandbox` forks init once the root filesystem is mounted.
-                Err(e)
-                    if e.root_cause()
-                        .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                        == Some(nix::libc::ENOSYS) =>
-                {
-                    None
-                }
-                Err(e) => return Err(e),
-            };
+            let init = PendingInit::fork(&plan, keeps, sys::fork_in_new_pidns, &inherited)?;
             Ok((plan, init))
         });
     let mut go = [0u8; 1];
@@ -138,6 +127,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
                 let inherited: Vec<_> = status.iter().map(|s| s.as_raw_fd()).collect();
                 let fork = || sys::fork().map_err(std::io::Error::other);
                 PendingInit::fork(plan, keeps, fork, &inherited)?
+                    .context("internal error: fork(2) is missing")?
             }
         };
         let signals = init::block_signals()?;
@@ -191,14 +181,14 @@ struct PendingInit {
 
 impl PendingInit {
     /// Forks init with `fork`, which puts the child in a new pid namespace (or follows an
-    /// unshare of it). `keeps`: init answers a keeper. `inherited`: descriptors of this process
-    /// init must not hold.
+    /// unshare of it); `None` if `fork` is not implemented (ENOSYS). `keeps`: init answers a
+    /// keeper. `inherited`: descriptors of this process init must not hold.
     fn fork(
         plan: &SandboxPlan,
         keeps: bool,
         fork: impl FnOnce() -> std::io::Result<ForkResult>,
         inherited: &[std::os::fd::RawFd],
-    ) -> Result<PendingInit> {
+    ) -> Result<Option<PendingInit>> {
         let signals = init::block_signals()?;
         let (rx, tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
@@ -209,7 +199,11 @@ impl PendingInit {
         } else {
             (None, None)
         };
-        match fork().context("cannot create the pid namespace")? {
+        let forked = match fork() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => return Ok(None),
+            forked => forked.context("cannot create the pid namespace")?,
+        };
+        match forked {
             ForkResult::Child => {
                 use std::os::fd::AsRawFd;
                 // Only the keeper may hold the starter's socket: its end is what "ready" means.
@@ -219,11 +213,11 @@ impl PendingInit {
                 }
                 std::process::exit(await_go(plan, &signals, rx.into(), ready_init))
             }
-            ForkResult::Parent { child } => Ok(PendingInit {
+            ForkResult::Parent { child } => Ok(Some(PendingInit {
                 pid: child,
                 go: Some(tx.into()),
                 ready,
-            }),
+            })),
         }
     }
 
