@@ -44,7 +44,8 @@ fn open_ns(name: &str) -> Result<OwnedFd> {
 /// runtime state, all while `init` still mounts the env: a session that finds the state
 /// meanwhile waits on the socket for the keeper's answer. Leaves no runtime file if it fails.
 pub fn listen(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<Listening> {
-    let listening = bind(keep, owner).and_then(|l| announce(keep, ids, owner, init).map(|()| l));
+    let listening =
+        bind(keep, owner).and_then(|l| announce(keep, ids, owner, init, &l.user).map(|()| l));
     if listening.is_err() {
         withdraw(keep);
     }
@@ -81,8 +82,14 @@ fn bind(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
     })
 }
 
-/// Writes the env's runtime state (state.json).
-fn announce(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Result<()> {
+/// Writes the env's runtime state (state.json); `user` is the env's user namespace.
+fn announce(
+    keep: &KeepPlan,
+    ids: IdMode,
+    owner: (u32, u32),
+    init: Pid,
+    user: &OwnedFd,
+) -> Result<()> {
     let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
     let me = nix::unistd::getpid().as_raw();
     let state = RunState {
@@ -96,6 +103,7 @@ fn announce(keep: &KeepPlan, ids: IdMode, owner: (u32, u32), init: Pid) -> Resul
         started: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        userns: nix::sys::stat::fstat(user.as_raw_fd()).map_or(0, |st| st.st_ino),
     };
     // Runtime state: renamed into place whole, but not fsynced (it means nothing after a reboot).
     let state_file = keep.run_dir.join("state.json");

@@ -311,6 +311,30 @@ pub struct RunState {
     pub fingerprint: String,
     /// Unix seconds.
     pub started: u64,
+    /// The env's user namespace (its inode): every process of the env is in it, and so is a
+    /// session's `dev` that joined it. 0 when unknown.
+    #[serde(default)]
+    pub userns: u64,
+}
+
+/// Whether a live process this user can inspect (other than this one) is in the user
+/// namespace with inode `ino`. (A zombie has left its namespaces' mounts.)
+fn userns_in_use(ino: u64) -> bool {
+    let me = std::process::id().to_string();
+    let want = format!("user:[{ino}]");
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name();
+            let pid = name.to_string_lossy();
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && pid != me
+                && fs::read_link(e.path().join("ns/user"))
+                    .is_ok_and(|l| l.as_os_str() == want.as_str())
+                && pid.parse().ok().and_then(ProcId::of).is_some()
+        })
 }
 
 impl Store {
@@ -329,10 +353,13 @@ impl Store {
             Some(state)
         } else {
             // A keeper killed outright (`kill -9`) let the env's lock go as it died, while the
-            // kernel still kills init and the env's processes: wait for them to be gone, so
-            // that a start does not mount the env's layer while their mount still holds it.
+            // kernel still kills init and the env's processes, and sessions' `dev`s that joined
+            // the env are still leaving: wait for them to be gone, so that a start does not
+            // mount the env's layer while their mount still holds it.
             let deadline = std::time::Instant::now() + crate::sandbox::init::STOP_TIMEOUT;
-            while state.init.alive() && std::time::Instant::now() < deadline {
+            let in_use =
+                || state.init.alive() || (state.userns != 0 && userns_in_use(state.userns));
+            while in_use() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let _ = fs::remove_file(&path);

@@ -145,6 +145,32 @@ e2e!(killed_init_is_noticed_and_replaced, |env: Env| {
     assert!(run_states(&env).is_empty());
 });
 
+/// Seconds on the clock the kernel log's timestamps use (CLOCK_MONOTONIC here).
+fn kernel_clock() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
+/// The kernel log's lines that contain `what`, logged after `since` (see [`kernel_clock`]). The
+/// suite runs as root, which may read the log.
+fn kernel_log_since(since: f64, what: &str) -> Vec<String> {
+    let out = std::process::Command::new("dmesg")
+        .output()
+        .expect("run dmesg");
+    assert!(out.status.success(), "{}", describe("dmesg", &out));
+    stdout(&out)
+        .lines()
+        .filter(|l| l.contains(what))
+        .filter(|l| {
+            l.strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(ts, _)| ts.trim().parse::<f64>().ok())
+                .is_some_and(|ts| ts >= since)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
@@ -158,6 +184,7 @@ e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
     std::io::Read::read_exact(&mut long.stdout.take().expect("stdout"), &mut buf).expect("ready");
     let states = run_states(&env);
     let keeper = states[0]["keeper"]["pid"].as_i64().expect("keeper pid") as i32;
+    let since = kernel_clock();
     kill(Pid::from_raw(keeper), Signal::SIGKILL).expect("kill keeper");
     // At once: the next session starts a fresh env once the old one's processes are gone.
     let out = env.ok(&[
@@ -171,6 +198,12 @@ e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
         stdout(&out),
         "fresh\n0\n",
         "a fresh env, without the old one's processes"
+    );
+    // Not mounted while the old env's mount still held its layer: the kernel says when it is.
+    let twice = kernel_log_since(since, "upperdir is in-use");
+    assert!(
+        twice.is_empty(),
+        "the env's layer was mounted twice: {twice:?}"
     );
     let st = long.wait().expect("wait");
     assert!(!st.success(), "the old env's session ended with it");
