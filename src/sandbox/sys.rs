@@ -734,10 +734,7 @@ mod tests {
                 status == nix::sys::wait::WaitStatus::Exited(child, 0)
             }
         };
-        assert!(
-            in_new(|| clone3(libc::CLONE_NEWPID)),
-            "the child was not pid 1"
-        );
+        assert!(in_new(fork_in_new_pidns), "the child was not pid 1");
         // SAFETY: as above, the child only makes system calls.
         assert!(
             !in_new(|| unsafe { nix::unistd::fork() }.map_err(io::Error::from)),
