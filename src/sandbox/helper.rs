@@ -63,8 +63,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
             use std::os::fd::AsRawFd;
             let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
             // No clone3 (None): `sandbox` forks init once the root filesystem is mounted.
-            let keeps = plan.keep.is_some();
-            let init = PendingInit::fork(&plan, keeps, sys::fork_in_new_pidns, &inherited)?;
+            let init = PendingInit::fork(&plan, sys::fork_in_new_pidns, &inherited)?;
             Ok((plan, init))
         });
     let mut go = [0u8; 1];
@@ -123,10 +122,9 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
                 // After the mount, so that fuse-overlayfs stays out of the env's pid namespace.
                 use std::os::fd::AsRawFd;
                 unshare(CloneFlags::CLONE_NEWPID).context("cannot create the pid namespace")?;
-                let keeps = plan.keep.is_some() && status.is_some();
                 let inherited: Vec<_> = status.iter().map(|s| s.as_raw_fd()).collect();
                 let fork = || sys::fork().map_err(std::io::Error::other);
-                PendingInit::fork(plan, keeps, fork, &inherited)?
+                PendingInit::fork(plan, fork, &inherited)?
                     .context("internal error: fork(2) is missing")?
             }
         };
@@ -181,18 +179,17 @@ struct PendingInit {
 
 impl PendingInit {
     /// Forks init with `fork`, which puts the child in a new pid namespace (or follows an
-    /// unshare of it); `None` if `fork` is not implemented (ENOSYS). `keeps`: init answers a
-    /// keeper. `inherited`: descriptors of this process init must not hold.
+    /// unshare of it); `None` if `fork` is not implemented (ENOSYS). With `plan.keep`, init
+    /// answers a keeper. `inherited`: descriptors of this process init must not hold.
     fn fork(
         plan: &SandboxPlan,
-        keeps: bool,
         fork: impl FnOnce() -> std::io::Result<ForkResult>,
         inherited: &[std::os::fd::RawFd],
     ) -> Result<Option<PendingInit>> {
         let signals = init::block_signals()?;
         let (rx, tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let (ready, ready_init) = if keeps {
+        let (ready, ready_init) = if plan.keep.is_some() {
             let (a, b) =
                 std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
             (Some(a), Some(b))
