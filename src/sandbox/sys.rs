@@ -684,6 +684,22 @@ pub fn recv_fds(sock: &impl AsRawFd) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
 mod tests {
     use super::*;
 
+    /// Forks with `fork` (`how` names it); whether the child, which exits at once, found
+    /// `check` true.
+    fn child_finds(how: &str, fork: fn() -> io::Result<ForkResult>, check: fn() -> bool) -> bool {
+        match fork().unwrap_or_else(|e| panic!("{how}: {e}")) {
+            ForkResult::Child => {
+                let code = if check() { 0 } else { 1 };
+                // SAFETY: the child of a multi-threaded test only makes system calls.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).expect("wait");
+                status == nix::sys::wait::WaitStatus::Exited(child, 0)
+            }
+        }
+    }
+
     /// Both ways into a new user namespace: each child is in one (its ids, unmapped, read as
     /// the overflow id) by the time the parent hears of it.
     #[test]
@@ -693,25 +709,10 @@ mod tests {
             ("clone3", (|| clone3(libc::CLONE_NEWUSER)) as Fork),
             ("fork, then unshare", fork_then_unshare as Fork),
         ] {
-            match fork().unwrap_or_else(|e| panic!("{how}: {e}")) {
-                ForkResult::Child => {
-                    let code = if nix::unistd::getuid().as_raw() == 65534 {
-                        0
-                    } else {
-                        1
-                    };
-                    // SAFETY: the child of a multi-threaded test only makes system calls.
-                    unsafe { libc::_exit(code) }
-                }
-                ForkResult::Parent { child } => {
-                    let status = nix::sys::wait::waitpid(child, None).expect("wait");
-                    assert_eq!(
-                        status,
-                        nix::sys::wait::WaitStatus::Exited(child, 0),
-                        "{how}: the child's uid was not the overflow id"
-                    );
-                }
-            }
+            assert!(
+                child_finds(how, fork, || nix::unistd::getuid().as_raw() == 65534),
+                "{how}: the child's uid was not the overflow id"
+            );
         }
     }
 
@@ -719,25 +720,15 @@ mod tests {
     /// parent's next child is not in it.
     #[test]
     fn a_child_forked_into_a_new_pid_namespace_is_its_pid_1() {
-        let in_new = |fork: fn() -> io::Result<ForkResult>| match fork().expect("fork") {
-            ForkResult::Child => {
-                let code = if nix::unistd::getpid().as_raw() == 1 {
-                    0
-                } else {
-                    1
-                };
-                // SAFETY: the child of a multi-threaded test only makes system calls.
-                unsafe { libc::_exit(code) }
-            }
-            ForkResult::Parent { child } => {
-                let status = nix::sys::wait::waitpid(child, None).expect("wait");
-                status == nix::sys::wait::WaitStatus::Exited(child, 0)
-            }
-        };
-        assert!(in_new(fork_in_new_pidns), "the child was not pid 1");
-        // SAFETY: as above, the child only makes system calls.
+        let pid_1 = || nix::unistd::getpid().as_raw() == 1;
         assert!(
-            !in_new(|| unsafe { nix::unistd::fork() }.map_err(io::Error::from)),
+            child_finds("clone3", fork_in_new_pidns, pid_1),
+            "the child was not pid 1"
+        );
+        // SAFETY: as above, the child only makes system calls.
+        let plain = || unsafe { nix::unistd::fork() }.map_err(io::Error::from);
+        assert!(
+            !child_finds("fork", plain, pid_1),
             "a plain fork after it was pid 1 too"
         );
     }
