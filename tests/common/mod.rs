@@ -255,7 +255,7 @@ impl Env {
 
     /// Runs `dev` and returns its output, whatever the status.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.dev(args).output().expect("run dev")
+        self.run_in(&self.path("project"), args)
     }
 
     /// Runs `dev` in `dir` instead of the project, whatever the status.
@@ -276,13 +276,7 @@ impl Env {
 
     /// Runs `dev` and fails the test, showing everything, unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            describe(&format!("dev {}", args.join(" ")), &out)
-        );
-        out
+        self.ok_in(&self.path("project"), args)
     }
 
     /// Runs `dev`, expects failure, returns stderr.
@@ -547,4 +541,13 @@ impl Pty {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Spawns `cmd` (a session whose script says `ready` first) with its stdout piped, and waits
+/// until the script has said it.
+pub fn spawn_ready(cmd: &mut Command) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut child.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    child
 }

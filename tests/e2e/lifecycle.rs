@@ -6,7 +6,7 @@ use std::process::Stdio;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::{describe, stdout, Env, Registry};
+use crate::common::{describe, spawn_ready, stdout, Env, Registry};
 use crate::e2e;
 
 fn busybox_project(env: &Env, reg: &Registry) {
@@ -116,13 +116,7 @@ e2e!(start_ps_exec_stop, |env: Env| {
     let err = env.fails(&["exec", "nope", "--", "true"]);
     assert!(err.contains("there is no env named `nope`"), "{err}");
     // A session counts while it runs.
-    let mut long = env
-        .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut long.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    let mut long = spawn_ready(&mut env.dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"]));
     assert_eq!(ps(&env, false)[0]["sessions"], 1);
     env.ok(&["stop"]);
     let st = long.wait().expect("wait");
@@ -175,13 +169,7 @@ e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
     env.ok(&["start"]);
-    let mut long = env
-        .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut long.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    let mut long = spawn_ready(&mut env.dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"]));
     let states = run_states(&env);
     let keeper = states[0]["keeper"]["pid"].as_i64().expect("keeper pid") as i32;
     let since = kernel_clock();

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::common::{describe, push_busybox, stderr, stdout, Env, ImageBuilder, Registry};
+use crate::common::{
+    describe, push_busybox, spawn_ready, stderr, stdout, Env, ImageBuilder, Registry,
+};
 use crate::e2e;
 
 /// Pushes the busybox image and writes a dev.toml for it into the project; returns the ref.
@@ -556,15 +558,10 @@ e2e!(killed_dev_leaves_nothing_behind, |env: Env| {
     busybox_project(&env, &reg, "");
     env.ok(&["run", "true"]);
     for backend in ["native", "fuse"] {
-        let mut child = env
-            .dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
-            .env("DEV_OVERLAY", backend)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut buf = [0u8; 6];
-        std::io::Read::read_exact(&mut child.stdout.take().expect("stdout"), &mut buf)
-            .expect("ready");
+        let mut child = spawn_ready(
+            env.dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"])
+                .env("DEV_OVERLAY", backend),
+        );
         kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill");
         let _ = child.wait();
         assert_no_leftovers(&env);
@@ -577,19 +574,13 @@ e2e!(second_session_joins_the_running_env, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg, "");
     env.ok(&["run", "true"]);
-    let mut first = env
-        .dev(&[
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "echo shared > /tmp/from-first; echo ready; sleep 30",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut buf = [0u8; 6];
-    std::io::Read::read_exact(&mut first.stdout.take().expect("stdout"), &mut buf).expect("ready");
+    let mut first = spawn_ready(&mut env.dev(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo shared > /tmp/from-first; echo ready; sleep 30",
+    ]));
     // The second session is in the same env: it sees the first one's processes and /tmp.
     let out = env.ok(&[
         "run",
