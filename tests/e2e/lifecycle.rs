@@ -199,6 +199,44 @@ e2e!(killed_keeper_is_noticed_and_replaced, |env: Env| {
     assert!(run_states(&env).is_empty());
 });
 
+e2e!(stop_waits_for_sessions_to_leave_the_env, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg);
+    env.ok(&["start"]);
+    // A session's `dev` joined the env's mount namespace from outside its pid namespace: the
+    // env's end kills its command, not it, and so it still holds the env's mount while it
+    // reaps the command and exits. Held stopped for a second, it is slow to do so. The kernel
+    // ends a pid namespace only once all its processes are reaped, so init, and with it the
+    // keeper and its lock, outlive the command's reaping: then the session's `dev` exits at once.
+    let mut long = spawn_ready(&mut env.dev(&["run", "--", "sh", "-c", "echo ready; sleep 30"]));
+    let session = Pid::from_raw(long.id() as i32);
+    kill(session, Signal::SIGSTOP).expect("stop the session's dev");
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let _ = kill(session, Signal::SIGCONT);
+    });
+    let since = kernel_clock();
+    let t = std::time::Instant::now();
+    env.ok(&["stop"]);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "the env's end waited for the session's `dev` to reap its command: {:?}",
+        t.elapsed()
+    );
+    // The next start does not mount the env's layer while that session's mount still holds it.
+    let out = env.ok(&["run", "--", "echo", "fresh"]);
+    assert_eq!(stdout(&out), "fresh\n");
+    let twice = kernel_log_since(since, "upperdir is in-use");
+    assert!(
+        twice.is_empty(),
+        "the env's layer was mounted twice: {twice:?}"
+    );
+    resume.join().expect("resume");
+    let st = long.wait().expect("wait");
+    assert!(!st.success(), "the session ended with the env");
+    crate::shell::assert_no_leftovers(&env);
+});
+
 e2e!(simultaneous_starts_end_in_one_env, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
