@@ -146,24 +146,7 @@ pub fn serve(
 
     let (mut persistent, mut stopping) = (keep.persist, false);
     loop {
-        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        fds.extend(
-            sessions
-                .iter()
-                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
-        );
-        let _ = poll(&mut fds, PollTimeout::from(250u16));
-        let gone: Vec<bool> = fds[1..]
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        // A session sends nothing after its first line: readable means it hung up.
-        let mut i = 0;
-        sessions.retain(|_| {
-            i += 1;
-            !gone[i - 1]
-        });
+        drop_hung_up(&mut sessions, Some(&listener), PollTimeout::from(250u16));
         while let Ok((stream, _)) = listener.accept() {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -210,7 +193,57 @@ pub fn serve(
         }
     }
     withdraw(keep);
+    // A session's `dev` is in the env's mount namespace but not in its pid namespace: init's
+    // end does not end it, and until it exits, the env's layer stays mounted there. The kernel
+    // ends init only once that `dev` has reaped its command, and it exits right after, but it
+    // may be slow to (a loaded machine): the env's lock, which lets the next start mount the
+    // layer, goes only once it has hung up, which it does as it exits, after it has left the
+    // namespace (see `spawn::join`).
+    drop(namespaces);
+    let deadline = std::time::Instant::now() + SESSIONS_LEAVE;
+    while !sessions.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        drop_hung_up(&mut sessions, None, PollTimeout::from(ms.max(1)));
+    }
     Ok(())
+}
+
+/// How long the keeper of an env that ended waits for its sessions' `dev`s to leave.
+const SESSIONS_LEAVE: Duration = Duration::from_secs(2);
+
+/// Waits up to `timeout` for a session to hang up (or, with `listener`, a connection), and
+/// drops the sessions that hung up. A session sends nothing after its first line: readable
+/// means it hung up.
+fn drop_hung_up(
+    sessions: &mut Vec<UnixStream>,
+    listener: Option<&UnixListener>,
+    timeout: PollTimeout,
+) {
+    let mut fds: Vec<PollFd> = listener
+        .iter()
+        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let first = fds.len();
+    fds.extend(
+        sessions
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)),
+    );
+    let _ = poll(&mut fds, timeout);
+    let gone: Vec<bool> = fds[first..]
+        .iter()
+        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+        .collect();
+    drop(fds);
+    let mut i = 0;
+    sessions.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
 }
 
 /// The keeper's stdio no longer belongs to a terminal.

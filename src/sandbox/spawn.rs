@@ -604,8 +604,10 @@ fn exit_code_of(pid: Pid) -> i32 {
 /// A session of a running env: its connection to the keeper (open while the session lasts) and
 /// the env's user, mount, uts, ipc and pid namespaces, in setns order.
 pub struct Session {
-    _keeper: std::os::unix::net::UnixStream,
+    // Dropped in this order: the namespaces (and the env's mounts they hold) before the
+    // keeper learns that the session left.
     namespaces: Vec<(std::os::fd::OwnedFd, nix::sched::CloneFlags)>,
+    _keeper: std::os::unix::net::UnixStream,
 }
 
 impl Session {
@@ -649,10 +651,12 @@ impl Session {
 /// the host's); otherwise a child joins them (setns into a user namespace needs one thread).
 pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     use std::io::Write;
-    let enter = |session: &Session| -> Result<super::init::Launch> {
+    let enter = |session: &mut Session| -> Result<super::init::Launch> {
         for (f, flag) in &session.namespaces {
             nix::sched::setns(f, *flag).context("cannot enter the env's namespaces")?;
         }
+        // Only this process holds the env's mount namespace now: it leaves it as it exits.
+        session.namespaces.clear();
         if plan.ids == IdMode::Subordinate {
             let gid = if plan.user.root { 0 } else { plan.user.gid };
             nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
@@ -663,9 +667,13 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     };
     let signals = super::init::block_signals()?;
     if last && single_threaded() {
-        let cmd = enter(&session)?;
+        let mut session = session;
+        let cmd = enter(&mut session)?;
         let code = super::init::spawn_and_wait(cmd, plan, &signals, false);
-        drop(session);
+        // The keeper lets the env's lock go once every session has hung up (see
+        // `keeper::serve`): this one hangs up as it exits, when the kernel closes its files,
+        // which it does after it has released this process's namespaces and their mounts.
+        std::mem::forget(session);
         return Ok(code);
     }
     let _ = std::io::stdout().flush();
@@ -679,7 +687,8 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
                 if nix::unistd::getppid().as_raw() == 1 {
                     bail!("the parent `dev` is gone");
                 }
-                let cmd = enter(&session)?;
+                let mut session = session;
+                let cmd = enter(&mut session)?;
                 Ok(super::init::spawn_and_wait(cmd, plan, &signals, false))
             })()
             .unwrap_or_else(|e| {
