@@ -671,8 +671,9 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
         let cmd = enter(&mut session)?;
         let code = super::init::spawn_and_wait(cmd, plan, &signals, false);
         // The keeper lets the env's lock go once every session has hung up (see
-        // `keeper::serve`): this one hangs up as it exits, when the kernel closes its files,
-        // which it does after it has released this process's namespaces and their mounts.
+        // `keeper::serve`): this one hangs up as it exits. The kernel releases an exiting
+        // process's files after the mounts of its namespaces (both in its deferred work, the
+        // mounts queued last and run first), so the keeper hears of it once they are gone.
         std::mem::forget(session);
         return Ok(code);
     }
