@@ -175,24 +175,22 @@ pub fn serve(
                 _ => {}
             }
         }
-        if let Ok(status) = waitpid(init, Some(WaitPidFlag::WNOHANG)) {
-            if !matches!(status, WaitStatus::StillAlive) {
-                break;
-            }
-        } else {
-            break;
-        }
+        let ended = !matches!(
+            waitpid(init, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        );
         let idle = sessions.is_empty() && !persistent;
-        if stopping || idle {
+        if ended || stopping || idle {
             // No new session from here on: they see the env as stopped and start another.
             withdraw(keep);
-            drop(listener);
-            let _ = kill(init, Signal::SIGTERM);
-            let _ = waitpid(init, None);
+            if !ended {
+                drop(listener);
+                let _ = kill(init, Signal::SIGTERM);
+                let _ = waitpid(init, None);
+            }
             break;
         }
     }
-    withdraw(keep);
     // A session's `dev` is in the env's mount namespace but not in its pid namespace: init's
     // end does not end it, and until it exits, the env's layer stays mounted there. The kernel
     // ends init only once that `dev` has reaped its command, and it exits right after, but it
