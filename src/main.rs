@@ -1,5 +1,7 @@
 //! `dev`: parse the command line, run the command, render any error, exit.
 
+mod atomic;
+mod beneath;
 mod cli;
 mod commands;
 mod config;

@@ -7,14 +7,16 @@ pub mod pack;
 mod path;
 pub mod whiteout;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+
+use rustix::fs::FileType;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::beneath::{self, Tree};
 use crate::oci::manifest::Compression;
 use crate::oci::Digest;
 use path::{normalize, SafeDirs};
@@ -147,7 +149,7 @@ pub fn unpack_layer(
             UnpackError::Tar(e)
         }
     };
-    let mut writer = LayerWriter::new(dest, opts, limit, compressed);
+    let mut writer = LayerWriter::new(dest, opts, limit, compressed)?;
     for entry in archive.entries().map_err(map_limit)? {
         let entry = entry.map_err(map_limit)?;
         writer.entry(entry).map_err(|e| match e {
@@ -188,11 +190,13 @@ struct DeferredDir {
     rel: PathBuf,
     mode: u32,
     owner: Option<(u32, u32)>,
-    mtime: u64,
+    mtime: i64,
 }
 
-struct LayerWriter<'a> {
-    root: &'a Path,
+/// Writes a layer's entries beneath the staging directory's fd: nothing it does follows a
+/// symlink the layer made (see `crate::beneath`).
+struct LayerWriter {
+    root: Tree,
     opts: UnpackOptions,
     dirs: SafeDirs,
     deferred: Vec<DeferredDir>,
@@ -203,10 +207,37 @@ struct LayerWriter<'a> {
     buf: Vec<u8>,
 }
 
-impl<'a> LayerWriter<'a> {
-    fn new(root: &'a Path, opts: UnpackOptions, limit: u64, compressed: u64) -> Self {
-        LayerWriter {
-            root,
+/// A tar header's mtime as seconds since the epoch; a value past what a timestamp can hold
+/// (as a signed 64-bit count) is clamped rather than wrapped.
+fn mtime_of(header: &tar::Header) -> i64 {
+    header
+        .mtime()
+        .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX))
+}
+
+fn set_fd_mtime(fd: &File, secs: i64) {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    };
+    let _ = rustix::fs::futimens(fd, &times);
+}
+
+impl LayerWriter {
+    fn new(
+        root: &Path,
+        opts: UnpackOptions,
+        limit: u64,
+        compressed: u64,
+    ) -> Result<Self, UnpackError> {
+        Ok(LayerWriter {
+            root: Tree::open(root).map_err(|e| UnpackError::io(root, e))?,
             opts,
             dirs: SafeDirs::default(),
             deferred: Vec::new(),
@@ -215,7 +246,7 @@ impl<'a> LayerWriter<'a> {
             compressed,
             stats: LayerStats::default(),
             buf: vec![0; 256 << 10],
-        }
+        })
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
@@ -271,7 +302,7 @@ impl<'a> LayerWriter<'a> {
         } else {
             None
         };
-        let mtime = header.mtime().unwrap_or(0);
+        let mtime = mtime_of(header);
         let kind = header.entry_type();
 
         if rel.as_os_str().is_empty() {
@@ -287,39 +318,46 @@ impl<'a> LayerWriter<'a> {
             return Ok(());
         }
 
+        let io_err = |e| UnpackError::io(&rel, e);
         let file_name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(target) = file_name.strip_prefix(whiteout::PREFIX) {
-            self.dirs.prepare_parents(self.root, &rel)?;
+            self.dirs.prepare_parents(&self.root, &rel)?;
             let dir = rel.parent().unwrap_or(Path::new(""));
             return match whiteout::classify(target) {
-                whiteout::Kind::Opaque => {
-                    whiteout::mark_opaque(&self.root.join(dir)).map_err(|e| UnpackError::io(dir, e))
-                }
+                whiteout::Kind::Opaque => self
+                    .root
+                    .dir(dir)
+                    .and_then(|d| whiteout::mark_opaque(&File::from(d.into_fd())))
+                    .map_err(|e| UnpackError::io(dir, e)),
                 whiteout::Kind::Remove(victim) => {
                     let rel_victim = dir.join(victim);
-                    let full = self.root.join(&rel_victim);
-                    self.clear(&rel_victim, &full)?;
-                    whiteout::make(&full).map_err(|e| UnpackError::io(&rel_victim, e))
+                    self.clear(&rel_victim)?;
+                    self.root
+                        .whiteout(&rel_victim)
+                        .map_err(|e| UnpackError::io(&rel_victim, e))
                 }
                 whiteout::Kind::Ignore => Ok(()),
                 whiteout::Kind::Malformed => Err(UnpackError::BadWhiteout { entry: name }),
             };
         }
 
-        self.dirs.prepare_parents(self.root, &rel)?;
-        let full = self.root.join(&rel);
+        self.dirs.prepare_parents(&self.root, &rel)?;
         match kind {
             tar::EntryType::Directory => {
-                match fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        self.clear(&rel, &full)?;
-                        fs::create_dir(&full).map_err(|e| UnpackError::io(&rel, e))?;
+                match self.root.lstat(&rel).map_err(io_err)? {
+                    Some(st) if beneath::file_type(&st) == FileType::Directory => {}
+                    Some(_) => {
+                        self.clear(&rel)?;
+                        self.root.mkdir(&rel, 0o700).map_err(io_err)?;
                     }
-                    Err(_) => fs::create_dir(&full).map_err(|e| UnpackError::io(&rel, e))?,
+                    None => self.root.mkdir(&rel, 0o700).map_err(io_err)?,
                 }
                 self.dirs.insert(&rel);
-                set_xattrs(&full, &xattrs);
+                if !xattrs.is_empty() {
+                    if let Ok(d) = self.root.dir(&rel) {
+                        set_xattrs(&File::from(d.into_fd()), &xattrs);
+                    }
+                }
                 self.deferred.push(DeferredDir {
                     rel,
                     mode,
@@ -328,35 +366,25 @@ impl<'a> LayerWriter<'a> {
                 });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                self.clear(&rel, &full)?;
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&full)
-                    .map_err(|e| UnpackError::io(&rel, e))?;
+                self.clear(&rel)?;
+                let mut out = self.root.create_file(&rel, 0o600).map_err(io_err)?;
                 let mut written = 0u64;
                 loop {
                     let n = entry.read(&mut self.buf).map_err(UnpackError::Tar)?;
                     if n == 0 {
                         break;
                     }
-                    out.write_all(&self.buf[..n])
-                        .map_err(|e| UnpackError::io(&rel, e))?;
+                    out.write_all(&self.buf[..n]).map_err(io_err)?;
                     written += n as u64;
                 }
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::fchown(&out, Some(u), Some(g))
-                        .map_err(|e| UnpackError::io(&rel, e))?;
+                    std::os::unix::fs::fchown(&out, Some(u), Some(g)).map_err(io_err)?;
                 }
                 // After chown: chown clears setuid bits.
                 out.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| UnpackError::io(&rel, e))?;
-                for (k, v) in &xattrs {
-                    let _ = xattr::FileExt::set_xattr(&out, k, v);
-                }
-                let _ = out.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime));
+                    .map_err(io_err)?;
+                set_xattrs(&out, &xattrs);
+                set_fd_mtime(&out, mtime);
                 self.stats.files += 1;
                 self.stats.bytes += written;
             }
@@ -369,12 +397,12 @@ impl<'a> LayerWriter<'a> {
                             "symlink `{name}` has no target"
                         )))
                     })?;
-                self.clear(&rel, &full)?;
-                std::os::unix::fs::symlink(&target, &full).map_err(|e| UnpackError::io(&rel, e))?;
+                self.clear(&rel)?;
+                self.root.symlink(&target, &rel).map_err(io_err)?;
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::lchown(&full, Some(u), Some(g))
-                        .map_err(|e| UnpackError::io(&rel, e))?;
+                    self.root.chown(&rel, u, g).map_err(io_err)?;
                 }
+                let _ = self.root.set_mtime(&rel, mtime, 0);
                 self.stats.files += 1;
             }
             tar::EntryType::Link => {
@@ -395,16 +423,15 @@ impl<'a> LayerWriter<'a> {
                     return Err(bad());
                 }
                 self.dirs
-                    .prepare_parents(self.root, &target_rel)
+                    .prepare_parents(&self.root, &target_rel)
                     .map_err(|_| bad())?;
-                let target_full = self.root.join(&target_rel);
-                match fs::symlink_metadata(&target_full) {
-                    Ok(m) if !m.is_dir() => {}
+                match self.root.lstat(&target_rel) {
+                    Ok(Some(st)) if beneath::file_type(&st) != FileType::Directory => {}
                     _ => return Err(bad()),
                 }
                 if target_rel != rel {
-                    self.clear(&rel, &full)?;
-                    fs::hard_link(&target_full, &full).map_err(|e| UnpackError::io(&rel, e))?;
+                    self.clear(&rel)?;
+                    self.root.hard_link(&target_rel, &rel).map_err(io_err)?;
                 }
                 self.stats.files += 1;
             }
@@ -415,38 +442,35 @@ impl<'a> LayerWriter<'a> {
     }
 
     /// Removes whatever is at `rel` so a new entry can take its place; never follows a symlink.
-    fn clear(&mut self, rel: &Path, full: &Path) -> Result<(), UnpackError> {
-        match fs::symlink_metadata(full) {
-            Ok(m) if m.is_dir() => {
-                self.dirs.forget(rel);
-                remove_tree(full).map_err(|e| UnpackError::io(rel, e))
+    fn clear(&mut self, rel: &Path) -> Result<(), UnpackError> {
+        match self.root.lstat(rel).map_err(|e| UnpackError::io(rel, e))? {
+            None => Ok(()),
+            Some(st) => {
+                if beneath::file_type(&st) == FileType::Directory {
+                    self.dirs.forget(rel);
+                }
+                self.root.remove(rel).map_err(|e| UnpackError::io(rel, e))
             }
-            Ok(_) => fs::remove_file(full).map_err(|e| UnpackError::io(rel, e)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(UnpackError::io(rel, e)),
         }
     }
 
     /// Applies directory modes, owners and times last, deepest first, so that a read-only
-    /// directory can still be filled. Opens with `O_NOFOLLOW` so a directory that a later entry
-    /// replaced with a symlink is skipped, never followed.
+    /// directory can still be filled. Each directory is opened again beneath the layer's root
+    /// with no symlink followed in any component: a directory that a later entry replaced
+    /// (itself or any directory above it) with a symlink is skipped, never followed.
     fn finish(&mut self) -> Result<(), UnpackError> {
         for d in self.deferred.iter().rev() {
-            let full = self.root.join(&d.rel);
-            let Ok(dir) = OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
-                .open(&full)
-            else {
+            let Ok(dir) = self.root.dir(&d.rel) else {
                 continue;
             };
+            let dir = File::from(dir.into_fd());
             if let Some((u, g)) = d.owner {
                 std::os::unix::fs::fchown(&dir, Some(u), Some(g))
                     .map_err(|e| UnpackError::io(&d.rel, e))?;
             }
             dir.set_permissions(fs::Permissions::from_mode(d.mode))
                 .map_err(|e| UnpackError::io(&d.rel, e))?;
-            let _ = dir.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(d.mtime));
+            set_fd_mtime(&dir, d.mtime);
         }
         Ok(())
     }
@@ -459,42 +483,14 @@ fn xattr_allowed(name: &str) -> bool {
         && !name.starts_with("user.fuseoverlayfs.")
 }
 
-fn set_xattrs(path: &Path, attrs: &[(String, Vec<u8>)]) {
+fn set_xattrs(file: &File, attrs: &[(String, Vec<u8>)]) {
     for (k, v) in attrs {
-        let _ = xattr::set(path, k, v);
+        let _ = xattr::FileExt::set_xattr(file, k, v);
     }
 }
 
 /// Removes a tree even where directories lack the owner's write or search bit (as image
-/// layers often have). Never follows symlinks.
+/// layers often have). Never follows a symlink beneath `path`.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        Ok(m) if !m.is_dir() => return fs::remove_file(path),
-        Ok(_) => {}
-    }
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            make_writable(path)?;
-            fs::remove_dir_all(path)
-        }
-    }
-}
-
-fn make_writable(path: &Path) -> io::Result<()> {
-    let m = fs::symlink_metadata(path)?;
-    if !m.is_dir() {
-        return Ok(());
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-    for e in fs::read_dir(path)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            make_writable(&e.path())?;
-        }
-    }
-    Ok(())
+    beneath::remove_tree(path)
 }

@@ -2,14 +2,14 @@
 //! `user.overlay.opaque=y`) written as an OCI layer tar, deterministically (sorted names,
 //! mtime 0, owners as seen), so the same content always has the same digest.
 
-use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustix::fs::FileType;
 use sha2::{Digest as _, Sha256};
 
+use crate::beneath::{self, Tree};
 use crate::oci::Digest;
 
 /// Hashes and counts what goes through to `W`.
@@ -37,7 +37,10 @@ pub fn layer_digest(root: &Path) -> Result<Digest> {
 }
 
 /// Writes `root` as a deterministic OCI layer tar to `out`; returns its digest (the layer's
-/// diff id, as the tar is not compressed) and size.
+/// diff id, as the tar is not compressed) and size. The tree may be an env's writable layer
+/// that the env changes meanwhile: every entry is opened beneath its directory's fd without
+/// following a symlink, and what is packed is what that fd is (its `fstat`, its bytes), so a
+/// name swapped for a symlink to a host file packs as that symlink, never as the host file.
 pub fn write_layer<W: Write>(root: &Path, out: W) -> Result<(Digest, u64)> {
     let mut b = tar::Builder::new(HashWriter {
         hash: Sha256::new(),
@@ -46,63 +49,92 @@ pub fn write_layer<W: Write>(root: &Path, out: W) -> Result<(Digest, u64)> {
     });
     b.mode(tar::HeaderMode::Deterministic);
     b.follow_symlinks(false);
-    append_dir(&mut b, root, Path::new(""))?;
+    let tree = Tree::open(root).with_context(|| format!("cannot open `{}`", root.display()))?;
+    append_dir(&mut b, &tree, Path::new(""), root)?;
     let mut w = b.into_inner().context("cannot finish the layer tar")?;
     w.flush().context("cannot write the layer tar")?;
     Ok((Digest::from_hasher(w.hash), w.bytes))
 }
 
-fn header(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
+fn header(st: &beneath::Stat, kind: tar::EntryType, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_size(size);
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_uid(u64::from(meta.uid()));
-    h.set_gid(u64::from(meta.gid()));
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
     h.set_mtime(0);
     h
 }
 
-fn append_dir<W: Write>(b: &mut tar::Builder<W>, dir: &Path, rel: &Path) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("cannot read `{}`", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    if xattr::get(dir, "user.overlay.opaque")
-        .ok()
-        .flatten()
-        .as_deref()
-        == Some(b"y")
-    {
-        let meta = fs::symlink_metadata(dir)?;
-        let mut h = header(&meta, tar::EntryType::Regular, 0);
+/// Exactly `size` bytes of `r`: what it has, padded with zeros if it shrank meanwhile.
+fn exactly<R: io::Read>(r: R, size: u64) -> impl io::Read {
+    io::Read::take(
+        io::Read::chain(io::Read::take(r, size), io::repeat(0)),
+        size,
+    )
+}
+
+fn append_dir<W: Write>(b: &mut tar::Builder<W>, dir: &Tree, rel: &Path, top: &Path) -> Result<()> {
+    let shown = || top.join(rel).display().to_string();
+    let names = dir
+        .names(Path::new(""))
+        .with_context(|| format!("cannot read `{}`", shown()))?;
+    let mut flag = [0u8; 2];
+    let opaque = rustix::fs::fgetxattr(dir.fd(), "user.overlay.opaque", &mut flag[..]);
+    if opaque.ok() == Some(1) && flag[0] == b'y' {
+        let st = rustix::fs::fstat(dir.fd()).map_err(io::Error::from)?;
+        let mut h = header(&st, tar::EntryType::Regular, 0);
         b.append_data(&mut h, rel.join(".wh..wh..opq"), io::empty())?;
     }
     for name in names {
-        let (path, inner) = (dir.join(&name), rel.join(&name));
-        let meta = fs::symlink_metadata(&path)?;
-        let ft = meta.file_type();
-        if ft.is_char_device() && meta.rdev() == 0 {
-            let mut h = header(&meta, tar::EntryType::Regular, 0);
-            h.set_mode(0o644);
-            let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
-            b.append_data(&mut h, wh, io::empty())?;
-        } else if ft.is_dir() {
-            let mut h = header(&meta, tar::EntryType::Directory, 0);
-            b.append_data(&mut h, &inner, io::empty())?;
-            append_dir(b, &path, &inner)?;
-        } else if ft.is_symlink() {
-            let mut h = header(&meta, tar::EntryType::Symlink, 0);
-            b.append_link(&mut h, &inner, fs::read_link(&path)?)?;
-        } else if ft.is_file() {
-            let mut h = header(&meta, tar::EntryType::Regular, meta.len());
-            let f = fs::File::open(&path)
-                .with_context(|| format!("cannot read `{}`", path.display()))?;
-            b.append_data(&mut h, &inner, f)?;
-        } else if ft.is_fifo() {
-            let mut h = header(&meta, tar::EntryType::Fifo, 0);
-            b.append_data(&mut h, &inner, io::empty())?;
+        let inner = rel.join(&name);
+        let entry = match dir.entry(&name) {
+            Ok(e) => e,
+            // Gone since the listing (the env removed it): not part of the snapshot.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read `{}`", top.join(&inner).display()))
+            }
+        };
+        let st = &entry.stat;
+        match entry.file_type() {
+            FileType::CharacterDevice if st.st_rdev == 0 => {
+                let mut h = header(st, tar::EntryType::Regular, 0);
+                h.set_mode(0o644);
+                let wh = rel.join(format!(".wh.{}", name.to_string_lossy()));
+                b.append_data(&mut h, wh, io::empty())?;
+            }
+            FileType::Directory => {
+                let mut h = header(st, tar::EntryType::Directory, 0);
+                b.append_data(&mut h, &inner, io::empty())?;
+                let sub = entry
+                    .open_dir()
+                    .with_context(|| format!("cannot read `{}`", top.join(&inner).display()))?;
+                append_dir(b, &sub, &inner, top)?;
+            }
+            FileType::Symlink => {
+                let mut h = header(st, tar::EntryType::Symlink, 0);
+                let target = entry
+                    .read_link()
+                    .with_context(|| format!("cannot read `{}`", top.join(&inner).display()))?;
+                b.append_link(&mut h, &inner, target)?;
+            }
+            FileType::RegularFile => {
+                let f = entry
+                    .open_file()
+                    .with_context(|| format!("cannot read `{}`", top.join(&inner).display()))?;
+                let st = rustix::fs::fstat(&f).map_err(io::Error::from)?;
+                let size = st.st_size.max(0) as u64;
+                let mut h = header(&st, tar::EntryType::Regular, size);
+                b.append_data(&mut h, &inner, exactly(f, size))?;
+            }
+            FileType::Fifo => {
+                let mut h = header(st, tar::EntryType::Fifo, 0);
+                b.append_data(&mut h, &inner, io::empty())?;
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -111,6 +143,7 @@ fn append_dir<W: Write>(b: &mut tar::Builder<W>, dir: &Path, rel: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn same_content_same_digest_whatever_the_times() {

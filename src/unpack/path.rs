@@ -2,10 +2,12 @@
 //! and no entry is ever written through a symlink.
 
 use std::collections::HashSet;
-use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use rustix::fs::FileType;
+
 use super::UnpackError;
+use crate::beneath::{self, Tree};
 
 /// Turns a tar entry name into a path relative to the layer root. Leading `/` and `./` are
 /// dropped (as Docker does); a `..` anywhere is refused rather than resolved.
@@ -36,7 +38,7 @@ impl SafeDirs {
     /// Makes sure every parent of `rel` under `root` is a real directory (creating missing ones
     /// with mode 0755) and none is a symlink. Entries are checked from the top down, so a
     /// directory replaced by a symlink earlier in the layer is caught.
-    pub fn prepare_parents(&mut self, root: &Path, rel: &Path) -> Result<(), UnpackError> {
+    pub fn prepare_parents(&mut self, root: &Tree, rel: &Path) -> Result<(), UnpackError> {
         let Some(parent) = rel.parent() else {
             return Ok(());
         };
@@ -46,24 +48,23 @@ impl SafeDirs {
             if self.known.contains(&cur) {
                 continue;
             }
-            let full = root.join(&cur);
-            match std::fs::symlink_metadata(&full) {
-                Ok(m) if m.file_type().is_symlink() => {
+            match root.lstat(&cur) {
+                Ok(Some(st)) if beneath::file_type(&st) == FileType::Symlink => {
                     return Err(UnpackError::ThroughSymlink {
                         entry: rel.display().to_string(),
                         link: cur.display().to_string(),
                     })
                 }
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
+                Ok(Some(st)) if beneath::file_type(&st) == FileType::Directory => {}
+                Ok(Some(_)) => {
                     return Err(UnpackError::NotADirectory {
                         entry: rel.display().to_string(),
                         parent: cur.display().to_string(),
                     })
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    std::fs::create_dir(&full).map_err(|e| UnpackError::io(&cur, e))?;
-                }
+                Ok(None) => root
+                    .mkdir(&cur, 0o755)
+                    .map_err(|e| UnpackError::io(&cur, e))?,
                 Err(e) => return Err(UnpackError::io(&cur, e)),
             }
             self.known.insert(cur.clone());
@@ -104,8 +105,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/tmp", t.path().join("l")).unwrap();
         let mut s = SafeDirs::default();
-        assert!(s.prepare_parents(t.path(), Path::new("l/x")).is_err());
-        s.prepare_parents(t.path(), Path::new("d/e/f")).unwrap();
+        let tree = Tree::open(t.path()).unwrap();
+        assert!(s.prepare_parents(&tree, Path::new("l/x")).is_err());
+        s.prepare_parents(&tree, Path::new("d/e/f")).unwrap();
         assert!(t.path().join("d/e").is_dir());
     }
 }

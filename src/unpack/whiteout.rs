@@ -3,7 +3,6 @@
 //! both read.
 
 use std::io;
-use std::path::Path;
 
 pub const PREFIX: &str = ".wh.";
 pub const OPAQUE: &str = ".wh..opq";
@@ -30,13 +29,9 @@ pub fn classify(rest: &str) -> Kind<'_> {
     }
 }
 
-pub fn make(path: &Path) -> io::Result<()> {
-    use nix::sys::stat::{mknod, Mode, SFlag};
-    mknod(path, SFlag::S_IFCHR, Mode::empty(), 0).map_err(io::Error::from)
-}
-
-pub fn mark_opaque(dir: &Path) -> io::Result<()> {
-    xattr::set(dir, OPAQUE_XATTR, b"y")
+/// Marks the open directory `dir` opaque.
+pub fn mark_opaque(dir: &std::fs::File) -> io::Result<()> {
+    xattr::FileExt::set_xattr(dir, OPAQUE_XATTR, b"y")
 }
 
 #[cfg(test)]
