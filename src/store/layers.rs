@@ -4,14 +4,17 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
 use super::images::ImageRecord;
 use super::{sync_dir, write_atomic, Store};
+use crate::beneath::{self, Tree};
 use crate::oci::Digest;
 use crate::sandbox::spawn::{run_helper, Identity};
 use crate::unpack::{self, LayerStats, UnpackOptions};
@@ -247,22 +250,27 @@ const VOLATILE: &[&str] = &[
 /// bookkeeping xattrs, computes its diff id, and moves it to `layers_dir/<hex>/root`.
 /// Runs where the tree's owners can be changed (the helper, with a subordinate range).
 pub fn capture_layer(upper: &Path, layers_dir: &Path) -> Result<(Digest, LayerStats)> {
+    // The build shaped this tree (`rm -rf /var && ln -s /host/dir /var` is one command away):
+    // every path in it is resolved beneath its fd, no symlink followed.
+    let tree = Tree::open(upper).with_context(|| format!("cannot open `{}`", upper.display()))?;
     for v in VOLATILE {
-        let p = upper.join(v);
-        if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            // Keep the directory (it may be opaque or hold a whiteout that matters); drop files.
-            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
-                if !e
-                    .file_type()
-                    .is_ok_and(|t| t.is_dir() || t.is_char_device())
-                {
-                    let _ = fs::remove_file(e.path());
-                } else if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = unpack::remove_tree(&e.path());
+        let rel = Path::new(v);
+        match tree.lstat(rel) {
+            Ok(Some(st)) if beneath::file_type(&st) == FileType::Directory => {
+                // Keep the directory (it may be opaque or hold a whiteout that matters); drop
+                // what is in it but whiteouts.
+                let Ok(names) = tree.names(rel) else { continue };
+                for name in names {
+                    let child = rel.join(&name);
+                    if !tree.lstat(&child).ok().flatten().is_some_and(|st| beneath::is_whiteout(&st)) {
+                        let _ = tree.remove(&child);
+                    }
                 }
             }
-        } else if p.symlink_metadata().is_ok() {
-            let _ = fs::remove_file(&p);
+            Ok(Some(_)) => {
+                let _ = tree.remove(rel);
+            }
+            _ => {}
         }
     }
     let stats = strip_overlay_xattrs(upper)?;
@@ -296,31 +304,48 @@ pub fn capture_layer(upper: &Path, layers_dir: &Path) -> Result<(Digest, LayerSt
     Ok((diff_id, stats))
 }
 
-/// Removes `user.overlay.*` xattrs but the opaque marker; counts files and bytes.
+/// Removes `user.overlay.*` xattrs but the opaque marker; counts files and bytes. Walks the
+/// tree by fds (see `crate::beneath`), never following a symlink it holds.
 fn strip_overlay_xattrs(root: &Path) -> Result<LayerStats> {
-    use std::os::unix::fs::FileTypeExt;
     let mut stats = LayerStats::default();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = fs::symlink_metadata(&p)?;
-        if !meta.file_type().is_symlink() {
-            for name in xattr::list(&p).into_iter().flatten() {
-                let n = name.to_string_lossy();
-                if n.starts_with("user.overlay.") && n != "user.overlay.opaque" {
-                    let _ = xattr::remove(&p, &name);
-                }
+    let top = Tree::open(root).with_context(|| format!("cannot open `{}`", root.display()))?;
+    strip_overlay_xattrs_in(&top, &mut stats)
+        .with_context(|| format!("cannot clean the captured layer `{}`", root.display()))?;
+    Ok(stats)
+}
+
+fn strip_overlay_xattrs_in(dir: &Tree, stats: &mut LayerStats) -> std::io::Result<()> {
+    let strip = |path: &str| {
+        let mut names = vec![0u8; 64 << 10];
+        let Ok(n) = rustix::fs::listxattr(path, &mut names[..]) else {
+            return;
+        };
+        for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if name.starts_with(b"user.overlay.") && name != b"user.overlay.opaque" {
+                let _ = rustix::fs::removexattr(path, std::ffi::OsStr::from_bytes(name));
             }
         }
-        if meta.is_dir() {
-            for e in fs::read_dir(&p)? {
-                stack.push(e?.path());
+    };
+    strip(&format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir.fd())
+    ));
+    for name in dir.names(Path::new(""))? {
+        let entry = dir.entry(&name)?;
+        match entry.file_type() {
+            FileType::Symlink => stats.files += 1,
+            FileType::Directory => strip_overlay_xattrs_in(&entry.open_dir()?, stats)?,
+            FileType::RegularFile => {
+                strip(&entry.proc_path());
+                stats.files += 1;
+                stats.bytes += entry.stat.st_size.max(0) as u64;
             }
-        } else if meta.is_file() {
-            stats.files += 1;
-            stats.bytes += meta.len();
-        } else if !meta.file_type().is_char_device() {
-            stats.files += 1;
+            FileType::CharacterDevice => strip(&entry.proc_path()),
+            _ => {
+                strip(&entry.proc_path());
+                stats.files += 1;
+            }
         }
     }
-    Ok(stats)
+    Ok(())
 }

@@ -314,3 +314,39 @@ e2e!(decompression_bomb, |env: Env| {
         .sum();
     assert_eq!(leftovers, 0, "the refused layer's staging dir was removed");
 });
+
+// A directory's metadata is applied after all entries (so read-only directories can be filled),
+// by opening it again: `a/victim` must be opened beneath the layer with no symlink followed, or
+// a later symlink `a` -> a host directory makes the chmod, chown and mtime land on the host's
+// `victim` (world-writable, and with a subordinate range owned by the sub-root).
+e2e!(deferred_directory_metadata_never_lands_outside, |env: Env| {
+    use std::os::unix::fs::MetadataExt;
+    let victim = env.path("outside/victim");
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+    env.chown_all(&env.path("outside"));
+    let before = fs::metadata(&victim).unwrap();
+    let (ok, err) = pull_hostile(
+        &env,
+        vec![
+            Entry::Dir("a/".into(), 0o755),
+            Entry::Dir("a/victim/".into(), 0o777),
+            Entry::Symlink("a".into(), out(&env)),
+        ],
+    );
+    let after = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        after.mode() & 0o7777,
+        0o755,
+        "the layer's mode landed on the host's directory ({err})"
+    );
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert_eq!(after.mtime(), before.mtime(), "the layer's mtime landed");
+    // The layer itself is valid: `a` is a symlink in it, and the directory below it is gone.
+    assert!(ok, "{err}");
+    let root = env.layer_dirs()[0].join("root");
+    assert!(fs::symlink_metadata(root.join("a"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+});
