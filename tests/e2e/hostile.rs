@@ -350,3 +350,43 @@ e2e!(deferred_directory_metadata_never_lands_outside, |env: Env| {
         .file_type()
         .is_symlink());
 });
+
+// A tools build shapes its writable layer; dev then drops volatile paths (`var/log`, apt's
+// caches, …) from it. `[setup] root = ["rm -rf /var && ln -s /host/dir /var"]` must not make
+// that cleaning empty a host directory: it is done beneath the layer's fd, no symlink followed.
+e2e!(cleaning_a_tools_layer_never_follows_its_symlinks, |env: Env| {
+    let reg = Registry::start();
+    // A busybox image that looks like an apt image (the build installs no package, it runs the
+    // setup only, but the package manager is detected first).
+    let mut layers = crate::common::image::busybox_layers();
+    layers.push(Layer::new(vec![
+        Entry::Dir("usr/".into(), 0o755),
+        Entry::Dir("usr/bin/".into(), 0o755),
+        Entry::File("usr/bin/apt-get".into(), b"#!/bin/sh\nexit 1\n".to_vec(), 0o755),
+        Entry::File("usr/bin/dpkg".into(), b"#!/bin/sh\nexit 1\n".to_vec(), 0o755),
+    ]));
+    ImageBuilder::new(layers).push(&reg, "hostile/apt", Some("1"));
+    let victim = env.path("outside/log");
+    fs::create_dir_all(victim.join("apt")).unwrap();
+    fs::write(victim.join("keep.log"), SENTINEL).unwrap();
+    fs::write(victim.join("apt/keep.log"), SENTINEL).unwrap();
+    env.chown_all(&env.path("outside"));
+    fs::set_permissions(env.path("outside"), fs::Permissions::from_mode(0o777)).unwrap();
+    env.write_dev_toml(&format!(
+        "image = \"{}/hostile/apt:1\"\n[setup]\nroot = [\"rm -rf /var && ln -s {} /var\"]\n",
+        reg.host(),
+        env.path("outside").display()
+    ));
+    crate::common::trust(&env);
+    let out = env.run(&["run", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::common::describe("dev run", &out)
+    );
+    assert_eq!(fs::read_to_string(victim.join("keep.log")).unwrap(), SENTINEL);
+    assert_eq!(
+        fs::read_to_string(victim.join("apt/keep.log")).unwrap(),
+        SENTINEL
+    );
+});
