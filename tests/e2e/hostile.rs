@@ -390,3 +390,21 @@ e2e!(cleaning_a_tools_layer_never_follows_its_symlinks, |env: Env| {
         SENTINEL
     );
 });
+
+// The read-only binds of host files (/etc/hosts, /etc/resolv.conf) and of /sys cannot be
+// locked read-only from inside a single user namespace (see README, "Security model"); root
+// inside may remount them read-write, but the files stay the host's: writing them still fails.
+e2e!(root_inside_cannot_write_the_hosts_files_through_a_remount, |env: Env| {
+    let reg = Registry::start();
+    crate::shell::busybox_project(&env, &reg, "");
+    let before = fs::read("/etc/hosts").unwrap();
+    let script = "for f in /etc/hosts /etc/resolv.conf /sys; do \
+        mount -o remount,bind,rw $f 2>/dev/null && echo remounted $f; done; \
+        echo pwned >> /etc/hosts && echo wrote-hosts; \
+        echo pwned >> /etc/resolv.conf && echo wrote-resolv; \
+        echo 1 > /sys/kernel/mm/ksm/run && echo wrote-sys; true";
+    let out = env.ok(&["run", "--rm", "--root", "--", "sh", "-c", script]);
+    let said = crate::common::stdout(&out);
+    assert!(!said.contains("wrote"), "{said}");
+    assert_eq!(fs::read("/etc/hosts").unwrap(), before);
+});
