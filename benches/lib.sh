@@ -19,7 +19,7 @@ mkdir -p "$CACHE"
 if [ ! -f "$CACHE/layer.tar.gz" ]; then
     if [ ! -d "$CACHE/rootfs" ]; then
         rm -rf "$CACHE/rootfs.tmp"
-        debootstrap --variant=minbase bookworm "$CACHE/rootfs.tmp" http://deb.debian.org/debian >/dev/null
+        debootstrap --variant=minbase bookworm "$CACHE/rootfs.tmp" >/dev/null
         mv "$CACHE/rootfs.tmp" "$CACHE/rootfs"
     fi
     # As official images do: no device nodes, no downloaded .debs, no apt lists.

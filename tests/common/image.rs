@@ -436,7 +436,7 @@ pub fn busybox_layers() -> Vec<Layer> {
     vec![Layer::new(entries)]
 }
 
-/// A real Debian bookworm minbase tree (debootstrap from deb.debian.org), as one layer. Built
+/// A real Debian bookworm minbase tree (debootstrap from Debian's package mirror, its default), as one layer. Built
 /// once and cached in /var/cache/dev-tests, so later runs of the suite skip the bootstrap.
 pub fn debian_minbase_layer() -> Layer {
     use std::process::Command;
@@ -453,7 +453,6 @@ pub fn debian_minbase_layer() -> Layer {
         let out = Command::new("debootstrap")
             .args(["--variant=minbase", "bookworm"])
             .arg(&tree)
-            .arg("http://deb.debian.org/debian")
             .output()
             .expect("debootstrap is missing; run `./install.sh --dev`");
         assert!(
