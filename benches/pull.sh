@@ -13,16 +13,34 @@ RUNS=${RUNS:-5}
 $AS "$WORK/bin/dev" pull -q "$IMAGE" >/dev/null
 $AS podman pull -q "$IMAGE" >/dev/null
 
-# 5. One hyperfine run, cold stores each time. `sync` after each reset, so one run's
-#    writeback is not billed to the next.
+# 5. One hyperfine run. Each trial pulls into a store (and a podman --root) that never held
+#    anything, and nothing is deleted while the trials run: deleting thousands of files right
+#    before creating thousands makes ext4's inode allocator skip the recently freed ones for
+#    minutes (`recently_deleted` in ext4_create), which would measure the deletion, not the pull.
+#    `sync` before each trial, so one trial's writeback is not billed to the next.
+cat > "$WORK/next-trial" <<SH
+#!/bin/sh
+n=\$(( \$(cat $WORK/trial-n 2>/dev/null || echo 0) + 1 ))
+echo \$n > $WORK/trial-n
+mkdir -p $WORK/trials/\$n && chown $USER_NAME: $WORK/trials/\$n
+sync
+SH
+cat > "$WORK/trial-dir" <<SH
+#!/bin/sh
+echo $WORK/trials/\$(cat $WORK/trial-n)
+SH
+chmod 0755 "$WORK/next-trial" "$WORK/trial-dir"
+mkdir -p "$WORK/trials"
+DEV_PULL="$AS env XDG_DATA_HOME=\$($WORK/trial-dir) $WORK/bin/dev pull -q $IMAGE"
+POD_PULL="$AS podman --root \$($WORK/trial-dir)/podman --runroot \$($WORK/trial-dir)/podman-run pull -q $IMAGE"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/pull.json" \
-    --prepare "rm -rf $WORK/home/data/dev; sync" -n "dev pull" "$AS $WORK/bin/dev pull -q $IMAGE" \
-    --prepare "$AS podman system reset -f >/dev/null 2>&1; sync" -n "podman pull" "$AS podman pull -q $IMAGE" \
+    --prepare "$WORK/next-trial" -n "dev pull" "$DEV_PULL" \
+    --prepare "$WORK/next-trial" -n "podman pull" "$POD_PULL" \
     --prepare "sync" -n "gzip -dc (floor)" "gzip -dc $CACHE/layer.tar.gz > /dev/null"
 
-# 6. Peak RSS of a cold dev pull (dev and its helper processes).
-rm -rf "$WORK/home/data/dev"; sync
-RSS_KB=$(/usr/bin/time -f %M "$AS" "$WORK/bin/dev" pull -q "$IMAGE" 2>&1 >/dev/null | tail -n 1)
+# 6. Peak RSS of a cold dev pull (dev and its helper processes), into a fresh store too.
+"$WORK/next-trial"
+RSS_KB=$(/usr/bin/time -f %M "$AS" env XDG_DATA_HOME="$("$WORK/trial-dir")" "$WORK/bin/dev" pull -q "$IMAGE" 2>&1 >/dev/null | tail -n 1)
 
 # 7. Ratios, printed and written into README.md.
 python3 - "$WORK/pull.json" "$RSS_KB" "$(stat -c %s "$CACHE/layer.tar.gz")" "$(stat -c %s "$CACHE/layer.tar")" "$ROOT/README.md" <<'PY'
@@ -32,7 +50,7 @@ rss_mib = int(sys.argv[2]) / 1024
 gz, raw = int(sys.argv[3]) / 1e6, int(sys.argv[4]) / 1e6
 dev, pod, floor = (res[k]["median"] for k in ("dev pull", "podman pull", "gzip -dc (floor)"))
 lines = [
-    f"Image: Debian bookworm minbase (debootstrap), one layer, {gz:.1f} MB gzip / {raw:.1f} MB tar. Median of the hyperfine runs, cold stores:",
+    f"Image: Debian bookworm minbase (debootstrap), one layer, {gz:.1f} MB gzip / {raw:.1f} MB tar. Median of the hyperfine runs; each trial pulls into a store (and a `podman --root`) that never held anything, and nothing is deleted while the trials run (a deletion right before makes ext4 slow for minutes and would be measured instead):",
     "",
     "| command | median | ratio |",
     "|---|---|---|",
