@@ -373,10 +373,12 @@ impl Store {
             }
             // An older dev's keeper made it inside the namespace: empty once its envs
             // stopped, it goes (its own directory is the user's to remove from).
-            if i == 0 && st.is_dir() && fs::remove_dir(dir).is_ok() {
-                if fs::DirBuilder::new().mode(0o700).create(dir).is_ok() {
-                    continue;
-                }
+            if i == 0
+                && st.is_dir()
+                && fs::remove_dir(dir).is_ok()
+                && fs::DirBuilder::new().mode(0o700).create(dir).is_ok()
+            {
+                continue;
             }
             return Err(crate::ui::UserError::with_hint(
                 format!(

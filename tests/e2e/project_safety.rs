@@ -248,21 +248,25 @@ e2e!(image_run_from_home_keeps_the_real_home_out, |env: Env| {
 
 // A session with a subordinate range starts an env (its keeper runs as root inside), then a
 // single-id session of the same user (no newuidmap on PATH) starts another: the runtime
-// directory is the user's, so it can.
+// directory is the user's, so it can. One an older dev left to the subordinate root is replaced.
 #[test]
 fn runtime_dir_belongs_to_the_user() {
     let env = Env::new(Kind::Sub);
     let reg = Registry::start();
     let image = push_busybox(&reg);
     env.write_dev_toml(&format!("image = \"{image}\"\n"));
-    env.ok(&["run", "--", "true"]);
+    // As an older dev's keeper left it: owned by the subordinate root, empty once its envs
+    // stopped.
+    let sub_root: u32 = fs::read_to_string("/etc/subuid")
+        .expect("/etc/subuid")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{}:", Kind::Sub.user())))
+        .and_then(|r| r.split(':').next()?.parse().ok())
+        .expect("a subordinate range");
     let run = env.path("run/dev");
-    assert_eq!(
-        fs::metadata(&run).expect("runtime dir").uid(),
-        env.uid,
-        "`{}` is not the user's",
-        run.display()
-    );
+    fs::create_dir(&run).expect("mkdir");
+    chown(&run, (sub_root, sub_root));
+    env.ok(&["run", "--", "true"]);
     // Only dev on PATH: no newuidmap, so a single-id map.
     let path = format!("PATH={}", env.path("bin").display());
     let bin = env.bin.display().to_string();
@@ -279,6 +283,12 @@ fn runtime_dir_belongs_to_the_user() {
         describe("dev run (single id)", &out)
     );
     assert_eq!(stdout(&out).trim(), env.uid.to_string());
+    assert_eq!(
+        fs::metadata(&run).expect("runtime dir").uid(),
+        env.uid,
+        "`{}` is not the user's",
+        run.display()
+    );
     let mappings: Vec<String> = env
         .env_dirs()
         .iter()
