@@ -287,6 +287,32 @@ mod tests {
     }
 
     #[test]
+    fn project_files_that_are_links_or_not_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join(FILE_NAME);
+        assert!(read_project_file(&p).expect("none").is_none());
+        std::fs::write(&p, "image = \"x\"\n").expect("write");
+        assert_eq!(
+            read_project_file(&p).expect("mine").as_deref(),
+            Some("image = \"x\"\n")
+        );
+        // Another user's file is refused too: see the end-to-end test
+        // `foreign_dev_toml_above_is_refused` (it takes a second user).
+        let link = dir.path().join("dev.lock");
+        std::os::unix::fs::symlink(&p, &link).expect("symlink");
+        assert!(read_project_file(&link)
+            .expect_err("link")
+            .to_string()
+            .contains("is a symbolic link"));
+        let sub = dir.path().join("sub");
+        std::fs::create_dir_all(sub.join(FILE_NAME)).expect("mkdir");
+        assert!(read_project_file(&sub.join(FILE_NAME))
+            .expect_err("dir")
+            .to_string()
+            .contains("not a regular file"));
+    }
+
+    #[test]
     fn finds_nearest_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sub = dir.path().join("a/b");
