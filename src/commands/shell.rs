@@ -473,11 +473,11 @@ pub fn session(
         }
     }
     let (user, home) = user_plan(identity, opts.root)?;
-    let home_source = if &home == root {
-        root.clone()
-    } else {
-        home_source
-    };
+    // The env's home is always its own: run from the home directory itself, it takes the
+    // project's place rather than the real home (dotfiles, keys) being bound read-write.
+    if &home == root && last {
+        eprintln!("note: your home directory is not shared with the env, which has a home of its own; run dev in a project directory to share that");
+    }
     let hostname = plan::hostname(root);
     let env_name = match (&opts.name, persistent) {
         (Some(n), _) => n.clone(),

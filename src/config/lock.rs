@@ -53,13 +53,12 @@ pub struct LockedLayer {
 impl DevLock {
     pub const VERSION: u32 = 1;
 
+    /// The project's dev.lock (see `project::read_project_file` for what is refused).
     pub fn load(path: &Path) -> Result<Option<DevLock>> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
-        };
-        Self::parse(path, &text).map(Some)
+        match super::project::read_project_file(path)? {
+            Some(text) => Self::parse(path, &text).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<DevLock> {
@@ -86,8 +85,16 @@ impl DevLock {
         format!("{HEADER}\n{body}")
     }
 
+    /// Replaces dev.lock whole. The project directory is the repository's: a symlink planted
+    /// at dev.lock or at any temp name is replaced or never opened, not written through.
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::store::write_atomic(path, self.render().as_bytes())
+        crate::atomic::write(
+            path,
+            self.render().as_bytes(),
+            0o644,
+            crate::atomic::Durability::Durable,
+        )
+        .with_context(|| format!("cannot write `{}`", path.display()))
     }
 }
 

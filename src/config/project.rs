@@ -67,26 +67,110 @@ pub struct Project {
     pub config: DevToml,
 }
 
-/// The nearest directory at or above `start` that holds a `dev.toml`.
+/// The nearest directory at or above `start` that holds a `dev.toml` (a file, or a symlink,
+/// which [`read_project_file`] then refuses), whoever owns it.
 pub fn find_root(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
-        .find(|d| d.join(FILE_NAME).is_file())
+        .find(|d| {
+            d.join(FILE_NAME)
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_file() || m.is_symlink())
+        })
         .map(Path::to_path_buf)
 }
 
 impl Project {
-    /// Finds and parses the nearest `dev.toml`; `None` when there is none.
+    /// Finds and parses the nearest `dev.toml`; `None` when there is none. One that another
+    /// user owns is refused, not skipped: it is the nearest, and what it asks for is not run.
     pub fn discover(start: &Path) -> Result<Option<Project>> {
         let Some(root) = find_root(start) else {
             return Ok(None);
         };
         let path = root.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let Some(text) = read_project_file(&path)? else {
+            return Ok(None);
+        };
         let config = parse(&path, &text)?;
         Ok(Some(Project { root, config }))
     }
+}
+
+/// The most a dev.toml or dev.lock may hold.
+const MAX_PROJECT_FILE: u64 = 1 << 20;
+
+/// Reads a project's `dev.toml` or `dev.lock`; `None` when there is none. Like git's
+/// `safe.directory`: the file must be owned by the user or by root, since one that another
+/// user planted (in a world-writable directory above the project, say) would run its
+/// `[setup]` as this user. It must be a regular file, not a symlink (the directory is the
+/// repository's), and is read bounded, from the very file whose owner was checked.
+pub fn read_project_file(path: &Path) -> Result<Option<String>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(UserError::with_hint(
+                format!("`{}` is a symbolic link", path.display()),
+                "dev reads dev.toml and dev.lock only as regular files; replace the link with the file it points to",
+            ))
+        }
+        Err(e) => {
+            return Err(std::io::Error::from_raw_os_error(e.raw_os_error()))
+                .with_context(|| format!("cannot read `{}`", path.display()))
+        }
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(UserError::with_hint(
+            format!("`{}` is not a regular file", path.display()),
+            "dev reads dev.toml and dev.lock only as regular files",
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me && st.st_uid != 0 {
+        let owner = nix::unistd::User::from_uid(st.st_uid.into())
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("uid {}", st.st_uid),
+                |u| format!("`{}` (uid {})", u.name, st.st_uid),
+            );
+        return Err(UserError::with_hint(
+            format!(
+                "`{}` belongs to {owner}, not to you: dev refuses a dev.toml or dev.lock of another user",
+                path.display()
+            ),
+            "if it is yours to use, copy it into a directory of your own; or run dev where no other user's dev.toml lies at or above the current directory",
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), MAX_PROJECT_FILE + 1),
+        &mut bytes,
+    )
+    .with_context(|| format!("cannot read `{}`", path.display()))?;
+    if bytes.len() as u64 > MAX_PROJECT_FILE {
+        return Err(UserError::with_hint(
+            format!(
+                "`{}` is larger than {MAX_PROJECT_FILE} bytes",
+                path.display()
+            ),
+            "dev.toml and dev.lock are small text files; check what wrote this one",
+        ));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        UserError::with_hint(
+            format!("`{}` is not UTF-8 text", path.display()),
+            "dev.toml and dev.lock are TOML, which is UTF-8",
+        )
+    })
 }
 
 /// Parses the text of a `dev.toml`; errors name the file, line and column.
@@ -200,6 +284,32 @@ mod tests {
         assert!(err("image = \"\"\n").contains("`image` is empty"));
         assert!(err("image = \"x\"\n[env]\n\"A=B\" = \"c\"\n").contains("invalid variable name"));
         assert!(err("shell = \"/bin/sh\"\n").contains("missing field `image`"));
+    }
+
+    #[test]
+    fn project_files_that_are_links_or_not_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join(FILE_NAME);
+        assert!(read_project_file(&p).expect("none").is_none());
+        std::fs::write(&p, "image = \"x\"\n").expect("write");
+        assert_eq!(
+            read_project_file(&p).expect("mine").as_deref(),
+            Some("image = \"x\"\n")
+        );
+        // Another user's file is refused too: see the end-to-end test
+        // `foreign_dev_toml_above_is_refused` (it takes a second user).
+        let link = dir.path().join("dev.lock");
+        std::os::unix::fs::symlink(&p, &link).expect("symlink");
+        assert!(read_project_file(&link)
+            .expect_err("link")
+            .to_string()
+            .contains("is a symbolic link"));
+        let sub = dir.path().join("sub");
+        std::fs::create_dir_all(sub.join(FILE_NAME)).expect("mkdir");
+        assert!(read_project_file(&sub.join(FILE_NAME))
+            .expect_err("dir")
+            .to_string()
+            .contains("not a regular file"));
     }
 
     #[test]

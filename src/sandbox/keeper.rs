@@ -61,19 +61,16 @@ pub fn withdraw(keep: &KeepPlan) {
 }
 
 fn bind(keep: &KeepPlan, owner: (u32, u32)) -> Result<Listening> {
-    std::fs::create_dir_all(&keep.run_dir)
-        .with_context(|| format!("cannot create `{}`", keep.run_dir.display()))?;
+    // The directory is the user's, made by their `dev` outside the namespace before the keeper
+    // started (`Store::make_run_dir`): what root inside makes belongs to the subordinate root.
     let sock = keep.run_dir.join("control.sock");
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock)
         .with_context(|| format!("cannot listen on `{}`", sock.display()))?;
     listener.set_nonblocking(true)?;
-    // Made by root inside (a subordinate id on the host): hand them to the user, whose `dev`s
+    // Made by root inside (a subordinate id on the host): hand it to the user, whose `dev`s
     // connect.
-    let (uid, gid) = (Some(owner.0.into()), Some(owner.1.into()));
-    for p in [&keep.run_dir, &sock] {
-        let _ = nix::unistd::chown(p.as_path(), uid, gid);
-    }
+    let _ = nix::unistd::chown(&sock, Some(owner.0.into()), Some(owner.1.into()));
     Ok(Listening {
         user: open_ns("user")?,
         uts: open_ns("uts")?,
@@ -107,10 +104,13 @@ fn announce(
     };
     // Runtime state: renamed into place whole, but not fsynced (it means nothing after a reboot).
     let state_file = keep.run_dir.join("state.json");
-    let tmp = keep.run_dir.join(".state.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&state)?)
-        .and_then(|()| std::fs::rename(&tmp, &state_file))
-        .with_context(|| format!("cannot write `{}`", state_file.display()))?;
+    crate::atomic::write(
+        &state_file,
+        &serde_json::to_vec(&state)?,
+        0o644,
+        crate::atomic::Durability::Volatile,
+    )
+    .with_context(|| format!("cannot write `{}`", state_file.display()))?;
     let _ = nix::unistd::chown(&state_file, uid, gid);
     Ok(())
 }

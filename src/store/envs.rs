@@ -2,7 +2,7 @@
 //! throwaway ones for `--rm` and for `--image` runs outside a project.
 
 use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -241,6 +241,7 @@ impl Store {
             );
         }
         mkdir(&dirs.home)?;
+        self.make_run_dir(&self.run_dir(mapping, project))?;
         let rec = EnvRecord {
             name: Some(name),
             project: project.to_path_buf(),
@@ -343,6 +344,52 @@ impl Store {
         let base = dirs::runtime_dir().unwrap_or_else(|| self.root.join("run-v1"));
         let key = Digest::of_bytes(format!("{mapping}\0{}", project.display()).as_bytes());
         base.join("dev").join(&key.hex()[..16])
+    }
+
+    /// Makes the env's runtime directory and the `dev` one above it (mode 0700), as the user,
+    /// before the env's keeper starts: the keeper runs inside the env's user namespace, where
+    /// what it makes belongs to the subordinate root, and a later session with a single-id map
+    /// could not create its own directory there.
+    pub fn make_run_dir(&self, run_dir: &Path) -> Result<()> {
+        let Some(parent) = run_dir.parent() else {
+            return Ok(());
+        };
+        if let Some(base) = parent.parent() {
+            mkdir(base)?;
+        }
+        for (i, dir) in [parent, run_dir].into_iter().enumerate() {
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create `{}`", dir.display()))
+                }
+            }
+            let st = fs::symlink_metadata(dir)
+                .with_context(|| format!("cannot read `{}`", dir.display()))?;
+            let me = nix::unistd::geteuid().as_raw();
+            if st.is_dir() && st.uid() == me {
+                continue;
+            }
+            // An older dev's keeper made it inside the namespace: empty once its envs
+            // stopped, it goes (its own directory is the user's to remove from).
+            if i == 0
+                && st.is_dir()
+                && fs::remove_dir(dir).is_ok()
+                && fs::DirBuilder::new().mode(0o700).create(dir).is_ok()
+            {
+                continue;
+            }
+            return Err(crate::ui::UserError::with_hint(
+                format!(
+                    "the runtime directory `{}` is not a directory of yours (owner uid {})",
+                    dir.display(),
+                    st.uid()
+                ),
+                "stop the envs that use it (`dev ps`, `dev stop NAME`), then remove it",
+            ));
+        }
+        Ok(())
     }
 
     /// The env's state if its keeper and init are alive; stale state is removed.

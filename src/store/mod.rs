@@ -1,5 +1,6 @@
 //! The on-disk store under `$XDG_DATA_HOME/dev` (mode 0700). Every write goes to a temporary
-//! name, is fsynced and renamed into place, so a killed `dev` leaves nothing half-written visible.
+//! name (random, created `O_EXCL|O_NOFOLLOW`: see `atomic`), is fsynced and renamed into place,
+//! so a killed `dev` leaves nothing half-written visible.
 //!
 //! ```text
 //! $XDG_DATA_HOME/dev/
@@ -30,7 +31,6 @@ pub mod layers;
 pub mod tools;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -163,31 +163,11 @@ impl Store {
     }
 }
 
-/// temp + fsync + rename: the file is either absent, or whole.
+/// Replaces `path` whole (temp file created `O_EXCL|O_NOFOLLOW` with a random name, fsync,
+/// rename): the store's name for [`crate::atomic::write`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("path has no parent")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        anyhow::Error::from(e).context(format!("cannot write `{}`", path.display()))
-    })?;
-    sync_dir(dir);
-    Ok(())
+    crate::atomic::write(path, bytes, 0o644, crate::atomic::Durability::Durable)
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 pub fn sync_dir(dir: &Path) {

@@ -4,11 +4,11 @@
 pub mod manager;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 
+use crate::beneath::{self, Tree};
 use crate::config::lock::split_spec;
 use crate::config::project::DevToml;
 use crate::oci::Digest;
@@ -45,17 +45,19 @@ pub fn manager_of(
             )
         });
     }
-    let roots: Vec<PathBuf> = image
+    // The layers are the image's: looked at beneath their roots, no symlink followed.
+    let roots: Vec<Tree> = image
         .layers
         .iter()
-        .map(|l| store.layer_path(mapping, &l.diff_id).join("root"))
+        .filter_map(|l| Tree::open(&store.layer_path(mapping, &l.diff_id).join("root")).ok())
         .collect();
     // A 0/0 character device is a whiteout: the path was deleted by that layer.
     let exists = |p: &str| {
         roots.iter().any(|r| {
-            r.join(p)
-                .symlink_metadata()
-                .is_ok_and(|m| !m.file_type().is_char_device())
+            r.lstat(Path::new(p))
+                .ok()
+                .flatten()
+                .is_some_and(|st| !beneath::is_whiteout(&st))
         })
     };
     Manager::detect(exists).map_err(|e| {
@@ -82,6 +84,60 @@ pub fn packages(config: &DevToml, pins: &BTreeMap<String, String>) -> Vec<Packag
             }
         })
         .collect()
+}
+
+/// Checks each name and version against `manager`'s grammar, so that what reaches the build is
+/// a package; the error names the entry of dev.toml (or dev.lock, for its pins) at fault.
+pub fn check_packages(
+    manager: Manager,
+    config: &DevToml,
+    pins: &BTreeMap<String, String>,
+) -> Result<()> {
+    for spec in &config.tools.packages {
+        let (name, version) = split_spec(spec);
+        let entry = || format!("dev.toml: [tools] packages entry `{}`", spec.escape_debug());
+        if !manager.valid_name(name) {
+            let grammar = manager.name_grammar();
+            return Err(bad_entry(entry(), name, "package name", manager, grammar));
+        }
+        match (version, pins.get(name)) {
+            (Some(v), _) if !manager.valid_version(v) => {
+                let grammar = manager.version_grammar();
+                return Err(bad_entry(entry(), v, "package version", manager, grammar));
+            }
+            (None, Some(v)) if !manager.valid_version(v) => {
+                return Err(bad_entry(
+                    format!(
+                        "dev.lock: [tools] entry `{name} = \"{}\"`",
+                        v.escape_debug()
+                    ),
+                    v,
+                    "package version",
+                    manager,
+                    &format!(
+                        "{}; fix the entry, or delete it and run `dev lock`",
+                        manager.version_grammar()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `ENTRY: `VALUE` is not a FAMILY WHAT`, with the grammar as the hint.
+fn bad_entry(entry: String, value: &str, what: &str, m: Manager, grammar: &str) -> anyhow::Error {
+    UserError::with_hint(
+        format!(
+            "{entry}: `{}` is not {} {} {what} ({} in this image)",
+            value.escape_debug(),
+            if m == Manager::Apt { "a" } else { "an" },
+            m.family(),
+            m.name()
+        ),
+        grammar.to_string(),
+    )
 }
 
 /// The cache key of a tools layer.
@@ -112,6 +168,7 @@ pub fn ensure(
     }
     let mapping = identity.store_key();
     let manager = manager_of(store, &mapping, image, config)?;
+    check_packages(manager, config, pins)?;
     let packages = packages(config, pins);
     let key = key(
         &image.manifest_digest,
@@ -133,30 +190,40 @@ pub fn ensure(
         image.name
     );
     let scratch = store.scratch_env(&mapping)?;
-    let mut script = manager.install_script(&config.setup.root, &packages);
+    let mut script = manager.install_script(&config.setup.root, !packages.is_empty());
     if !identity.has_subordinate() && manager == Manager::Apt {
         // With a single-id map there is no `_apt` to drop to: apt runs its downloads as root.
         script = format!("echo 'APT::Sandbox::User \"root\";' > /etc/apt/apt.conf.d/00dev-sandbox\n{script}rm -f /etc/apt/apt.conf.d/00dev-sandbox\n");
     }
     // The build's output is progress, not the command's: it goes to stderr, and it reads no input.
     let script = format!("exec </dev/null 1>&2\n{script}");
-    let plan = build_plan(store, identity, image, image_env, &scratch, backend, script);
+    // The packages are the script's arguments, never part of its text.
+    let mut argv = vec!["/bin/sh".into(), "-c".into(), script, "dev-tools".into()];
+    argv.extend(packages.iter().map(Package::arg));
+    let plan = build_plan(store, identity, image, image_env, &scratch, backend, argv);
     let code = run_sandbox(identity, &plan);
-    let read =
-        |p: &str| std::fs::read_to_string(scratch.upper.join(p.trim_start_matches('/'))).ok();
     let outcome = match code {
-        Ok(0) => Ok(read(RESOLVED).unwrap_or_default()),
+        Ok(0) => read_report(&scratch.upper, RESOLVED).map(Option::unwrap_or_default),
         Ok(code) if code == MISSING_PIN_STATUS => {
-            let name = read(MISSING_PIN).unwrap_or_default().trim().to_string();
-            let version = packages
-                .iter()
-                .find(|p| p.name == name)
-                .and_then(|p| p.version.clone())
-                .unwrap_or_default();
-            Err(UserError::with_hint(
-                format!("the pinned version {name}={version} is no longer on the package mirror"),
-                format!("re-resolve it with `dev update {name}` (it rewrites dev.lock), or pin another version in dev.toml"),
-            ))
+            // Only a name of the list is shown: the file is the build's.
+            let named = read_report(&scratch.upper, MISSING_PIN)
+                .ok()
+                .flatten()
+                .and_then(|n| packages.iter().find(|p| p.name == n.trim()));
+            Err(match named {
+                Some(p) => UserError::with_hint(
+                    format!(
+                        "the pinned version {}={} is no longer on the package mirror",
+                        p.name,
+                        p.version.as_deref().unwrap_or_default()
+                    ),
+                    format!("re-resolve it with `dev update {}` (it rewrites dev.lock), or pin another version in dev.toml", p.name),
+                ),
+                None => UserError::with_hint(
+                    "a pinned version is no longer on the package mirror",
+                    "re-resolve the pins with `dev update` (it rewrites dev.lock), or pin other versions in dev.toml",
+                ),
+            })
         }
         Ok(code) => Err(UserError::with_hint(
             format!(
@@ -178,7 +245,7 @@ pub fn ensure(
     let _ = store.remove_trees(identity, std::slice::from_ref(&scratch.dir));
     let (diff_id, stats) = captured?;
     let resolved: BTreeMap<String, String> = parse_resolved(&resolved).into_iter().collect();
-    check_resolved(&resolved, &packages)?;
+    check_resolved(manager, &resolved, &packages)?;
     // Filed under its key, and under the key of the same packages pinned to what got installed:
     // the next start (with dev.lock's pins) finds it without building again.
     let pinned: Vec<Package> = packages
@@ -218,7 +285,7 @@ fn build_plan(
     image_env: &[String],
     scratch: &crate::store::envs::EnvDirs,
     backend: Option<Backend>,
-    script: String,
+    argv: Vec<String>,
 ) -> SandboxPlan {
     let mapping = identity.store_key();
     let user = UserPlan {
@@ -265,7 +332,7 @@ fn build_plan(
         },
         steps: mount_plan(&layout),
         process: ProcessPlan {
-            argv: vec!["/bin/sh".into(), "-c".into(), script],
+            argv,
             shell: None,
             shell_fallbacks: Vec::new(),
             env: plan::environment(
@@ -287,8 +354,53 @@ fn build_plan(
     }
 }
 
-/// Fails unless every package has a resolved version (the lock must name them all).
-fn check_resolved(resolved: &BTreeMap<String, String>, packages: &[Package]) -> Result<()> {
+/// The most a build's report ([`RESOLVED`], [`MISSING_PIN`]) may hold.
+const REPORT_MAX: u64 = 1 << 20;
+
+/// A report the install script left at `path` in the build's writable layer; `None` when it
+/// left none. The layer is the build's (a `[setup]` command or a package's script may have
+/// made the name a symlink to any host file): it is read beneath the layer's root, no symlink
+/// followed, and bounded.
+fn read_report(upper: &Path, path: &str) -> Result<Option<String>> {
+    let failed = |e: std::io::Error| {
+        UserError::with_hint(
+            format!("cannot read `{path}`, which the tools build left: {e}"),
+            "a [setup] root command or a package replaced it; dev reads it only as a regular file",
+        )
+    };
+    let tree = Tree::open(upper)
+        .with_context(|| format!("cannot open the tools build's layer `{}`", upper.display()))?;
+    match tree.read_bounded(Path::new(path.trim_start_matches('/')), REPORT_MAX) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| failed(std::io::Error::other("it is not UTF-8 text"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// Fails unless every package has a resolved version (the lock must name them all), and each
+/// version is one of the manager's (dev.lock is fed back into the next build).
+fn check_resolved(
+    manager: Manager,
+    resolved: &BTreeMap<String, String>,
+    packages: &[Package],
+) -> Result<()> {
+    if let Some((n, v)) = resolved
+        .iter()
+        .find(|(n, v)| !manager.valid_name(n) || !manager.valid_version(v))
+    {
+        return Err(UserError::with_hint(
+            format!(
+                "the tools build reported `{}={}`, which is not {} {} package and version; dev.lock is unchanged",
+                n.escape_debug(),
+                v.escape_debug(),
+                if manager == Manager::Apt { "a" } else { "an" },
+                manager.family()
+            ),
+            "a [setup] root command or a package wrote it; fix [setup] in dev.toml",
+        ));
+    }
     let missing: Vec<&str> = packages
         .iter()
         .filter(|p| !resolved.contains_key(&p.name))
