@@ -204,13 +204,6 @@ impl Tree {
         rustix::fs::symlinkat(target, &dir.fd, name).map_err(err)
     }
 
-    /// The target of the symlink `rel`, at most 4096 bytes.
-    pub fn read_link(&self, rel: &Path) -> io::Result<OsString> {
-        let (dir, name) = self.parent(rel)?;
-        let target = rustix::fs::readlinkat(&dir.fd, name, Vec::new()).map_err(err)?;
-        Ok(OsStr::from_bytes(target.as_bytes()).to_os_string())
-    }
-
     /// Makes `link` a hard link to the entry `existing` (not to what a symlink there points to).
     pub fn hard_link(&self, existing: &Path, link: &Path) -> io::Result<()> {
         let (from_dir, from) = self.parent(existing)?;

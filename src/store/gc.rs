@@ -201,7 +201,9 @@ impl Store {
         for dir in ["images-v1", "blobs-v1/sha256"] {
             if let Ok(rd) = fs::read_dir(self.root.join(dir)) {
                 for e in rd.flatten() {
-                    if e.file_name().to_string_lossy().contains(".tmp.") {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    // `atomic::write`'s temp files (`.NAME.RANDOM.tmp`), and older ones.
+                    if n.contains(".tmp.") || (n.starts_with('.') && n.ends_with(".tmp")) {
                         g.leftovers.push(e.path());
                     }
                 }

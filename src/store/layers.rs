@@ -262,7 +262,12 @@ pub fn capture_layer(upper: &Path, layers_dir: &Path) -> Result<(Digest, LayerSt
                 let Ok(names) = tree.names(rel) else { continue };
                 for name in names {
                     let child = rel.join(&name);
-                    if !tree.lstat(&child).ok().flatten().is_some_and(|st| beneath::is_whiteout(&st)) {
+                    if !tree
+                        .lstat(&child)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|st| beneath::is_whiteout(&st))
+                    {
                         let _ = tree.remove(&child);
                     }
                 }

@@ -319,92 +319,112 @@ e2e!(decompression_bomb, |env: Env| {
 // by opening it again: `a/victim` must be opened beneath the layer with no symlink followed, or
 // a later symlink `a` -> a host directory makes the chmod, chown and mtime land on the host's
 // `victim` (world-writable, and with a subordinate range owned by the sub-root).
-e2e!(deferred_directory_metadata_never_lands_outside, |env: Env| {
-    use std::os::unix::fs::MetadataExt;
-    let victim = env.path("outside/victim");
-    fs::create_dir(&victim).unwrap();
-    fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
-    env.chown_all(&env.path("outside"));
-    let before = fs::metadata(&victim).unwrap();
-    let (ok, err) = pull_hostile(
-        &env,
-        vec![
-            Entry::Dir("a/".into(), 0o755),
-            Entry::Dir("a/victim/".into(), 0o777),
-            Entry::Symlink("a".into(), out(&env)),
-        ],
-    );
-    let after = fs::metadata(&victim).unwrap();
-    assert_eq!(
-        after.mode() & 0o7777,
-        0o755,
-        "the layer's mode landed on the host's directory ({err})"
-    );
-    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
-    assert_eq!(after.mtime(), before.mtime(), "the layer's mtime landed");
-    // The layer itself is valid: `a` is a symlink in it, and the directory below it is gone.
-    assert!(ok, "{err}");
-    let root = env.layer_dirs()[0].join("root");
-    assert!(fs::symlink_metadata(root.join("a"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
-});
+e2e!(
+    deferred_directory_metadata_never_lands_outside,
+    |env: Env| {
+        use std::os::unix::fs::MetadataExt;
+        let victim = env.path("outside/victim");
+        fs::create_dir(&victim).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).unwrap();
+        env.chown_all(&env.path("outside"));
+        let before = fs::metadata(&victim).unwrap();
+        let (ok, err) = pull_hostile(
+            &env,
+            vec![
+                Entry::Dir("a/".into(), 0o755),
+                Entry::Dir("a/victim/".into(), 0o777),
+                Entry::Symlink("a".into(), out(&env)),
+            ],
+        );
+        let after = fs::metadata(&victim).unwrap();
+        assert_eq!(
+            after.mode() & 0o7777,
+            0o755,
+            "the layer's mode landed on the host's directory ({err})"
+        );
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        assert_eq!(after.mtime(), before.mtime(), "the layer's mtime landed");
+        // The layer itself is valid: `a` is a symlink in it, and the directory below it is gone.
+        assert!(ok, "{err}");
+        let root = env.layer_dirs()[0].join("root");
+        assert!(fs::symlink_metadata(root.join("a"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+);
 
 // A tools build shapes its writable layer; dev then drops volatile paths (`var/log`, apt's
 // caches, …) from it. `[setup] root = ["rm -rf /var && ln -s /host/dir /var"]` must not make
 // that cleaning empty a host directory: it is done beneath the layer's fd, no symlink followed.
-e2e!(cleaning_a_tools_layer_never_follows_its_symlinks, |env: Env| {
-    let reg = Registry::start();
-    // A busybox image that looks like an apt image (the build installs no package, it runs the
-    // setup only, but the package manager is detected first).
-    let mut layers = crate::common::image::busybox_layers();
-    layers.push(Layer::new(vec![
-        Entry::Dir("usr/".into(), 0o755),
-        Entry::Dir("usr/bin/".into(), 0o755),
-        Entry::File("usr/bin/apt-get".into(), b"#!/bin/sh\nexit 1\n".to_vec(), 0o755),
-        Entry::File("usr/bin/dpkg".into(), b"#!/bin/sh\nexit 1\n".to_vec(), 0o755),
-    ]));
-    ImageBuilder::new(layers).push(&reg, "hostile/apt", Some("1"));
-    let victim = env.path("outside/log");
-    fs::create_dir_all(victim.join("apt")).unwrap();
-    fs::write(victim.join("keep.log"), SENTINEL).unwrap();
-    fs::write(victim.join("apt/keep.log"), SENTINEL).unwrap();
-    env.chown_all(&env.path("outside"));
-    fs::set_permissions(env.path("outside"), fs::Permissions::from_mode(0o777)).unwrap();
-    env.write_dev_toml(&format!(
-        "image = \"{}/hostile/apt:1\"\n[setup]\nroot = [\"rm -rf /var && ln -s {} /var\"]\n",
-        reg.host(),
-        env.path("outside").display()
-    ));
-    crate::common::trust(&env);
-    let out = env.run(&["run", "--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        crate::common::describe("dev run", &out)
-    );
-    assert_eq!(fs::read_to_string(victim.join("keep.log")).unwrap(), SENTINEL);
-    assert_eq!(
-        fs::read_to_string(victim.join("apt/keep.log")).unwrap(),
-        SENTINEL
-    );
-});
+e2e!(
+    cleaning_a_tools_layer_never_follows_its_symlinks,
+    |env: Env| {
+        let reg = Registry::start();
+        // A busybox image that looks like an apt image (the build installs no package, it runs the
+        // setup only, but the package manager is detected first).
+        let mut layers = crate::common::image::busybox_layers();
+        layers.push(Layer::new(vec![
+            Entry::Dir("usr/".into(), 0o755),
+            Entry::Dir("usr/bin/".into(), 0o755),
+            Entry::File(
+                "usr/bin/apt-get".into(),
+                b"#!/bin/sh\nexit 1\n".to_vec(),
+                0o755,
+            ),
+            Entry::File(
+                "usr/bin/dpkg".into(),
+                b"#!/bin/sh\nexit 1\n".to_vec(),
+                0o755,
+            ),
+        ]));
+        ImageBuilder::new(layers).push(&reg, "hostile/apt", Some("1"));
+        let victim = env.path("outside/log");
+        fs::create_dir_all(victim.join("apt")).unwrap();
+        fs::write(victim.join("keep.log"), SENTINEL).unwrap();
+        fs::write(victim.join("apt/keep.log"), SENTINEL).unwrap();
+        env.chown_all(&env.path("outside"));
+        fs::set_permissions(env.path("outside"), fs::Permissions::from_mode(0o777)).unwrap();
+        env.write_dev_toml(&format!(
+            "image = \"{}/hostile/apt:1\"\n[setup]\nroot = [\"rm -rf /var && ln -s {} /var\"]\n",
+            reg.host(),
+            env.path("outside").display()
+        ));
+        crate::common::trust(&env);
+        let out = env.run(&["run", "--", "true"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::common::describe("dev run", &out)
+        );
+        assert_eq!(
+            fs::read_to_string(victim.join("keep.log")).unwrap(),
+            SENTINEL
+        );
+        assert_eq!(
+            fs::read_to_string(victim.join("apt/keep.log")).unwrap(),
+            SENTINEL
+        );
+    }
+);
 
 // The read-only binds of host files (/etc/hosts, /etc/resolv.conf) and of /sys cannot be
 // locked read-only from inside a single user namespace (see README, "Security model"); root
 // inside may remount them read-write, but the files stay the host's: writing them still fails.
-e2e!(root_inside_cannot_write_the_hosts_files_through_a_remount, |env: Env| {
-    let reg = Registry::start();
-    crate::shell::busybox_project(&env, &reg, "");
-    let before = fs::read("/etc/hosts").unwrap();
-    let script = "for f in /etc/hosts /etc/resolv.conf /sys; do \
+e2e!(
+    root_inside_cannot_write_the_hosts_files_through_a_remount,
+    |env: Env| {
+        let reg = Registry::start();
+        crate::shell::busybox_project(&env, &reg, "");
+        let before = fs::read("/etc/hosts").unwrap();
+        let script = "for f in /etc/hosts /etc/resolv.conf /sys; do \
         mount -o remount,bind,rw $f 2>/dev/null && echo remounted $f; done; \
         echo pwned >> /etc/hosts && echo wrote-hosts; \
         echo pwned >> /etc/resolv.conf && echo wrote-resolv; \
         echo 1 > /sys/kernel/mm/ksm/run && echo wrote-sys; true";
-    let out = env.ok(&["run", "--rm", "--root", "--", "sh", "-c", script]);
-    let said = crate::common::stdout(&out);
-    assert!(!said.contains("wrote"), "{said}");
-    assert_eq!(fs::read("/etc/hosts").unwrap(), before);
-});
+        let out = env.ok(&["run", "--rm", "--root", "--", "sh", "-c", script]);
+        let said = crate::common::stdout(&out);
+        assert!(!said.contains("wrote"), "{said}");
+        assert_eq!(fs::read("/etc/hosts").unwrap(), before);
+    }
+);

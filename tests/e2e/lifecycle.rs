@@ -449,49 +449,52 @@ e2e!(prune_deletes_envs_only_as_asked, |env: Env| {
 // `dev commit` of a running env: the env swaps a file of its writable layer for a symlink to a
 // host file over and over while the packer runs. The packer must pack what it opened (a file or
 // a symlink), never the host file the name pointed to a moment later.
-e2e!(commit_never_packs_a_host_file_through_a_swapped_name, |env: Env| {
-    let reg = Registry::start();
-    busybox_project(&env, &reg);
-    let secret = env.path("outside/secret");
-    let marker = "host-secret-6f1e";
-    fs::write(&secret, format!("{marker}\n")).expect("write secret");
-    env.chown_all(&env.path("outside"));
-    env.ok(&["start"]);
-    // Fifty names, each flipped between a file and a symlink to the host's secret by rename.
-    let script = format!(
-        "mkdir -p /swap && cd /swap && echo ready && while :; do for i in $(seq 50); do \
+e2e!(
+    commit_never_packs_a_host_file_through_a_swapped_name,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg);
+        let secret = env.path("outside/secret");
+        let marker = "host-secret-6f1e";
+        fs::write(&secret, format!("{marker}\n")).expect("write secret");
+        env.chown_all(&env.path("outside"));
+        env.ok(&["start"]);
+        // Fifty names, each flipped between a file and a symlink to the host's secret by rename.
+        let script = format!(
+            "mkdir -p /swap && cd /swap && echo ready && while :; do for i in $(seq 50); do \
          echo decoy > f$i.t && mv -f f$i.t f$i; ln -sfn {} l$i && mv -f l$i f$i; done; done",
-        secret.display()
-    );
-    // Root inside writes `/` with a subordinate range; with a single id, the user owns it.
-    let mut args = vec!["run"];
-    if env.kind != crate::common::Kind::NoSub {
-        args.push("--root");
-    }
-    args.extend(["--", "sh", "-c", &script]);
-    let mut swapper = spawn_ready(&mut env.dev(&args));
-    for n in 0..40 {
-        env.ok(&["commit", "--tag", &format!("race:{n}")]);
-    }
-    let _ = swapper.kill();
-    let _ = swapper.wait();
-    env.ok(&["stop"]);
-    let mut leaked = Vec::new();
-    let blobs = env.store().join("blobs-v1");
-    let mut stack = vec![blobs];
-    while let Some(p) = stack.pop() {
-        for e in fs::read_dir(&p).into_iter().flatten().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if fs::read(&path)
-                .unwrap_or_default()
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes())
-            {
-                leaked.push(path);
+            secret.display()
+        );
+        // Root inside writes `/` with a subordinate range; with a single id, the user owns it.
+        let mut args = vec!["run"];
+        if env.kind != crate::common::Kind::NoSub {
+            args.push("--root");
+        }
+        args.extend(["--", "sh", "-c", &script]);
+        let mut swapper = spawn_ready(&mut env.dev(&args));
+        for n in 0..40 {
+            env.ok(&["commit", "--tag", &format!("race:{n}")]);
+        }
+        let _ = swapper.kill();
+        let _ = swapper.wait();
+        env.ok(&["stop"]);
+        let mut leaked = Vec::new();
+        let blobs = env.store().join("blobs-v1");
+        let mut stack = vec![blobs];
+        while let Some(p) = stack.pop() {
+            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if fs::read(&path)
+                    .unwrap_or_default()
+                    .windows(marker.len())
+                    .any(|w| w == marker.as_bytes())
+                {
+                    leaked.push(path);
+                }
             }
         }
+        assert!(leaked.is_empty(), "the host's file went into {leaked:?}");
     }
-    assert!(leaked.is_empty(), "the host's file went into {leaked:?}");
-});
+);
