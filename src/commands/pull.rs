@@ -79,9 +79,7 @@ pub fn pull(
         manifest,
         platform,
     } = resolved;
-    let (config_bytes, config) = endpoint
-        .config(&manifest.config)
-        .with_context(|| format!("cannot pull `{reference}`"))?;
+    let (config_bytes, config) = endpoint.config(&manifest.config)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
             "image `{reference}` is malformed: its manifest lists {} layers but its config {} content digests",
@@ -217,7 +215,11 @@ fn resolve(ep: &Endpoint, reference: &Reference) -> Result<Resolved, RegistryErr
         },
         EntryError::BadType { digest, media_type } => RegistryError::Refused {
             registry: ep.registry().to_string(),
-            what: format!("the image index of `{reference}`"),
+            what: format!(
+                "index `{}:{}`",
+                reference.repository,
+                reference.manifest_ref()
+            ),
             reason: DocumentError::EntryType {
                 platform: host.to_string(),
                 digest: digest.to_string(),

@@ -239,9 +239,9 @@ impl Endpoint {
 
     /// Fetches and reads the image config a manifest names; returns its bytes too.
     pub fn config(&self, desc: &Descriptor) -> Result<(Vec<u8>, ImageConfig), RegistryError> {
-        let what = "the image config";
-        let bytes = self.small_blob(desc, what)?;
-        let config = ImageConfig::parse(&bytes).map_err(|e| self.refused(what, e))?;
+        let what = format!("the image config of `{}`", self.repository);
+        let bytes = self.small_blob(desc, &what)?;
+        let config = ImageConfig::parse(&bytes).map_err(|e| self.refused(&what, e))?;
         Ok((bytes, config))
     }
 

@@ -8,5 +8,6 @@ mod debian;
 mod hostile;
 mod lifecycle;
 mod pull;
+mod registry_safety;
 mod shell;
 mod tools;
