@@ -146,6 +146,15 @@ e2e!(squatted_loopback_port_gets_no_credentials, |env: Env| {
         give_credentials(&env, &[&host]);
         let image = format!("{host}/team/img:v1");
         let err = env.fails(&["pull", &image]);
+        assert!(
+            !squat.requests().is_empty(),
+            "{mode}: dev asked the squatter"
+        );
+        assert_eq!(
+            squat.authorizations(),
+            Vec::<String>::new(),
+            "{mode}: an Authorization header reached another user's listener"
+        );
         let (error, hint) = error_and_hint(&err);
         assert!(
             error.contains(&format!("`{host}` asks for credentials"))
@@ -156,15 +165,6 @@ e2e!(squatted_loopback_port_gets_no_credentials, |env: Env| {
         assert!(
             hint.contains(&format!("insecure-registries = [\"{host}\"]")),
             "{mode}: {err}"
-        );
-        assert!(
-            !squat.requests().is_empty(),
-            "{mode}: dev asked the squatter"
-        );
-        assert_eq!(
-            squat.authorizations(),
-            Vec::<String>::new(),
-            "{mode}: an Authorization header reached another user's listener"
         );
 
         // Vouched for in insecure-registries, the same listener gets them (so the check
@@ -214,12 +214,6 @@ e2e!(
         let host = format!("127.0.0.1:{}", front.port);
         give_credentials(&env, &[&host, &squat.host()]);
         let err = env.fails(&["pull", &format!("{host}/team/img:v1")]);
-        let (error, hint) = error_and_hint(&err);
-        assert!(
-            error.contains(&format!("`{}`", squat.host())) && error.contains("devtest-sub2"),
-            "{err}"
-        );
-        assert!(hint.contains("insecure-registries"), "{err}");
         let tokens: Vec<_> = squat
             .requests()
             .into_iter()
@@ -231,6 +225,12 @@ e2e!(
             Vec::<String>::new(),
             "credentials reached another user's token realm"
         );
+        let (error, hint) = error_and_hint(&err);
+        assert!(
+            error.contains(&format!("`{}`", squat.host())) && error.contains("devtest-sub2"),
+            "{err}"
+        );
+        assert!(hint.contains("insecure-registries"), "{err}");
     }
 );
 
@@ -467,15 +467,15 @@ e2e!(huge_token_answer_is_capped, |env: Env| {
     );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{}", describe("dev pull", &out));
-    let error = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
-    assert!(
-        error.contains("the token answer") && error.contains("larger than 1 MiB"),
-        "{err}"
-    );
     eprintln!("peak RSS of dev reading a {SERVED}-byte token answer: {peak_kib} KiB");
     assert!(
         peak_kib < 64 << 10,
         "dev's peak RSS was {peak_kib} KiB reading a {SERVED}-byte token answer"
+    );
+    let error = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    assert!(
+        error.contains("the token answer") && error.contains("larger than 1 MiB"),
+        "{err}"
     );
 });
 
