@@ -503,11 +503,17 @@ impl Endpoint {
             let _ = tx.send(req.call());
         });
         let wait = self.stall.saturating_mul(2);
-        rx.recv_timeout(wait).map_err(|_| RegistryError::Stalled {
-            registry: self.registry.clone(),
-            what: what.to_string(),
-            detail: format!("no answer within {}", secs(wait)),
-            timeout: secs(self.stall),
+        rx.recv_timeout(wait).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => RegistryError::Stalled {
+                registry: self.registry.clone(),
+                what: what.to_string(),
+                detail: format!("no answer within {}", secs(wait)),
+                timeout: secs(self.stall),
+            },
+            mpsc::RecvTimeoutError::Disconnected => RegistryError::Transport {
+                registry: self.registry.clone(),
+                message: format!("the request for {what} ended without an answer"),
+            },
         })
     }
 
@@ -870,12 +876,13 @@ mod tests {
         assert!(err.to_string().contains("less than 32 KiB"), "{err}");
         assert!(started.elapsed() < Duration::from_millis(500));
 
-        let steady = Trickle::new(vec![vec![b'x'; 16 << 10]; 30], 10);
+        // 64 KiB every 10 ms: each window moves enough even on a busy machine.
+        let steady = Trickle::new(vec![vec![b'x'; 64 << 10]; 30], 10);
         let mut out = Vec::new();
         Watchdog::new(steady, stall, None)
             .read_to_end(&mut out)
             .unwrap();
-        assert_eq!(out.len(), 30 * (16 << 10));
+        assert_eq!(out.len(), 30 * (64 << 10));
 
         // A small body must be whole by its deadline, however steadily it moves.
         let steady = Trickle::new(vec![vec![b'x'; 16 << 10]; 30], 10);
