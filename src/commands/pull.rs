@@ -5,12 +5,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::config::Settings;
 use crate::oci::manifest::Compression;
 use crate::oci::{
-    Descriptor, ImageConfig, ImageIndex, ImageManifest, MediaType, Platform, Reference,
+    Descriptor, Document, DocumentError, EntryError, ImageManifest, Platform, Reference,
 };
 use crate::registry::{Endpoint, RegistryError};
 use crate::sandbox::Identity;
@@ -79,9 +79,7 @@ pub fn pull(
         manifest,
         platform,
     } = resolved;
-    let config_bytes = endpoint.small_blob(&manifest.config, "the image config")?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("the image config of `{reference}` is not valid JSON"))?;
+    let (config_bytes, config) = endpoint.config(&manifest.config)?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
             "image `{reference}` is malformed: its manifest lists {} layers but its config {} content digests",
@@ -193,54 +191,60 @@ fn resolve_with_mirrors(
 }
 
 fn resolve(ep: &Endpoint, reference: &Reference) -> Result<Resolved, RegistryError> {
-    let (bytes, media_type, digest) = ep.manifest(&reference.manifest_ref(), None)?;
-    let malformed = |what: &str, e: serde_json::Error| RegistryError::Malformed {
-        registry: ep.registry().to_string(),
-        what: what.to_string(),
-        message: e.to_string(),
+    let top = ep.manifest(&reference.manifest_ref(), None)?;
+    let index = match top.document {
+        Document::Manifest { manifest, .. } => {
+            return Ok(Resolved {
+                index: None,
+                manifest_bytes: top.bytes,
+                manifest_digest: top.digest,
+                manifest,
+                platform: None,
+            })
+        }
+        Document::Index { index, .. } => index,
     };
-    let is_index = MediaType::is_index(&media_type)
-        || (!MediaType::is_manifest(&media_type)
-            && serde_json::from_slice::<ImageIndex>(&bytes).is_ok());
-    if is_index {
-        let index: ImageIndex =
-            serde_json::from_slice(&bytes).map_err(|e| malformed("the image index", e))?;
-        let host = Platform::host();
-        let Some(desc) = host.choose(&index.manifests) else {
-            let have: Vec<String> = index
-                .manifests
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .filter(|p| p.os != "unknown")
-                .map(|p| p.to_string())
-                .collect();
-            return Err(RegistryError::NotFound {
-                registry: ep.registry().to_string(),
-                what: format!(
-                    "a {host} image for `{reference}` (it has: {})",
-                    have.join(", ")
-                ),
-            });
-        };
-        let (mbytes, _, mdigest) = ep.manifest(&desc.digest.to_string(), Some(desc))?;
-        let manifest: ImageManifest =
-            serde_json::from_slice(&mbytes).map_err(|e| malformed("the image manifest", e))?;
-        return Ok(Resolved {
-            index: Some((bytes, digest)),
-            manifest_bytes: mbytes,
-            manifest_digest: mdigest,
-            manifest,
-            platform: desc.platform.clone(),
+    let host = Platform::host();
+    let desc = index.entry_for(&host).map_err(|e| match e {
+        EntryError::NoMatch(have) => RegistryError::NotFound {
+            registry: ep.registry().to_string(),
+            what: format!(
+                "a {host} image for `{reference}` (it has: {})",
+                have.join(", ")
+            ),
+        },
+        EntryError::BadType { digest, media_type } => RegistryError::Refused {
+            registry: ep.registry().to_string(),
+            what: format!(
+                "index `{}:{}`",
+                reference.repository,
+                reference.manifest_ref()
+            ),
+            reason: DocumentError::EntryType {
+                platform: host.to_string(),
+                digest: digest.to_string(),
+                media_type,
+            },
+        },
+    })?;
+    let child = ep.manifest(&desc.digest.to_string(), Some(desc))?;
+    let Document::Manifest { manifest, .. } = child.document else {
+        // An entry's type is a manifest type and the child must be of it: unreachable.
+        return Err(RegistryError::Refused {
+            registry: ep.registry().to_string(),
+            what: format!("manifest {}", desc.digest),
+            reason: DocumentError::NotAsListed {
+                expected: desc.media_type.clone(),
+                served: child.document.media_type().to_string(),
+            },
         });
-    }
-    let manifest: ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| malformed("the image manifest", e))?;
+    };
     Ok(Resolved {
-        index: None,
-        manifest_bytes: bytes,
-        manifest_digest: digest,
+        index: Some((top.bytes, top.digest)),
+        manifest_bytes: child.bytes,
+        manifest_digest: child.digest,
         manifest,
-        platform: None,
+        platform: desc.platform.clone(),
     })
 }
 

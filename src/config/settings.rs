@@ -10,7 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Registries reached over plain HTTP (loopback ones always may be).
+    /// Registries reached over plain HTTP (loopback ones always may be). A loopback one listed
+    /// here also gets credentials whoever listens on its port; unlisted, only a listener of
+    /// the user's own or root's does.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
     /// Registry → mirrors tried first, e.g. `"docker.io" = ["mirror.example:5000"]`.

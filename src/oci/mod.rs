@@ -7,6 +7,8 @@ pub mod platform;
 pub mod reference;
 
 pub use digest::Digest;
-pub use manifest::{Descriptor, ImageConfig, ImageIndex, ImageManifest, MediaType};
+pub use manifest::{
+    Descriptor, Document, DocumentError, EntryError, ImageConfig, ImageManifest, MediaType,
+};
 pub use platform::Platform;
 pub use reference::Reference;

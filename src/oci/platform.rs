@@ -44,9 +44,12 @@ impl Platform {
 
     /// Picks the manifest for this platform from an index; attestation entries
     /// (`unknown/unknown`) never match. An exact variant wins over a missing one.
-    pub fn choose<'a>(&self, manifests: &'a [Descriptor]) -> Option<&'a Descriptor> {
+    pub fn choose<'a>(
+        &self,
+        manifests: impl IntoIterator<Item = &'a Descriptor>,
+    ) -> Option<&'a Descriptor> {
         let candidates = manifests
-            .iter()
+            .into_iter()
             .filter(|d| d.platform.as_ref().is_some_and(|p| self.accepts(p)));
         let mut best = None;
         for d in candidates {

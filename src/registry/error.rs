@@ -1,6 +1,7 @@
 //! Registry errors with predicates, so callers decide without matching strings.
 
-use crate::oci::Digest;
+use crate::config::settings::is_loopback;
+use crate::oci::{Digest, DocumentError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -24,6 +25,24 @@ pub enum RegistryError {
     Transport { registry: String, message: String },
     #[error("`{registry}` asks for credentials over plain HTTP; refusing to send them")]
     InsecureAuth { registry: String },
+    #[error("`{registry}` asks for credentials, but `dev` sent none: it is plain HTTP on a port of this machine held by {holder}, not by you or root")]
+    Withheld { registry: String, holder: String },
+    #[error("`{registry}` stopped sending {what}: {detail}")]
+    Stalled {
+        registry: String,
+        what: String,
+        detail: String,
+        /// The stall timeout in force, as the user would write it.
+        timeout: String,
+    },
+    #[error("{what} from `{registry}` is refused: {reason}")]
+    Refused {
+        registry: String,
+        what: String,
+        reason: DocumentError,
+    },
+    #[error("`{name}` is `{value}`, not a number of seconds")]
+    BadSetting { name: &'static str, value: String },
     #[error("`{registry}` sent an authentication challenge `dev` cannot answer: {challenge}")]
     BadChallenge { registry: String, challenge: String },
     #[error("{what} from `{registry}` does not match its descriptor: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes); nothing of it was kept")]
@@ -68,9 +87,30 @@ impl RegistryError {
                 "check the name; if the image is private, log in with `docker login {registry}` or `podman login {registry}`"
             )),
             RegistryError::NotFound { .. } => Some("check the image name and tag".to_string()),
+            RegistryError::Transport { registry, .. } if is_loopback(registry) => Some(format!(
+                "nothing answers on `{registry}`: start the registry there or fix the port (a registry on this machine needs no `insecure-registries` entry)"
+            )),
             RegistryError::Transport { registry, .. } => Some(format!(
                 "check your network connection; for a registry without TLS, add `insecure-registries = [\"{registry}\"]` to ~/.config/dev/config.toml"
             )),
+            RegistryError::Withheld { registry, .. } => Some(format!(
+                "if you trust what listens there, add `insecure-registries = [\"{registry}\"]` to ~/.config/dev/config.toml"
+            )),
+            RegistryError::Stalled { timeout, .. } => Some(format!(
+                "the registry or the network is stalling; try again later, or give it longer with DEV_REGISTRY_STALL_TIMEOUT=SECONDS (now {timeout})"
+            )),
+            RegistryError::Refused {
+                reason: DocumentError::Schema1,
+                ..
+            } => Some(
+                "push the image again with a current docker, podman or buildah; they write schema 2 or OCI manifests".to_string(),
+            ),
+            RegistryError::Refused { .. } => Some(
+                "nothing of it was used; the image or the registry is broken or hostile, so ask its publisher to push it again".to_string(),
+            ),
+            RegistryError::BadSetting { name, .. } => {
+                Some(format!("set `{name}` to a number of seconds, e.g. 30, or unset it"))
+            }
             RegistryError::Io { .. } => Some("check free disk space with `df -h` and `dev system df`".to_string()),
             _ => None,
         }

@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 server for auth and redirect tests: each request is handed to a closure,
 //! and every request is recorded so tests can assert which headers reached which host.
+//! A response body can also be streamed (huge, or trickled) instead of held in memory.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,10 +15,16 @@ pub struct Request {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Writes a streamed body; it returns when done or when the client has gone.
+pub type BodyWriter = Box<dyn FnOnce(&mut dyn Write) + Send>;
+
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Instead of `body`: the declared length (none: the body ends when the connection
+    /// closes) and the writer.
+    pub stream: Option<(Option<u64>, BodyWriter)>,
 }
 
 impl Response {
@@ -26,6 +33,19 @@ impl Response {
             status,
             headers: Vec::new(),
             body: body.into(),
+            stream: None,
+        }
+    }
+
+    /// A body produced by `writer` as it goes, e.g. more than memory holds, or a trickle.
+    pub fn streamed(
+        status: u16,
+        length: Option<u64>,
+        writer: impl FnOnce(&mut dyn Write) + Send + 'static,
+    ) -> Response {
+        Response {
+            stream: Some((length, Box::new(writer))),
+            ..Response::new(status, Vec::new())
         }
     }
     pub fn header(mut self, k: &str, v: &str) -> Response {
@@ -91,18 +111,26 @@ impl Server {
                         headers,
                     };
                     log.lock().expect("log").push(req.clone());
-                    let resp = handler(&req);
-                    let mut out = format!(
-                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        resp.status,
-                        resp.body.len()
-                    );
+                    let mut resp = handler(&req);
+                    let length = match &resp.stream {
+                        Some((length, _)) => *length,
+                        None => Some(resp.body.len() as u64),
+                    };
+                    let mut out = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", resp.status);
+                    if let Some(n) = length {
+                        out.push_str(&format!("Content-Length: {n}\r\n"));
+                    }
                     for (k, v) in &resp.headers {
                         out.push_str(&format!("{k}: {v}\r\n"));
                     }
                     out.push_str("\r\n");
                     let _ = stream.write_all(out.as_bytes());
-                    let _ = stream.write_all(&resp.body);
+                    match resp.stream.take() {
+                        Some((_, writer)) => writer(&mut stream),
+                        None => {
+                            let _ = stream.write_all(&resp.body);
+                        }
+                    }
                 });
             }
         });
@@ -111,5 +139,27 @@ impl Server {
 
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().expect("log").clone()
+    }
+}
+
+/// Answers `req` from a real registry at `upstream` (`http://host:port`): a front that adds
+/// auth in front of `docker-registry`.
+pub fn forward(upstream: &str, req: &Request) -> Response {
+    let mut r = ureq::get(&format!("{upstream}{}", req.path));
+    if let Some(a) = req.headers.get("accept") {
+        r = r.set("Accept", a);
+    }
+    match r.call() {
+        Ok(resp) => {
+            let ct = resp.content_type().to_string();
+            let status = resp.status();
+            let mut body = Vec::new();
+            resp.into_reader()
+                .read_to_end(&mut body)
+                .expect("read upstream");
+            Response::new(status, body).header("Content-Type", &ct)
+        }
+        Err(ureq::Error::Status(code, _)) => Response::new(code, Vec::new()),
+        Err(e) => panic!("upstream: {e}"),
     }
 }

@@ -9,5 +9,6 @@ mod hostile;
 mod lifecycle;
 mod project_safety;
 mod pull;
+mod registry_safety;
 mod shell;
 mod tools;
