@@ -100,7 +100,8 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = Project::discover(&cwd)?;
     if let Some(p) = &project {
-        super::trust::gate(p)?;
+        // Refused: the helper `speculate` started goes first, so it says nothing after us.
+        super::trust::gate(p).inspect_err(|_| drop(take_speculative()))?;
     }
     let image =
         match (&opts.image, &project) {
