@@ -112,14 +112,31 @@ impl TrustStore {
     }
 
     fn load(&self, dev_toml: &Path) -> Option<Record> {
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(self.record_path(dev_toml))
             .ok()?;
-        let mut bytes = Vec::new();
-        file.take(MAX_RECORD).read_to_end(&mut bytes).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        // One read for a record of the usual size (read_to_end would stat and read twice).
+        let mut bytes = vec![0u8; 4096];
+        let mut len = 0;
+        loop {
+            match file.read(&mut bytes[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+            if len < bytes.len() {
+                // A short read of a regular file: its end (a longer one is read on).
+                break;
+            }
+            if bytes.len() as u64 >= MAX_RECORD {
+                return None;
+            }
+            bytes.resize(bytes.len() * 2, 0);
+        }
+        serde_json::from_slice(&bytes[..len]).ok()
     }
 
     /// Records that the user trusts these parts of this file.
