@@ -111,6 +111,15 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
+    /// Trust what the project's dev.toml runs ([setup]) and exposes (ssh-agent); a change to
+    /// those parts asks again.
+    Trust {
+        /// Print what it runs and exposes, and whether you trust it; change nothing.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Forget the trust in the project's dev.toml.
+    Untrust,
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]
@@ -140,6 +149,9 @@ pub struct EnterArgs {
     /// Name the project's env (default: the project directory's name, made unique).
     #[arg(long, value_parser = env_name)]
     pub name: Option<String>,
+    /// Forward your ssh agent (SSH_AUTH_SOCK) into the env.
+    #[arg(long)]
+    pub ssh_agent: bool,
 }
 
 /// An env name: letters, digits, `_`, `.` and `-`, starting with a letter or digit (as

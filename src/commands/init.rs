@@ -1,9 +1,13 @@
 //! `dev init`: writes a commented dev.toml from a template (or for any image); never
-//! overwrites one.
+//! overwrites one. What it writes is trusted: the user chose it here.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{Context, Result};
 
 use crate::config::project::FILE_NAME;
+use crate::config::trust::{dev_toml_path, Parts, TrustStore};
 use crate::ui::UserError;
 
 /// The templates, by name; the first is the default.
@@ -29,8 +33,18 @@ pub fn run(template: Option<&str>, image: Option<&str>) -> Result<()> {
     }
     let text = render(template, image)?;
     // The text must parse: a template is only useful if dev reads it.
-    crate::config::project::parse(&path, &text)?;
-    std::fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+    let config = crate::config::project::parse(&path, &text)?;
+    // Created, never opened: a dangling symlink planted at the name is not followed.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    let root = path.parent().unwrap_or(&path);
+    TrustStore::open()?.trust(&dev_toml_path(root)?, &Parts::of(&config))?;
     eprintln!("wrote {}; `dev shell` enters the env", path.display());
     Ok(())
 }

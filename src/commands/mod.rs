@@ -12,6 +12,7 @@ pub mod rmi;
 pub mod shell;
 pub mod status;
 pub mod system;
+pub mod trust;
 
 use anyhow::Result;
 
@@ -38,6 +39,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Trust { show } => trust::run(show),
+        Command::Untrust => trust::untrust(),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
@@ -65,6 +68,7 @@ impl From<crate::cli::EnterArgs> for shell::EnterOptions {
             frozen: a.frozen,
             start_only: false,
             name: a.name,
+            ssh_agent: a.ssh_agent,
         }
     }
 }

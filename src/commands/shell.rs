@@ -2,7 +2,6 @@
 //! enter it. `dev run` is the same with a command instead of the shell.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -42,6 +41,8 @@ pub struct EnterOptions {
     pub start_only: bool,
     /// The env's name (`--name`).
     pub name: Option<String>,
+    /// Forward the ssh agent (`--ssh-agent`).
+    pub ssh_agent: bool,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.
@@ -98,6 +99,10 @@ impl Prepared {
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = Project::discover(&cwd)?;
+    if let Some(p) = &project {
+        // Refused: the helper `speculate` started goes first, so it says nothing after us.
+        super::trust::gate(p).inspect_err(|_| drop(take_speculative()))?;
+    }
     let image =
         match (&opts.image, &project) {
             (Some(i), _) => i.clone(),
@@ -484,9 +489,10 @@ pub fn session(
         (None, true) => store.env_name(&mapping, root),
         (None, false) => hostname.clone(),
     };
-    let ssh_agent = std::env::var_os("SSH_AUTH_SOCK")
-        .map(PathBuf::from)
-        .filter(|p| p.metadata().is_ok_and(|m| m.file_type().is_socket()));
+    let ssh_agent = crate::config::trust::ssh_agent_socket(
+        opts.ssh_agent,
+        project.as_ref().map(|p| &p.config),
+    )?;
     let mut shares = vec![(home, home_source)];
     if &shares[0].0 != root {
         shares.push((root.clone(), root.clone()));

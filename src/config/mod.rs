@@ -4,6 +4,7 @@
 pub mod lock;
 pub mod project;
 pub mod settings;
+pub mod trust;
 
 pub use settings::Settings;
 

@@ -29,6 +29,9 @@ pub struct DevToml {
     /// Commands run while building the tools layer (root) and once per env (user).
     #[serde(default)]
     pub setup: Setup,
+    /// Forward the user's ssh agent into the env (needs the user's trust, like `[setup]`).
+    #[serde(default, rename = "ssh-agent")]
+    pub ssh_agent: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -187,7 +190,7 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell`, `[env]`, `[tools]` (`packages`, `manager`) and `[setup]` (`root`, `user`)",
+                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`) and `[setup]` (`root`, `user`)",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }

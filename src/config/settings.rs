@@ -1,5 +1,6 @@
-//! The user's own settings, `$XDG_CONFIG_HOME/dev/config.toml`: registry mirrors and insecure
-//! registries. Only this file (never a project's dev.toml) can loosen transport security.
+//! The user's own settings, `$XDG_CONFIG_HOME/dev/config.toml`: registry mirrors, insecure
+//! registries, paths whose projects are trusted, the ssh agent. Only this file (never a
+//! project's dev.toml) can loosen transport security or trust a project.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,12 @@ pub struct Settings {
     /// Registry → mirrors tried first, e.g. `"docker.io" = ["mirror.example:5000"]`.
     #[serde(default)]
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Directories under which every project's dev.toml is trusted, e.g. `["~/work"]`.
+    #[serde(default)]
+    pub trusted_paths: Vec<String>,
+    /// Forward the ssh agent into every env, as `--ssh-agent` does.
+    #[serde(default)]
+    pub ssh_agent: bool,
 }
 
 impl Settings {
@@ -95,5 +102,9 @@ mod tests {
         .unwrap();
         assert!(s.allows_http("r:5000") && !s.allows_http("other:5000"));
         assert_eq!(s.mirrors_for("docker.io"), ["m:5000".to_string()]);
+        let s: Settings =
+            toml::from_str("trusted-paths = [\"~/work\"]\nssh-agent = true\n").unwrap();
+        assert_eq!(s.trusted_paths, ["~/work".to_string()]);
+        assert!(s.ssh_agent);
     }
 }

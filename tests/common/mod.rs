@@ -383,6 +383,11 @@ impl Env {
         fs::write(self.path("project/dev.toml"), text).expect("write dev.toml");
         self.chown_all(&self.path("project"));
     }
+
+    /// `dev trust` in the project: what its dev.toml runs and exposes may run.
+    pub fn trust(&self) {
+        self.ok(&["trust"]);
+    }
 }
 
 pub fn describe(cmd: &str, out: &Output) -> String {

@@ -12,3 +12,4 @@ mod pull;
 mod registry_safety;
 mod shell;
 mod tools;
+mod trust;

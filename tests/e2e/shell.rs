@@ -619,6 +619,7 @@ e2e!(ssh_agent_socket_is_reachable_inside, |env: Env| {
     let out = env
         .dev(&[
             "run",
+            "--ssh-agent",
             "--",
             "sh",
             "-c",

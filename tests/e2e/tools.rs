@@ -28,6 +28,7 @@ fn tools_layer_lock_and_rebuilds() {
     let image = push_debian(&reg);
     let tools = "[tools]\npackages = [\"hello\"]\n[setup]\nroot = [\"echo built > /etc/dev-setup-root\"]\nuser = [\"id -un > setup-user.txt\"]\n";
     write_toml(&env, &image, tools);
+    env.trust();
 
     // First start: builds the tools layer, runs the user setup, writes dev.lock.
     let out = env.run(&["run", "--", "sh", "-c", "hello; cat /etc/dev-setup-root"]);
