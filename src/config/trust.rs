@@ -9,7 +9,7 @@
 //! ```
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -152,8 +152,13 @@ impl TrustStore {
             parts: parts.clone(),
         };
         let path = self.record_path(dev_toml);
-        write_atomic(&path, &serde_json::to_vec_pretty(&record)?)
-            .with_context(|| format!("cannot write `{}`", path.display()))
+        crate::atomic::write(
+            &path,
+            &serde_json::to_vec_pretty(&record)?,
+            0o600,
+            crate::atomic::Durability::Durable,
+        )
+        .with_context(|| format!("cannot write `{}`", path.display()))
     }
 
     /// Forgets the trust in this file; whether there was any.
@@ -303,43 +308,6 @@ pub fn printable(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// temp + fsync + rename, the temp file made `O_EXCL|O_NOFOLLOW` under a random name.
-// TODO: use the shared atomic-write module once it exists (another branch unifies them).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::hash::{BuildHasher, Hasher};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut attempt = 0;
-    let (tmp, mut file) = loop {
-        // RandomState is seeded from the OS's randomness: an unpredictable name.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        let tmp = dir.join(format!(".trust.tmp.{:016x}", h.finish()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    };
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

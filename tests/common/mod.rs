@@ -556,15 +556,3 @@ pub fn spawn_ready(cmd: &mut Command) -> Child {
     std::io::Read::read_exact(&mut child.stdout.take().expect("stdout"), &mut buf).expect("ready");
     child
 }
-
-/// Trusts the project's dev.toml as its user would (`dev trust`), where dev has a trust gate.
-pub fn trust(env: &Env) {
-    let out = env.run(&["trust"]);
-    // Before the gate exists, `dev trust` is an unknown command: nothing to do.
-    let unknown = String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand");
-    assert!(
-        out.status.success() || unknown,
-        "{}",
-        describe("dev trust", &out)
-    );
-}

@@ -390,7 +390,7 @@ e2e!(
             reg.host(),
             env.path("outside").display()
         ));
-        crate::common::trust(&env);
+        env.trust();
         let out = env.run(&["run", "--", "true"]);
         assert!(
             out.status.success(),

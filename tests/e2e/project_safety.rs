@@ -108,6 +108,7 @@ e2e!(tools_report_symlink_is_not_followed, |env: Env| {
     env.write_dev_toml(&format!(
         "image = \"{image}\"\n[tools]\npackages = [\"hello\"]\n[setup]\nroot = [\"mkdir -p {dir} && ln -s {target} /.dev-tools-resolved\"]\n"
     ));
+    env.trust();
     let out = env.run(&["lock"]);
     let lock = fs::read_to_string(env.path("project/dev.lock")).unwrap_or_default();
     assert!(
