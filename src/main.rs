@@ -6,8 +6,10 @@ mod cli;
 mod commands;
 mod config;
 mod oci;
+mod pull;
 mod registry;
 mod sandbox;
+mod session;
 mod store;
 mod tools;
 mod ui;
@@ -25,7 +27,7 @@ fn main() {
     }
     // A session's slowest step is mapping the helper's user namespace: start it before the
     // command line is even parsed.
-    commands::shell::speculate(&std::env::args_os().skip(1).collect::<Vec<_>>());
+    session::speculate(&std::env::args_os().skip(1).collect::<Vec<_>>());
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
-use super::ps::env_of;
 use crate::oci::Reference;
 use crate::sandbox::Identity;
+use crate::session::env_of;
 use crate::store::images::record_name;
 use crate::store::Store;
 use crate::ui::UserError;

@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Result};
 
-use super::shell::{prepare, EnterOptions, Prepared, Update};
+use crate::config::project::no_project;
+use crate::session::{prepare, EnterOptions, Prepared, Update};
 
 pub fn run(frozen: bool) -> Result<()> {
     let env = prepare(
@@ -45,7 +46,7 @@ pub fn update(image: bool, packages: Vec<String>) -> Result<()> {
 
 fn report(env: &Prepared) -> Result<()> {
     if env.project.is_none() {
-        bail!("no dev.toml here or above; `dev init` writes one");
+        return Err(no_project(&env.cwd, "`dev init` writes one"));
     }
     println!("{} {}", env.record.name, env.fingerprint());
     Ok(())

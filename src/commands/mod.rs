@@ -9,7 +9,6 @@ pub mod lock;
 pub mod ps;
 pub mod pull;
 pub mod rmi;
-pub mod shell;
 pub mod status;
 pub mod system;
 pub mod trust;
@@ -17,6 +16,7 @@ pub mod trust;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, SystemCommand};
+use crate::ui::ExitCode;
 
 /// Runs a command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
@@ -25,8 +25,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Images { format } => images::run(format),
         Command::Rmi { references } => rmi::run(&references),
         Command::Inspect { reference } => inspect::run(&reference),
-        Command::Shell { env } => shell::run(&env.into()),
-        Command::Run { env, command } => shell::enter(&env.into(), command),
+        Command::Shell { env } => crate::session::run(&env.into()),
+        Command::Run { env, command } => crate::session::enter(&env.into(), command),
         Command::Lock { frozen } => lock::run(frozen),
         Command::Update { image, packages } => lock::update(image, packages),
         Command::Status => status::run(),
@@ -59,9 +59,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     })
 }
 
-impl From<crate::cli::EnterArgs> for shell::EnterOptions {
+impl From<crate::cli::EnterArgs> for crate::session::EnterOptions {
     fn from(a: crate::cli::EnterArgs) -> Self {
-        shell::EnterOptions {
+        crate::session::EnterOptions {
             image: a.image,
             root: a.root,
             rm: a.rm,
@@ -72,15 +72,3 @@ impl From<crate::cli::EnterArgs> for shell::EnterOptions {
         }
     }
 }
-
-/// An exit status to return without printing an error.
-#[derive(Debug)]
-pub struct ExitCode(pub i32);
-
-impl std::fmt::Display for ExitCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code {}", self.0)
-    }
-}
-
-impl std::error::Error for ExitCode {}

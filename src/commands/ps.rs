@@ -6,11 +6,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use super::shell::{enter, prepare, session, EnterOptions, Update};
 use crate::cli::Format;
-use crate::config::project::Project;
+use crate::config::project::no_project;
 use crate::sandbox::keeper::{request, STATUS, STOP};
 use crate::sandbox::Identity;
+use crate::session::{enter, env_of, prepare, project_of, session, EnterOptions, Update};
 use crate::store::Store;
 use crate::ui::UserError;
 
@@ -98,56 +98,14 @@ pub fn start(name: Option<String>) -> Result<()> {
     };
     let env = prepare(&opts, &Update::default())?;
     if env.project.is_none() {
-        return Err(UserError::with_hint(
-            "no dev.toml here or above",
+        return Err(no_project(
+            &env.cwd,
             "`dev start` runs in a project; `dev init` writes a dev.toml",
         ));
     }
     session(&env, &opts, Vec::new(), env.root.clone(), false)?;
     eprintln!("started {}; `dev stop` stops it", env.root.display());
     Ok(())
-}
-
-/// The project of the env `name`, or the current project when `name` is `None`.
-pub(super) fn project_of(store: &Store, mapping: &str, name: Option<&str>) -> Result<PathBuf> {
-    match name {
-        Some(name) => store
-            .env_records(mapping)
-            .into_iter()
-            .find(|(_, r)| r.name.as_deref() == Some(name))
-            .map(|(_, r)| r.project)
-            .ok_or_else(|| {
-                UserError::with_hint(
-                    format!("there is no env named `{name}`"),
-                    "`dev ps -a` lists the envs",
-                )
-            }),
-        None => {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            Project::discover(&cwd)?.map(|p| p.root).ok_or_else(|| {
-                UserError::with_hint("no dev.toml here or above", "name the env: `dev stop NAME`")
-            })
-        }
-    }
-}
-
-/// The env (directory and record) named `name`, or the current project's.
-pub(super) fn env_of(
-    store: &Store,
-    mapping: &str,
-    name: Option<&str>,
-) -> Result<(PathBuf, crate::store::envs::EnvRecord)> {
-    let project = project_of(store, mapping, name)?;
-    store
-        .env_records(mapping)
-        .into_iter()
-        .find(|(_, r)| r.project == project)
-        .ok_or_else(|| {
-            UserError::with_hint(
-                format!("`{}` has no env yet", project.display()),
-                "`dev shell` there creates it",
-            )
-        })
 }
 
 pub fn stop(name: Option<&str>) -> Result<()> {

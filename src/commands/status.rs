@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::shell::check_frozen;
 use crate::config::lock::{self, DevLock};
-use crate::config::project::Project;
+use crate::config::project::{no_project, Project};
 use crate::oci::{Platform, Reference};
 use crate::sandbox::Identity;
+use crate::session::check_frozen;
 use crate::store::Store;
-use crate::ui::UserError;
 
 /// Paths dev itself writes into an env's layer (user entries, mount points).
 const OWN: [&str; 3] = ["etc/passwd", "etc/group", "etc/.pwd.lock"];
@@ -19,13 +18,7 @@ const OWN: [&str; 3] = ["etc/passwd", "etc/group", "etc/.pwd.lock"];
 pub fn run() -> Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let Some(project) = Project::discover(&cwd)? else {
-        return Err(UserError::with_hint(
-            format!(
-                "no dev.toml in `{}` or any directory above it",
-                cwd.display()
-            ),
-            "`dev init` writes one",
-        ));
+        return Err(no_project(&cwd, "`dev init` writes one"));
     };
     let lock = DevLock::load(&project.root.join(lock::FILE_NAME))?;
     println!("project:     {}", project.root.display());

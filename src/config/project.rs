@@ -176,6 +176,17 @@ pub fn read_project_file(path: &Path) -> Result<Option<String>> {
     })
 }
 
+/// The one wording of "there is no project here", with what to do instead.
+pub fn no_project(cwd: &Path, hint: impl Into<String>) -> anyhow::Error {
+    UserError::with_hint(
+        format!(
+            "no {FILE_NAME} in `{}` or any directory above it",
+            cwd.display()
+        ),
+        hint,
+    )
+}
+
 /// Parses the text of a `dev.toml`; errors name the file, line and column.
 pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
     let config: DevToml = toml::from_str(text).map_err(|e| {

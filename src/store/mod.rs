@@ -28,6 +28,7 @@ pub mod envs;
 pub mod gc;
 pub mod images;
 pub mod layers;
+pub mod stack;
 pub mod tools;
 
 use std::fs::{self, File, OpenOptions};

@@ -55,3 +55,15 @@ pub fn render(err: &anyhow::Error) -> String {
     }
     out
 }
+
+/// An exit status to return without printing an error.
+#[derive(Debug)]
+pub struct ExitCode(pub i32);
+
+impl std::fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}

@@ -3,7 +3,7 @@
 pub mod error;
 pub mod progress;
 
-pub use error::{render, UserError};
+pub use error::{render, ExitCode, UserError};
 
 /// Human-readable byte counts, as `docker images` shows them.
 pub fn human_bytes(n: u64) -> String {

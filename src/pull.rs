@@ -1,0 +1,313 @@
+//! Pulling an image into the store, for `dev pull` and for every session whose image is
+//! missing: resolve the reference to this platform's manifest, fetch and verify the config and
+//! layers (in parallel), unpack each layer once into the shared store, record the image.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::config::Settings;
+use crate::oci::manifest::Compression;
+use crate::oci::{
+    Descriptor, Document, DocumentError, EntryError, ImageManifest, Platform, Reference,
+};
+use crate::registry::{Endpoint, RegistryError};
+use crate::sandbox::Identity;
+use crate::store::images::{record_name, ImageRecord, LayerRecord};
+use crate::store::Store;
+use crate::ui::progress::PullProgress;
+use crate::ui::UserError;
+
+const PARALLEL_LAYERS: usize = 4;
+
+/// Once per store, for a user without a subordinate range: what the single-id mapping limits
+/// and how to get a range, in one line.
+pub fn flat_notice(store: &Store, identity: &Identity) -> Option<String> {
+    let crate::sandbox::spawn::Ownership::Flat { reason } = &identity.ownership else {
+        return None;
+    };
+    let marker = store.envs_dir(&identity.store_key()).join(".flat-noticed");
+    if marker.exists() {
+        return None;
+    }
+    let _ = std::fs::create_dir_all(marker.parent()?);
+    let _ = std::fs::write(&marker, b"");
+    Some(format!("note: {reason}"))
+}
+
+/// Like [`flat_notice`], printed.
+pub fn notice_flat(store: &Store, identity: &Identity) {
+    if let Some(note) = flat_notice(store, identity) {
+        eprintln!("{note}");
+    }
+}
+
+/// Pulls `reference` into the store and returns its record.
+pub fn pull(
+    store: &Store,
+    identity: &Identity,
+    reference: &Reference,
+    progress: &PullProgress,
+) -> Result<ImageRecord> {
+    let settings = Settings::load()?;
+    let _shared = store.lock_store(false)?;
+    if !matches!(progress, PullProgress::Quiet) {
+        if let Some(note) = flat_notice(store, identity) {
+            progress.message(&note);
+        }
+    }
+    let (endpoint, resolved) = resolve_with_mirrors(reference, &settings)?;
+    let Resolved {
+        index,
+        manifest_bytes,
+        manifest_digest,
+        manifest,
+        platform,
+    } = resolved;
+    let (config_bytes, config) = endpoint.config(&manifest.config)?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "image `{reference}` is malformed: its manifest lists {} layers but its config {} content digests",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    let host = Platform::host();
+    if !config.os.is_empty()
+        && !host.accepts(&Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+        })
+    {
+        return Err(UserError::with_hint(
+            format!(
+                "image `{reference}` is for {}/{}, not for this machine ({host})",
+                config.os, config.architecture
+            ),
+            "pick a tag built for this machine's platform",
+        ));
+    }
+    for layer in &manifest.layers {
+        if Compression::from_media_type(&layer.media_type).is_none() {
+            bail!("layer {} of `{reference}` has media type `{}`, which is not a layer `dev` can unpack", layer.digest, layer.media_type);
+        }
+    }
+    let platform = platform.unwrap_or(Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    });
+
+    let jobs: Vec<(Descriptor, crate::oci::Digest)> = manifest
+        .layers
+        .iter()
+        .cloned()
+        .zip(config.rootfs.diff_ids.iter().cloned())
+        .collect();
+    fetch_layers(store, identity, &endpoint, &jobs, progress)?;
+
+    if let Some((bytes, _)) = &index {
+        store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
+    }
+    store.write_blob(&manifest_digest, &manifest_bytes)?;
+    store.write_blob(&manifest.config.digest, &config_bytes)?;
+    let rec = ImageRecord {
+        name: record_name(reference),
+        index_digest: index.map(|(_, d)| d),
+        manifest_digest,
+        config_digest: manifest.config.digest.clone(),
+        platform,
+        created: config.created.clone(),
+        pulled: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        layers: jobs
+            .iter()
+            .map(|(d, diff)| LayerRecord {
+                digest: d.digest.clone(),
+                diff_id: diff.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+            .collect(),
+    };
+    store.save_image(&rec)?;
+    Ok(rec)
+}
+
+struct Resolved {
+    index: Option<(Vec<u8>, crate::oci::Digest)>,
+    manifest_bytes: Vec<u8>,
+    manifest_digest: crate::oci::Digest,
+    manifest: ImageManifest,
+    platform: Option<Platform>,
+}
+
+/// Tries the user's mirrors for the registry first, then the registry itself.
+fn resolve_with_mirrors(
+    reference: &Reference,
+    settings: &Settings,
+) -> Result<(Endpoint, Resolved)> {
+    let mut last_err = None;
+    for mirror in settings.mirrors_for(&reference.registry) {
+        let attempt = Endpoint::new(mirror, mirror, &reference.repository, settings)
+            .and_then(|ep| resolve(&ep, reference).map(|r| (ep, r)));
+        match attempt {
+            Ok(found) => return Ok(found),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let ep = Endpoint::new(
+        &reference.registry,
+        reference.api_host(),
+        &reference.repository,
+        settings,
+    )?;
+    match resolve(&ep, reference) {
+        Ok(r) => Ok((ep, r)),
+        Err(e) => Err(match last_err {
+            Some(m) => {
+                anyhow::Error::from(e).context(format!("the mirrors failed too (last: {m})"))
+            }
+            None => e.into(),
+        }),
+    }
+}
+
+fn resolve(ep: &Endpoint, reference: &Reference) -> Result<Resolved, RegistryError> {
+    let top = ep.manifest(&reference.manifest_ref(), None)?;
+    let index = match top.document {
+        Document::Manifest { manifest, .. } => {
+            return Ok(Resolved {
+                index: None,
+                manifest_bytes: top.bytes,
+                manifest_digest: top.digest,
+                manifest,
+                platform: None,
+            })
+        }
+        Document::Index { index, .. } => index,
+    };
+    let host = Platform::host();
+    let desc = index.entry_for(&host).map_err(|e| match e {
+        EntryError::NoMatch(have) => RegistryError::NotFound {
+            registry: ep.registry().to_string(),
+            what: format!(
+                "a {host} image for `{reference}` (it has: {})",
+                have.join(", ")
+            ),
+        },
+        EntryError::BadType { digest, media_type } => RegistryError::Refused {
+            registry: ep.registry().to_string(),
+            what: format!(
+                "index `{}:{}`",
+                reference.repository,
+                reference.manifest_ref()
+            ),
+            reason: DocumentError::EntryType {
+                platform: host.to_string(),
+                digest: digest.to_string(),
+                media_type,
+            },
+        },
+    })?;
+    let child = ep.manifest(&desc.digest.to_string(), Some(desc))?;
+    let Document::Manifest { manifest, .. } = child.document else {
+        // An entry's type is a manifest type and the child must be of it: unreachable.
+        return Err(RegistryError::Refused {
+            registry: ep.registry().to_string(),
+            what: format!("manifest {}", desc.digest),
+            reason: DocumentError::NotAsListed {
+                expected: desc.media_type.clone(),
+                served: child.document.media_type().to_string(),
+            },
+        });
+    };
+    Ok(Resolved {
+        index: Some((top.bytes, top.digest)),
+        manifest_bytes: child.bytes,
+        manifest_digest: child.digest,
+        manifest,
+        platform: desc.platform.clone(),
+    })
+}
+
+/// Downloads and unpacks the layers not yet in the store, a few at a time.
+fn fetch_layers(
+    store: &Store,
+    identity: &Identity,
+    endpoint: &Endpoint,
+    jobs: &[(Descriptor, crate::oci::Digest)],
+    progress: &PullProgress,
+) -> Result<()> {
+    let key = identity.store_key();
+    let queue: Mutex<VecDeque<&(Descriptor, crate::oci::Digest)>> =
+        Mutex::new(jobs.iter().collect());
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
+            s.spawn(|| {
+                while let Some((desc, diff_id)) = queue.lock().ok().and_then(|mut q| q.pop_front())
+                {
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if let Err(e) =
+                        fetch_layer(store, identity, &key, endpoint, desc, diff_id, progress)
+                    {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner() {
+        Ok(Some(e)) => Err(e),
+        Ok(None) => Ok(()),
+        Err(_) => Err(anyhow!("internal error: a download thread panicked")),
+    }
+}
+
+fn fetch_layer(
+    store: &Store,
+    identity: &Identity,
+    key: &str,
+    endpoint: &Endpoint,
+    desc: &Descriptor,
+    diff_id: &crate::oci::Digest,
+    progress: &PullProgress,
+) -> Result<()> {
+    let short = desc.digest.short().to_string();
+    if store.layer_meta(key, diff_id).is_some() {
+        progress.message(&format!("{short}: already exists"));
+        return Ok(());
+    }
+    let _lock = store.lock_layer(diff_id)?;
+    // Another `dev pull` may have finished it while we waited for the lock.
+    if store.layer_meta(key, diff_id).is_some() {
+        progress.message(&format!("{short}: already exists"));
+        return Ok(());
+    }
+    let bar = progress.layer(&short, desc.size);
+    if !store.has_blob(&desc.digest) {
+        let partial = store.partial_path(&desc.digest);
+        endpoint.download(desc, &partial, &|done, _| bar.set(done))?;
+        store.commit_partial(&desc.digest)?;
+    }
+    bar.phase("unpacking");
+    let blob = store.blob_path(&desc.digest);
+    if let Err(e) = store.unpack_layer(identity, &blob, diff_id) {
+        // A blob whose content is refused is not kept either.
+        let _ = std::fs::remove_file(&blob);
+        return Err(e.context(format!("cannot unpack layer {}", desc.digest)));
+    }
+    // The unpacked tree is what is kept; the compressed blob is not needed any more.
+    let _ = std::fs::remove_file(&blob);
+    bar.finish("done");
+    Ok(())
+}

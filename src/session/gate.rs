@@ -1,0 +1,96 @@
+//! The trust gate every session of a project passes before anything of its dev.toml runs:
+//! trusted (the user's record, `trusted-paths`, `DEV_TRUST=all`), or asked once on a
+//! terminal, or refused in one line.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+
+use crate::config::project::Project;
+use crate::config::trust::{
+    describe, dev_toml_path, printable, under_trusted_path, Parts, Standing, TrustStore,
+};
+use crate::config::Settings;
+use crate::ui::UserError;
+
+/// Passes when what `project` runs and exposes is trusted: by the user's record (one small
+/// file read), by `trusted-paths`, by `DEV_TRUST=all`, or by the user's answer on a terminal.
+/// Nothing of the project has run when it returns an error.
+pub fn gate(project: &Project) -> Result<()> {
+    let parts = Parts::of(&project.config);
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let path = dev_toml_path(&project.root)?;
+    let store = TrustStore::open()?;
+    let before = match store.standing(&path, &parts) {
+        Standing::Trusted => return Ok(()),
+        Standing::Untrusted => None,
+        Standing::Changed(before) => Some(before),
+    };
+    if under_trusted_path(&Settings::load()?, &project.root)? {
+        return Ok(());
+    }
+    let root = printable(&project.root.display().to_string());
+    match std::env::var("DEV_TRUST").as_deref() {
+        Ok("all") => {
+            eprintln!("DEV_TRUST=all: trusting dev.toml in `{root}` without asking");
+            return Ok(());
+        }
+        Ok(v) => {
+            return Err(UserError::with_hint(
+                format!("DEV_TRUST is `{}`", printable(v)),
+                "set DEV_TRUST=all to trust every dev.toml (for CI), or unset it",
+            ))
+        }
+        Err(_) => {}
+    }
+    let (message, hint) = match &before {
+        None if parts.runs_commands() => (
+            format!("dev.toml in `{root}` runs commands you have not trusted"),
+            "review them with `dev trust --show`, then run `dev trust`",
+        ),
+        None => (
+            format!("dev.toml in `{root}` asks for your ssh agent, which you have not trusted"),
+            "review it with `dev trust --show`, then run `dev trust`",
+        ),
+        Some(_) => (
+            format!("dev.toml in `{root}` changed what it runs or exposes since you trusted it"),
+            "review the change with `dev trust --show`, then run `dev trust`",
+        ),
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(UserError::with_hint(message, hint));
+    }
+    eprintln!("{message}:");
+    for line in describe(&parts, before.as_ref()) {
+        eprintln!("  {line}");
+    }
+    eprint!("Trust it as it is now? [y/N] ");
+    let answer = read_answer()?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+        return Err(UserError::with_hint(
+            format!("you did not trust dev.toml in `{root}`; nothing of it ran"),
+            "review it with `dev trust --show`, then run `dev trust`",
+        ));
+    }
+    store.trust(&path, &parts)?;
+    eprintln!("trusted dev.toml in `{root}`; a change to what it runs or exposes asks again");
+    Ok(())
+}
+
+/// One line from the terminal, read straight from fd 0 (a terminal in canonical mode hands
+/// over one line per read, so nothing typed ahead for the session is taken).
+fn read_answer() -> Result<String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 256];
+    while line.len() < 1024 && !line.contains(&b'\n') {
+        match nix::unistd::read(0, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e).context("cannot read the answer from the terminal"),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}

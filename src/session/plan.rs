@@ -1,0 +1,234 @@
+//! A session's sandbox plan from a prepared env and the host's facts: which layers, which
+//! user, which binds, which environment, which shell. Pure: the host's facts ([`Host`]) and the
+//! env's directories are gathered first, so the plan is unit-tested without root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{EnterOptions, Prepared};
+use crate::sandbox::plan::{
+    self, environment, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
+    UserPlan, RESERVED,
+};
+use crate::sandbox::spawn::Ownership;
+use crate::sandbox::Identity;
+use crate::store::envs::EnvDirs;
+use crate::store::stack::LayerStack;
+use crate::ui::UserError;
+
+/// What a session takes from the host: read once, before planning.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// The host's environment (only what `plan::environment` passes through enters).
+    pub vars: BTreeMap<String, String>,
+    /// The user as the env knows them (root inside or not is the session's choice).
+    pub user: UserPlan,
+    /// Host files shared read-only at the same path, those that exist.
+    pub etc_files: Vec<PathBuf>,
+    /// The ssh agent's socket, when the session forwards it.
+    pub ssh_agent: Option<PathBuf>,
+}
+
+impl Host {
+    /// Reads the host's facts for a session of `identity`.
+    pub fn read(identity: &Identity, ssh_agent: Option<PathBuf>) -> Result<Host> {
+        Ok(Host {
+            vars: std::env::vars().collect(),
+            user: user_plan(identity)?,
+            etc_files: ["/etc/resolv.conf", "/etc/hosts"]
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect(),
+            ssh_agent,
+        })
+    }
+}
+
+/// Where the session's env lives, as the store laid it out.
+pub struct EnvPlace {
+    /// The env's directories: the project's persistent env, or a throwaway one.
+    pub dirs: EnvDirs,
+    /// A throwaway env's directory, removed when the session ends.
+    pub scratch: Option<PathBuf>,
+    /// `--rm` in a project: the project's env as it is now, under the throwaway layer.
+    pub current: Option<EnvDirs>,
+    pub layers_dir: PathBuf,
+    pub probe_cache: PathBuf,
+    /// The env's name (`HOSTNAME` is the project's; `DEV_ENV` is this).
+    pub name: String,
+}
+
+/// How ids map for this user, as themselves or as root inside.
+pub fn id_mode(identity: &Identity, root: bool) -> IdMode {
+    match (&identity.ownership, root) {
+        (Ownership::Subordinate { .. }, _) => IdMode::Subordinate,
+        (Ownership::Flat { .. }, false) => IdMode::FlatUser,
+        (Ownership::Flat { .. }, true) => IdMode::FlatRoot,
+    }
+}
+
+/// The layers under a session's writable layer: the tools layer is dev.toml's, so an
+/// `--image` session has none.
+pub fn layer_stack(env: &Prepared, opts: &EnterOptions) -> LayerStack {
+    let tools = env.tools.as_ref().filter(|_| opts.image.is_none());
+    LayerStack::new(&env.record, tools.map(|t| &t.diff_id))
+}
+
+/// The sandbox for one session running `argv` (the shell when empty) in `cwd`.
+pub fn plan(
+    env: &Prepared,
+    opts: &EnterOptions,
+    host: &Host,
+    place: &EnvPlace,
+    argv: Vec<String>,
+    cwd: PathBuf,
+) -> SandboxPlan {
+    let mut lowers = layer_stack(env, opts).lowers();
+    let mut home_source = place.dirs.home.clone();
+    if let Some(current) = &place.current {
+        // `--rm` in a project starts from the env as it is; its changes go to the throwaway layer.
+        if current.upper.is_dir() && env.backend != Some(Backend::Copy) {
+            lowers.insert(0, current.upper.clone());
+        }
+        home_source = current.home.clone();
+    }
+    let mut user = host.user.clone();
+    user.root = opts.root;
+    let hostname = plan::hostname(&env.root);
+    // The env's home is always its own directory of the store, at the path of the user's.
+    let mut shares = vec![(user.home.clone(), home_source)];
+    if shares[0].0 != env.root {
+        shares.push((env.root.clone(), env.root.clone()));
+    }
+    let layout = Layout {
+        root: place.dirs.merged.clone(),
+        shares,
+        ssh_agent: host.ssh_agent.clone(),
+        etc_files: host.etc_files.clone(),
+    };
+    let extra = env
+        .project
+        .as_ref()
+        .map(|p| p.config.env.clone())
+        .unwrap_or_default();
+    let vars = environment(
+        env.config.config.env.as_deref().unwrap_or_default(),
+        &host.vars,
+        &user,
+        &hostname,
+        &place.name,
+        host.ssh_agent.is_some(),
+        &extra,
+    );
+    SandboxPlan {
+        ids: id_mode(&env.identity, opts.root),
+        rootfs: RootfsPlan {
+            backend: env.backend,
+            probe_cache: place.probe_cache.clone(),
+            layers_dir: place.layers_dir.clone(),
+            lowers,
+            upper: place.dirs.upper.clone(),
+            work: place.dirs.work.clone(),
+            copy: place.dirs.copy.clone(),
+            merged: place.dirs.merged.clone(),
+            scratch: place.scratch.clone(),
+        },
+        steps: mount_plan(&layout),
+        user,
+        process: ProcessPlan {
+            argv,
+            shell: env.project.as_ref().and_then(|p| p.config.shell.clone()),
+            shell_fallbacks: shell_fallbacks(host.vars.get("SHELL").map(String::as_str)),
+            env: vars,
+            cwd,
+        },
+        hostname,
+        image_user: env.config.config.user.clone(),
+        image: env.image.clone(),
+        keep: None,
+    }
+}
+
+/// The shells tried when dev.toml names none: the user's `$SHELL` (absolute), bash, sh.
+fn shell_fallbacks(shell: Option<&str>) -> Vec<String> {
+    let mut fallbacks: Vec<String> = shell
+        .filter(|s| s.starts_with('/'))
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    for s in ["/bin/bash", "/bin/sh"] {
+        if !fallbacks.iter().any(|f| f == s) {
+            fallbacks.push(s.to_string());
+        }
+    }
+    fallbacks
+}
+
+/// The user as the env knows them (as themselves; the session sets `root`).
+fn user_plan(identity: &Identity) -> Result<UserPlan> {
+    let pw = nix::unistd::User::from_uid(identity.uid.into())
+        .ok()
+        .flatten();
+    let name = pw
+        .as_ref()
+        .map(|u| u.name.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("u{}", identity.uid));
+    let group = nix::unistd::Group::from_gid(identity.gid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| name.clone(), |g| g.name);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute())
+        .or_else(|| pw.map(|u| u.dir))
+        .context("cannot find your home directory; set $HOME")?;
+    check_shared_path(&home, "your home directory ($HOME)")?;
+    Ok(UserPlan {
+        name,
+        uid: identity.uid,
+        group,
+        gid: identity.gid,
+        home,
+        root: false,
+        write_entries: true,
+    })
+}
+
+/// A host path mounted at the same place inside must not be `/` or one of the sandbox's own.
+pub fn check_shared_path(path: &Path, what: &str) -> Result<()> {
+    if path == Path::new("/") || RESERVED.iter().any(|r| path.starts_with(r)) {
+        return Err(UserError::with_hint(
+            format!("{what} `{}` cannot be shared with the env", path.display()),
+            "move the project under your home directory (the env provides / , /proc, /sys, /dev and /run itself)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_start_with_an_absolute_shell_only() {
+        assert_eq!(
+            shell_fallbacks(Some("/bin/zsh")),
+            ["/bin/zsh", "/bin/bash", "/bin/sh"]
+        );
+        assert_eq!(shell_fallbacks(Some("zsh")), ["/bin/bash", "/bin/sh"]);
+        assert_eq!(shell_fallbacks(Some("/bin/sh")), ["/bin/sh", "/bin/bash"]);
+        assert_eq!(shell_fallbacks(None), ["/bin/bash", "/bin/sh"]);
+    }
+
+    #[test]
+    fn shared_paths_are_never_the_sandboxs_own() {
+        for p in ["/", "/proc/x", "/dev", "/sys/fs", "/run/user/1"] {
+            assert!(check_shared_path(Path::new(p), "p").is_err(), "{p}");
+        }
+        assert!(check_shared_path(Path::new("/home/u/p"), "p").is_ok());
+    }
+}
