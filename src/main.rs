@@ -32,7 +32,7 @@ fn main() {
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("{}", ui::render(&err));
+            crate::ui::note(format_args!("{}", ui::render(&err)));
             std::process::exit(1);
         }
     }

@@ -40,7 +40,7 @@ pub fn flat_notice(store: &Store, identity: &Identity) -> Option<String> {
 /// Like [`flat_notice`], printed.
 pub fn notice_flat(store: &Store, identity: &Identity) {
     if let Some(note) = flat_notice(store, identity) {
-        eprintln!("{note}");
+        crate::ui::note(format_args!("{note}"));
     }
 }
 

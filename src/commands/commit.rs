@@ -37,11 +37,11 @@ pub fn run(name: Option<&str>, tag: &str) -> Result<()> {
     }
     let image = record_name(&reference);
     let rec = store.commit_env(&identity, &env, &upper, &image)?;
-    eprintln!(
+    crate::ui::note(format_args!(
         "committed {} as {image} ({} layers)",
         env.name.as_deref().unwrap_or("the env"),
         rec.layers.len()
-    );
-    println!("{}", rec.manifest_digest);
+    ));
+    crate::ui::out(format_args!("{}", rec.manifest_digest));
     Ok(())
 }

@@ -21,7 +21,7 @@ pub fn main() -> i32 {
         .and_then(|a| a.to_str())
         .and_then(IdMode::from_arg);
     let Some(mode) = mode else {
-        eprintln!("error: internal: the helper needs an id mode");
+        crate::ui::note(format_args!("error: internal: the helper needs an id mode"));
         return 2;
     };
     if args.get(1).is_some_and(|a| a == "sandbox") {
@@ -30,7 +30,7 @@ pub fn main() -> i32 {
             .and_then(|a| a.to_str())
             .and_then(|j| serde_json::from_str::<SandboxPlan>(j).ok());
         let Some(plan) = plan else {
-            eprintln!("error: internal: bad sandbox plan");
+            crate::ui::note(format_args!("error: internal: bad sandbox plan"));
             return init::SETUP_FAILED;
         };
         return sandbox::helper::run(mode, &plan);
@@ -38,7 +38,7 @@ pub fn main() -> i32 {
     match enter_as_helper(mode).and_then(|()| run(&args[1..])) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{e:#}");
+            crate::ui::note(format_args!("{e:#}"));
             1
         }
     }
@@ -77,6 +77,9 @@ fn run(args: &[OsString]) -> Result<()> {
         "remove" => return remove_paths(&args[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
         _ => bail!("unknown helper operation `{op}`"),
     };
-    println!("{}", result.context("cannot encode the result")?);
+    crate::ui::out(format_args!(
+        "{}",
+        result.context("cannot encode the result")?
+    ));
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn run(format: Format) -> Result<()> {
         })
         .collect();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Json => crate::ui::json(&rows)?,
         Format::Table => {
             let w = rows
                 .iter()
@@ -40,10 +40,10 @@ pub fn run(format: Format) -> Result<()> {
                 .max()
                 .unwrap_or(0)
                 .max(9);
-            println!(
+            crate::ui::out(format_args!(
                 "{:<w$}  {:<12}  {:<20}  {:>10}",
                 "REFERENCE", "DIGEST", "CREATED", "SIZE"
-            );
+            ));
             for r in &rows {
                 let short = r
                     .digest
@@ -53,11 +53,11 @@ pub fn run(format: Format) -> Result<()> {
                 let created = r.created.as_deref().map_or("-".to_string(), |c| {
                     c.chars().take(19).collect::<String>().replace('T', " ")
                 });
-                println!(
+                crate::ui::out(format_args!(
                     "{:<w$}  {short:<12}  {created:<20}  {:>10}",
                     r.reference,
                     human_bytes(r.size)
-                );
+                ));
             }
         }
     }

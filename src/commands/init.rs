@@ -45,7 +45,10 @@ pub fn run(template: Option<&str>, image: Option<&str>) -> Result<()> {
         .with_context(|| format!("cannot write `{}`", path.display()))?;
     let root = path.parent().unwrap_or(&path);
     TrustStore::open()?.trust(&dev_toml_path(root)?, &Parts::of(&config))?;
-    eprintln!("wrote {}; `dev shell` enters the env", path.display());
+    crate::ui::note(format_args!(
+        "wrote {}; `dev shell` enters the env",
+        path.display()
+    ));
     Ok(())
 }
 

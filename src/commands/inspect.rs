@@ -29,6 +29,6 @@ pub fn run(reference: &str) -> Result<()> {
         "Manifest": manifest,
         "Config": config,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    crate::ui::json(&out)?;
     Ok(())
 }

@@ -48,6 +48,6 @@ fn report(env: &Prepared) -> Result<()> {
     if env.project.is_none() {
         return Err(no_project(&env.cwd, "`dev init` writes one"));
     }
-    println!("{} {}", env.record.name, env.fingerprint());
+    crate::ui::out(format_args!("{} {}", env.record.name, env.fingerprint()));
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::sandbox::keeper::{request, STATUS, STOP};
 use crate::sandbox::Identity;
 use crate::session::{enter, env_of, prepare, project_of, session, EnterOptions, Update};
 use crate::store::Store;
-use crate::ui::UserError;
+use crate::ui::{Table, UserError};
 
 /// One env, as `dev ps` shows it.
 #[derive(serde::Serialize)]
@@ -67,26 +67,32 @@ pub fn list(all: bool, format: Format) -> Result<()> {
         });
     }
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::ui::json(&rows)?;
         return Ok(());
     }
-    println!(
-        "{:<16} {:<34} {:<30} {:<22} {:<8} {:>8} {:>8} {:>9}",
-        "NAME", "PROJECT", "IMAGE", "FINGERPRINT", "STATE", "SESSIONS", "UPTIME", "SIZE"
-    );
+    let mut table = Table::new(&[
+        "NAME",
+        "PROJECT",
+        "IMAGE",
+        "FINGERPRINT",
+        "STATE",
+        ">SESSIONS",
+        ">UPTIME",
+        ">SIZE",
+    ]);
     for r in rows {
-        println!(
-            "{:<16} {:<34} {:<30} {:<22} {:<8} {:>8} {:>7}s {:>9}",
+        table.row(vec![
             r.name,
-            r.project.display(),
+            r.project.display().to_string(),
             r.image,
             r.fingerprint,
-            r.state,
-            r.sessions,
-            r.uptime_seconds,
-            crate::ui::human_bytes(r.size_bytes)
-        );
+            r.state.to_string(),
+            r.sessions.to_string(),
+            format!("{}s", r.uptime_seconds),
+            crate::ui::human_bytes(r.size_bytes),
+        ]);
     }
+    table.print();
     Ok(())
 }
 
@@ -104,7 +110,10 @@ pub fn start(name: Option<String>) -> Result<()> {
         ));
     }
     session(&env, &opts, Vec::new(), env.root.clone(), false)?;
-    eprintln!("started {}; `dev stop` stops it", env.root.display());
+    crate::ui::note(format_args!(
+        "started {}; `dev stop` stops it",
+        env.root.display()
+    ));
     Ok(())
 }
 
@@ -114,7 +123,7 @@ pub fn stop(name: Option<&str>) -> Result<()> {
     let project = project_of(&store, &mapping, name)?;
     let run_dir = store.run_dir(&mapping, &project);
     let Some(state) = store.running(&run_dir) else {
-        eprintln!("{} is not running", project.display());
+        crate::ui::note(format_args!("{} is not running", project.display()));
         return Ok(());
     };
     request(&run_dir, STOP)?;
@@ -125,7 +134,7 @@ pub fn stop(name: Option<&str>) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("stopped {}", state.name);
+    crate::ui::note(format_args!("stopped {}", state.name));
     Ok(())
 }
 
@@ -155,7 +164,7 @@ pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
     }
     let dir = store.env_dir(&mapping, &project);
     if !dir.exists() {
-        eprintln!("{} has no env", project.display());
+        crate::ui::note(format_args!("{} has no env", project.display()));
         return Ok(());
     }
     // Held while the env is deleted; its keeper, if it is still stopping, is waited for.
@@ -171,15 +180,15 @@ pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
     };
     store.remove_trees(&identity, &[dir])?;
     if reset {
-        eprintln!(
+        crate::ui::note(format_args!(
             "reset {}: the next session starts it fresh from the image and tools",
             project.display()
-        );
+        ));
     } else {
-        eprintln!(
+        crate::ui::note(format_args!(
             "removed the env of {} (its layer and home)",
             project.display()
-        );
+        ));
     }
     Ok(())
 }
@@ -227,7 +236,7 @@ pub fn diff(name: Option<&str>) -> Result<()> {
     }
     out.sort();
     for (rel, kind) in out {
-        println!("{kind} /{}", rel.display());
+        crate::ui::out(format_args!("{kind} /{}", rel.display()));
     }
     Ok(())
 }

@@ -15,9 +15,9 @@ pub fn run(reference: &str, quiet: bool) -> Result<()> {
     let progress = PullProgress::new(quiet);
     let rec = pull(&store, &identity, &reference, &progress)?;
     if quiet {
-        println!("{}", rec.manifest_digest);
+        crate::ui::out(format_args!("{}", rec.manifest_digest));
     } else {
-        eprintln!("{}: pulled {}", rec.name, rec.manifest_digest);
+        crate::ui::note(format_args!("{}: pulled {}", rec.name, rec.manifest_digest));
     }
     Ok(())
 }

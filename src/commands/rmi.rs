@@ -18,11 +18,13 @@ pub fn run(references: &[String]) -> Result<()> {
             ));
         };
         store.remove_image(&img.name)?;
-        println!("Untagged: {}", img.name);
+        crate::ui::out(format_args!("Untagged: {}", img.name));
     }
     let removed = store.prune(&identity, false, EnvPrune::Keep)?.layers.len();
     if removed > 0 {
-        println!("Deleted {removed} layer(s) no other image uses");
+        crate::ui::out(format_args!(
+            "Deleted {removed} layer(s) no other image uses"
+        ));
     }
     Ok(())
 }

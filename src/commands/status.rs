@@ -21,17 +21,17 @@ pub fn run() -> Result<()> {
         return Err(no_project(&cwd, "`dev init` writes one"));
     };
     let lock = DevLock::load(&project.root.join(lock::FILE_NAME))?;
-    println!("project:     {}", project.root.display());
-    println!("image:       {}", project.config.image);
+    crate::ui::out(format_args!("project:     {}", project.root.display()));
+    crate::ui::out(format_args!("image:       {}", project.config.image));
     let mut up_to_date = true;
     match check_frozen(&project.config, lock.as_ref()) {
-        Ok(()) => println!("dev.lock:    matches dev.toml"),
+        Ok(()) => crate::ui::out(format_args!("dev.lock:    matches dev.toml")),
         Err(e) => {
             up_to_date = false;
-            println!(
+            crate::ui::out(format_args!(
                 "dev.lock:    {}",
                 e.to_string().trim_start_matches("--frozen: ")
-            );
+            ));
         }
     }
     let store = Store::open()?;
@@ -51,8 +51,10 @@ pub fn run() -> Result<()> {
             .is_none_or(|d| d == &r.manifest_digest)
     });
     let Some(record) = record else {
-        println!("fingerprint: (image not pulled yet)");
-        println!("state:       not built; `dev shell` pulls and builds it");
+        crate::ui::out(format_args!("fingerprint: (image not pulled yet)"));
+        crate::ui::out(format_args!(
+            "state:       not built; `dev shell` pulls and builds it"
+        ));
         return Ok(());
     };
     let mut fingerprint = record.manifest_digest.to_string();
@@ -71,7 +73,7 @@ pub fn run() -> Result<()> {
                 fingerprint.push_str(&format!(" + {}", t.diff_id));
                 if let Some(locked) = lock.as_ref().and_then(|l| l.tools_layer.as_ref()) {
                     if locked.digest != t.diff_id {
-                        println!("tools layer: built here as {}, dev.lock has {} (same packages, other bytes)", t.diff_id.short(), locked.digest.short());
+                        crate::ui::out(format_args!("tools layer: built here as {}, dev.lock has {} (same packages, other bytes)", t.diff_id.short(), locked.digest.short()));
                     }
                 }
             }
@@ -81,30 +83,32 @@ pub fn run() -> Result<()> {
             }
         }
     }
-    println!("fingerprint: {fingerprint}");
-    println!(
+    crate::ui::out(format_args!("fingerprint: {fingerprint}"));
+    crate::ui::out(format_args!(
         "state:       {}",
         if up_to_date {
             "up to date"
         } else {
             "out of date; `dev lock` or `dev shell` brings it up to date"
         }
-    );
+    ));
     let upper = store.env_dir(&mapping, &project.root).join("upper");
     let drift = drifted(&upper);
     if drift.is_empty() {
-        println!("drift:       none (the env's writable layer holds nothing of its own)");
+        crate::ui::out(format_args!(
+            "drift:       none (the env's writable layer holds nothing of its own)"
+        ));
     } else {
         let shown: Vec<String> = drift
             .iter()
             .take(5)
             .map(|p| format!("/{}", p.display()))
             .collect();
-        println!(
+        crate::ui::out(format_args!(
             "drift:       {} path(s) changed outside the tools layer, e.g. {}",
             drift.len(),
             shown.join(", ")
-        );
+        ));
     }
     Ok(())
 }

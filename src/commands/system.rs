@@ -6,51 +6,27 @@ use crate::cli::Format;
 use crate::sandbox::Identity;
 use crate::store::gc::EnvPrune;
 use crate::store::Store;
-use crate::ui::human_bytes;
+use crate::ui::{human_bytes, Table};
 
 pub fn df(format: Format) -> Result<()> {
     let store = Store::open()?;
     let u = store.usage(&Identity::detect())?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&u)?),
+        Format::Json => crate::ui::json(&u)?,
         Format::Table => {
-            println!("{:<14} {:>6} {:>10}", "TYPE", "COUNT", "SIZE");
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "Images",
-                u.images,
-                human_bytes(u.images_bytes)
-            );
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "Layers",
-                u.layers,
-                human_bytes(u.layers_bytes)
-            );
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "  shared",
-                u.shared_layers,
-                human_bytes(u.shared_bytes)
-            );
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "  unique",
-                u.unique_layers,
-                human_bytes(u.unique_bytes)
-            );
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "Envs",
-                u.envs,
-                human_bytes(u.envs_bytes)
-            );
-            println!(
-                "{:<14} {:>6} {:>10}",
-                "Reclaimable",
-                "",
-                human_bytes(u.reclaimable_bytes)
-            );
+            let mut t = Table::new(&["TYPE", ">COUNT", ">SIZE"]);
+            let mut row = |name: &str, count: String, bytes: u64| {
+                t.row(vec![name.to_string(), count, human_bytes(bytes)]);
+            };
+            row("Images", u.images.to_string(), u.images_bytes);
+            row("Layers", u.layers.to_string(), u.layers_bytes);
+            row("  shared", u.shared_layers.to_string(), u.shared_bytes);
+            row("  unique", u.unique_layers.to_string(), u.unique_bytes);
+            row("  tools", u.tools_layers.to_string(), u.tools_bytes);
+            row("  unused", u.unused_layers.to_string(), u.unused_bytes);
+            row("Envs", u.envs.to_string(), u.envs_bytes);
+            row("Reclaimable", String::new(), u.reclaimable_bytes);
+            t.print();
         }
     }
     Ok(())
@@ -65,15 +41,15 @@ pub fn prune(all_envs: bool) -> Result<()> {
     };
     let g = store.prune(&Identity::detect(), true, envs)?;
     for dir in &g.envs {
-        eprintln!("deleted env {}", dir.display());
+        crate::ui::note(format_args!("deleted env {}", dir.display()));
     }
-    println!(
+    crate::ui::out(format_args!(
         "Deleted {} env(s), {} layer(s), {} blob(s), {} leftover(s) of interrupted runs; reclaimed {}",
         g.envs.len(),
         g.layers.len(),
         g.blobs.len(),
         g.leftovers.len(),
         human_bytes(g.bytes)
-    );
+    ));
     Ok(())
 }

@@ -34,9 +34,13 @@ pub fn run(show: bool) -> Result<()> {
     }
     store.trust(&path, &parts)?;
     if parts.is_empty() {
-        eprintln!("trusted `{shown}` (it runs nothing and exposes nothing now)");
+        crate::ui::note(format_args!(
+            "trusted `{shown}` (it runs nothing and exposes nothing now)"
+        ));
     } else {
-        eprintln!("trusted `{shown}`; a change to what it runs or exposes asks again");
+        crate::ui::note(format_args!(
+            "trusted `{shown}`; a change to what it runs or exposes asks again"
+        ));
     }
     Ok(())
 }
@@ -44,7 +48,9 @@ pub fn run(show: bool) -> Result<()> {
 fn print_standing(project: &Project, path: &Path, parts: &Parts, store: &TrustStore) -> Result<()> {
     let shown = printable(&path.display().to_string());
     if parts.is_empty() {
-        println!("{shown}: needs no trust: it runs nothing and exposes nothing beyond the project");
+        crate::ui::out(format_args!(
+            "{shown}: needs no trust: it runs nothing and exposes nothing beyond the project"
+        ));
         return Ok(());
     }
     let standing = store.standing(path, parts);
@@ -58,13 +64,13 @@ fn print_standing(project: &Project, path: &Path, parts: &Parts, store: &TrustSt
             "changed since you trusted it (- what you trusted, + what it is now); `dev trust` trusts it as it is now"
         }
     };
-    println!("{shown}: {state}");
+    crate::ui::out(format_args!("{shown}: {state}"));
     let before = match &standing {
         Standing::Changed(b) => Some(b),
         _ => None,
     };
     for line in describe(parts, before) {
-        println!("{line}");
+        crate::ui::out(format_args!("{line}"));
     }
     Ok(())
 }
@@ -75,9 +81,11 @@ pub fn untrust() -> Result<()> {
     let path: PathBuf = dev_toml_path(&project.root)?;
     let shown = printable(&path.display().to_string());
     if TrustStore::open()?.untrust(&path)? {
-        eprintln!("untrusted `{shown}`: dev asks again before it runs anything of it");
+        crate::ui::note(format_args!(
+            "untrusted `{shown}`: dev asks again before it runs anything of it"
+        ));
     } else {
-        eprintln!("`{shown}` was not trusted");
+        crate::ui::note(format_args!("`{shown}` was not trusted"));
     }
     Ok(())
 }

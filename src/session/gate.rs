@@ -34,7 +34,9 @@ pub fn gate(project: &Project) -> Result<()> {
     let root = printable(&project.root.display().to_string());
     match std::env::var("DEV_TRUST").as_deref() {
         Ok("all") => {
-            eprintln!("DEV_TRUST=all: trusting dev.toml in `{root}` without asking");
+            crate::ui::note(format_args!(
+                "DEV_TRUST=all: trusting dev.toml in `{root}` without asking"
+            ));
             return Ok(());
         }
         Ok(v) => {
@@ -62,11 +64,11 @@ pub fn gate(project: &Project) -> Result<()> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Err(UserError::with_hint(message, hint));
     }
-    eprintln!("{message}:");
+    crate::ui::note(format_args!("{message}:"));
     for line in describe(&parts, before.as_ref()) {
-        eprintln!("  {line}");
+        crate::ui::note(format_args!("  {line}"));
     }
-    eprint!("Trust it as it is now? [y/N] ");
+    crate::ui::prompt(format_args!("Trust it as it is now? [y/N] "));
     let answer = read_answer()?;
     if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
         return Err(UserError::with_hint(
@@ -75,7 +77,9 @@ pub fn gate(project: &Project) -> Result<()> {
         ));
     }
     store.trust(&path, &parts)?;
-    eprintln!("trusted dev.toml in `{root}`; a change to what it runs or exposes asks again");
+    crate::ui::note(format_args!(
+        "trusted dev.toml in `{root}`; a change to what it runs or exposes asks again"
+    ));
     Ok(())
 }
 

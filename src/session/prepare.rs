@@ -145,7 +145,7 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
                 ));
             }
             new.save(&lock_path)?;
-            eprintln!("wrote {}", lock_path.display());
+            crate::ui::note(format_args!("wrote {}", lock_path.display()));
         }
     }
     Ok(Prepared {

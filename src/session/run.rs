@@ -123,7 +123,10 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
         return Ok(());
     }
-    eprintln!("running [setup] user in {}", env.root.display());
+    crate::ui::note(format_args!(
+        "running [setup] user in {}",
+        env.root.display()
+    ));
     let script = format!(
         "exec </dev/null 1>&2\nset -e\n{}\n",
         p.config.setup.user.join("\n")
@@ -198,7 +201,7 @@ pub fn session(
     // The env's home is always its own: run from the home directory itself, it takes the
     // project's place rather than the real home (dotfiles, keys) being bound read-write.
     if &host.user.home == root && last {
-        eprintln!("note: your home directory is not shared with the env, which has a home of its own; run dev in a project directory to share that");
+        crate::ui::note(format_args!("note: your home directory is not shared with the env, which has a home of its own; run dev in a project directory to share that"));
     }
     let mut sandbox = plan(env, opts, &host, &place, argv, cwd);
     if !persistent {

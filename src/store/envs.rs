@@ -234,11 +234,11 @@ impl Store {
                     .with_context(|| format!("cannot keep `{}`", dirs.home.display()))?;
             }
             lock = self.lock_file(&dirs.dir.join("lock"), true)?;
-            eprintln!(
+            crate::ui::note(format_args!(
                 "note: the env was made from {} ({}); starting a fresh one for {image} (the old changes are kept until `dev system prune`)",
                 old.image,
                 old.manifest_digest.short()
-            );
+            ));
         }
         mkdir(&dirs.home)?;
         self.make_run_dir(&self.run_dir(mapping, project))?;

@@ -21,6 +21,12 @@ pub struct Usage {
     pub shared_bytes: u64,
     pub unique_layers: usize,
     pub unique_bytes: u64,
+    /// Layers no image has but an env or a tools build uses: tools layers, commits' own.
+    pub tools_layers: usize,
+    pub tools_bytes: u64,
+    /// Layers nothing uses (prune deletes them).
+    pub unused_layers: usize,
+    pub unused_bytes: u64,
     pub envs: usize,
     pub envs_bytes: u64,
     pub reclaimable_bytes: u64,
@@ -68,12 +74,27 @@ impl Store {
             ..Usage::default()
         };
         u.images_bytes = images.iter().map(|img| self.image_bytes(&key, img)).sum();
+        // Layers envs stand on (their tools layer among them) and tools builds made.
+        let mut tools: BTreeSet<String> = self
+            .tools_records(&key)
+            .into_iter()
+            .map(|t| t.diff_id.hex().to_string())
+            .collect();
+        for (_, env) in self.env_records(&key) {
+            tools.extend(env.layers.iter().map(|d| d.hex().to_string()));
+        }
         for (hex, meta_bytes) in self.layer_sizes(&key) {
             u.layers += 1;
             u.layers_bytes += meta_bytes;
             match users.get(&hex).copied().unwrap_or(0) {
-                // Unused layers are counted by `garbage`, below.
-                0 => {}
+                0 if tools.contains(&hex) => {
+                    u.tools_layers += 1;
+                    u.tools_bytes += meta_bytes;
+                }
+                0 => {
+                    u.unused_layers += 1;
+                    u.unused_bytes += meta_bytes;
+                }
                 1 => {
                     u.unique_layers += 1;
                     u.unique_bytes += meta_bytes;

@@ -100,7 +100,10 @@ impl Store {
             let bytes = fs::read(&p).with_context(|| format!("cannot read `{}`", p.display()))?;
             match serde_json::from_slice(&bytes) {
                 Ok(rec) => out.push(rec),
-                Err(_) => eprintln!("warning: skipping corrupt image record `{}`", p.display()),
+                Err(_) => crate::ui::note(format_args!(
+                    "warning: skipping corrupt image record `{}`",
+                    p.display()
+                )),
             }
         }
         out.sort_by(|a: &ImageRecord, b| a.name.cmp(&b.name));

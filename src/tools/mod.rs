@@ -183,12 +183,12 @@ pub fn ensure(
         }));
     }
     let names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
-    eprintln!(
+    crate::ui::note(format_args!(
         "building the tools layer ({} install {}) on {}",
         manager.name(),
         names.join(" "),
         image.name
-    );
+    ));
     let scratch = store.scratch_env(&mapping)?;
     let mut script = manager.install_script(&config.setup.root, !packages.is_empty());
     if !identity.has_subordinate() && manager == Manager::Apt {
@@ -267,12 +267,12 @@ pub fn ensure(
             },
         )?;
     }
-    eprintln!(
+    crate::ui::note(format_args!(
         "tools layer {} ({} files, {})",
         diff_id.short(),
         stats.files,
         crate::ui::human_bytes(stats.bytes)
-    );
+    ));
     Ok(Some(ToolsLayer { diff_id, resolved }))
 }
 

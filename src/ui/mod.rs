@@ -1,9 +1,11 @@
 //! Everything the user sees: the printer, progress bars, and errors rendered with hints.
 
 pub mod error;
+pub mod print;
 pub mod progress;
 
 pub use error::{render, ExitCode, UserError};
+pub use print::{json, note, out, prompt, Table};
 
 /// Human-readable byte counts, as `docker images` shows them.
 pub fn human_bytes(n: u64) -> String {
