@@ -7,6 +7,7 @@ mod auth;
 mod debian;
 mod hostile;
 mod lifecycle;
+mod output;
 mod project_safety;
 mod pull;
 mod registry_safety;
