@@ -377,8 +377,9 @@ pub struct SpawnArgs {
 }
 
 /// Starts `a.program` by posix_spawn: the child shares this process's memory until it execs,
-/// so nothing is copied. It starts with no blocked signal and SIGPIPE at its default; ids,
-/// capabilities and descriptors are this process's (see [`clean_for_exec`]).
+/// so nothing is copied. It starts in a session of its own with no controlling terminal, no
+/// blocked signal and SIGPIPE at its default; ids, capabilities and descriptors are this
+/// process's (see [`clean_for_exec`]).
 pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
     let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
     let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
@@ -426,7 +427,9 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
             check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
             check(libc::posix_spawnattr_setflags(
                 &mut attr,
-                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+                libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+                    | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short
+                    | libc::POSIX_SPAWN_SETSID,
             ))?;
             check(libc::posix_spawn_file_actions_addchdir_np(
                 &mut actions,
@@ -447,6 +450,136 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
         libc::posix_spawnattr_destroy(&mut attr);
         spawned
     }
+}
+
+/// [`spawn_clean`]'s command on the pseudo-terminal `tty`: its stdin and stdout, its stderr
+/// too with `stderr`, and the controlling terminal of its own session. A fork, not posix_spawn:
+/// only the session's own process can take its terminal (TIOCSCTTY), which posix_spawn cannot
+/// ask of the child.
+pub fn spawn_on_terminal(
+    a: &SpawnArgs,
+    tty: &OwnedFd,
+    stderr: bool,
+) -> io::Result<nix::unistd::Pid> {
+    let mut cmd = Command::new(&a.program);
+    if let Some((arg0, args)) = a.argv.split_first() {
+        cmd.arg0(arg0).args(args);
+    }
+    cmd.env_clear()
+        .envs(a.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&a.cwd)
+        .stdin(tty.try_clone()?)
+        .stdout(tty.try_clone()?);
+    if stderr {
+        cmd.stderr(tty.try_clone()?);
+    }
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe { cmd.pre_exec(unblock_signals) };
+    new_session(&mut cmd, true);
+    let child = cmd.spawn()?;
+    Ok(nix::unistd::Pid::from_raw(child.id() as libc::pid_t))
+}
+
+/// `cmd` starts a session of its own (setsid(2)): no terminal's signals and no terminal's
+/// input reach it unless it has one of its own. With `terminal`, its stdin, a pseudo-terminal
+/// no session has yet, becomes that session's controlling terminal (TIOCSCTTY, ioctl_tty(2)).
+pub fn new_session(cmd: &mut Command, terminal: bool) {
+    let hook = move || -> io::Result<()> {
+        // SAFETY: setsid(2) takes no argument; TIOCSCTTY takes an integer (0: steal from no
+        // other session).
+        unsafe {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Opens the pseudo-terminal multiplexer of the devpts at /dev/pts in this mount namespace (the
+/// env's own instance), for reading and writing, non-blocking. No symlink is followed on the
+/// way: in a running env, its root can make /dev/pts or ptmx a link, and /dev/tty there is the
+/// caller's own terminal. Refused unless what opened is a ptmx device (5:2), which only a
+/// devpts has (the env cannot make device nodes).
+pub fn open_ptmx() -> io::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(libc::AT_FDCWD, "/dev/pts/ptmx", how)?;
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    let rdev = st.st_rdev;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || nix::sys::stat::major(rdev) != 5
+        || nix::sys::stat::minor(rdev) != 2
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "/dev/pts/ptmx is not a pseudo-terminal multiplexer",
+        ));
+    }
+    Ok(fd)
+}
+
+/// The other side of the pseudo-terminal `master`, unlocked and opened through the master
+/// (TIOCGPTPEER, Linux 4.13), not by its name under /dev/pts; close-on-exec, not a controlling
+/// terminal of this process.
+pub fn open_pty_peer(master: &OwnedFd) -> io::Result<OwnedFd> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int, which lives for the call (ioctl_tty(2)).
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as its integer argument and returns a new
+    // descriptor or -1 (ioctl_tty(2)).
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A terminal's window size (TIOCGWINSZ).
+pub fn window_size(tty: std::os::fd::BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it (ioctl_tty(2)).
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is valid for the call.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ws)
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ); the kernel sends SIGWINCH to its foreground
+/// process group when it changed.
+pub fn set_window_size(tty: std::os::fd::BorrowedFd<'_>, ws: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads the winsize, which lives for the call (ioctl_tty(2)).
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket a re-executed helper was given by [`spawn_helper`](super::spawn::spawn_helper)'s
+/// caller as descriptor `fd` (inherited across exec), if it is one.
+pub fn take_inherited_socket(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    // SAFETY: the parent passed this descriptor for this process to take, once, and nothing
+    // else in it refers to it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// No inheritable or ambient capabilities, and every descriptor but 0, 1 and 2 closed on exec:

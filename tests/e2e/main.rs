@@ -9,4 +9,5 @@ mod hostile;
 mod lifecycle;
 mod pull;
 mod shell;
+mod terminal;
 mod tools;
