@@ -121,7 +121,11 @@ pub enum Master {
 /// was.
 pub fn relay(master: Master, child: Pid, signals: &SigSet, forward: Forward) -> Result<i32> {
     let terminal = UserTerminal::save();
-    let sigfd = SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    // SIGCONT too: a shell that lets a stopped `dev` go on need not give it raw mode back.
+    let mut set = *signals;
+    set.add(Signal::SIGCONT);
+    set.thread_block().context("cannot block signals")?;
+    let sigfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("cannot wait for signals")?;
     let mut relay = Relay {
         master: None,
@@ -144,16 +148,17 @@ pub fn relay(master: Master, child: Pid, signals: &SigSet, forward: Forward) -> 
                 let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                     continue;
                 };
-                if sig == Signal::SIGWINCH {
+                match (sig, &relay.master) {
                     // The command's terminal is resized, which signals its foreground job.
-                    if let Some(m) = &relay.master {
-                        copy_window_size(m);
+                    (Signal::SIGWINCH, Some(m)) => copy_window_size(m),
+                    (Signal::SIGCONT, Some(m)) => Relay::take_again(m, terminal.as_ref())?,
+                    (Signal::SIGWINCH | Signal::SIGCONT, None) => {}
+                    _ => {
+                        let sent = info.ssi_code == nix::libc::SI_USER
+                            || info.ssi_code == nix::libc::SI_QUEUE;
+                        pass_on(child, sig, sent, forward);
                     }
-                    continue;
                 }
-                let sent =
-                    info.ssi_code == nix::libc::SI_USER || info.ssi_code == nix::libc::SI_QUEUE;
-                pass_on(child, sig, sent, forward);
             }
         }
         relay.pump(&ready, terminal.as_ref())?;
@@ -223,14 +228,20 @@ impl Relay {
     /// included) goes to the command's terminal, whose line discipline acts on it.
     fn take(&mut self, master: OwnedFd, terminal: Option<&UserTerminal>) -> Result<()> {
         // A resize between init's copy and now.
-        copy_window_size(&master);
-        if let Some(t) = terminal {
-            t.make_raw()?;
-        }
+        Self::take_again(&master, terminal)?;
         self.master = Some(master);
         self.stdin_open = true;
         self.output_open = true;
         Ok(())
+    }
+
+    /// Raw mode and the window size (again, after `dev` was stopped).
+    fn take_again(master: &OwnedFd, terminal: Option<&UserTerminal>) -> Result<()> {
+        copy_window_size(master);
+        match terminal {
+            Some(t) => t.make_raw(),
+            None => Ok(()),
+        }
     }
 
     /// Waits until a signal comes, the pty comes, a key is pressed, the command wrote, or its

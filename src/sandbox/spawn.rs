@@ -412,6 +412,8 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
             };
             let args = ["sandbox".into(), json.into()];
             let started = spawn_helper(identity, plan.ids, &args, |c| {
+                // (Never one from the user's environment.)
+                c.env_remove(super::helper::TERMINAL_SOCKET_ENV);
                 if let Some(b) = &theirs {
                     c.env(
                         super::helper::TERMINAL_SOCKET_ENV,
@@ -708,6 +710,9 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    // The child relays the command's pty; were it killed, the user's terminal would stay in
+    // raw mode. (The child exits without dropping its copy.)
+    let terminal = pty::UserTerminal::save();
     match super::sys::fork()? {
         nix::unistd::ForkResult::Child => {
             let code = (|| -> Result<i32> {
@@ -730,9 +735,6 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
             std::process::exit(code)
         }
         nix::unistd::ForkResult::Parent { child } => {
-            // The child relays the command's pty; were it killed, the user's terminal would stay
-            // in raw mode.
-            let terminal = pty::UserTerminal::save();
             let code = super::init::supervise(child, &signals, false, Forward::Sent);
             drop((terminal, session));
             code
