@@ -453,31 +453,104 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
 }
 
 /// [`spawn_clean`]'s command on the pseudo-terminal `tty`: its stdin and stdout, its stderr
-/// too with `stderr`, and the controlling terminal of its own session. A fork, not posix_spawn:
-/// only the session's own process can take its terminal (TIOCSCTTY), which posix_spawn cannot
-/// ask of the child.
+/// too with `stderr`, and the controlling terminal of a session of its own. posix_spawn cannot
+/// ask the child to take a terminal (TIOCSCTTY, which only the session's own process can), and
+/// a fork copies this process's page tables (a third of a millisecond for `dev`): so this is
+/// what posix_spawn does, a child that shares this process's memory (CLONE_VM) while this
+/// process waits for it to exec or fail (CLONE_VFORK), with the terminal steps added.
 pub fn spawn_on_terminal(
     a: &SpawnArgs,
     tty: &OwnedFd,
     stderr: bool,
 ) -> io::Result<nix::unistd::Pid> {
-    let mut cmd = Command::new(&a.program);
-    if let Some((arg0, args)) = a.argv.split_first() {
-        cmd.arg0(arg0).args(args);
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
+    let program = cstr(a.program.as_os_str().as_bytes())?;
+    let cwd = cstr(a.cwd.as_os_str().as_bytes())?;
+    let argv = a
+        .argv
+        .iter()
+        .map(|s| cstr(s.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let env = a
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv_p, env_p) = (ptrs(&argv), ptrs(&env));
+    let tty = tty.as_raw_fd();
+    let outputs: &[libc::c_int] = if stderr { &[0, 1, 2] } else { &[0, 1] };
+    // The errno of the step that failed in the child, which it writes before it exits.
+    let failed = AtomicI32::new(0);
+    let child = || -> isize {
+        // SAFETY: this runs in the child, on its own stack, in the parent's memory while the
+        // parent waits: it only makes async-signal-safe system calls on data prepared above
+        // (which lives until the parent resumes), writes nothing but `failed`, and ends in
+        // execve or _exit, so it never returns into the parent's frames or runs its exit
+        // handlers. The signal mask is the parent's (all blocked, see below) until just before
+        // execve; SIGPIPE's disposition is the child's own (no CLONE_SIGHAND).
+        unsafe {
+            let fail = |failed: &AtomicI32| -> ! {
+                failed.store(*libc::__errno_location(), Ordering::SeqCst);
+                libc::_exit(127)
+            };
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if libc::setsid() < 0 {
+                fail(&failed)
+            }
+            for &fd in outputs {
+                if libc::dup2(tty, fd) < 0 {
+                    fail(&failed)
+                }
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 || libc::chdir(cwd.as_ptr()) < 0 {
+                fail(&failed)
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(program.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+            fail(&failed)
+        }
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask(3) reads it
+    // and writes the old mask, both on this frame. With every signal blocked across the clone,
+    // no handler of this process runs on the child's stack or in the memory it shares.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    cmd.env_clear()
-        .envs(a.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&a.cwd)
-        .stdin(tty.try_clone()?)
-        .stdout(tty.try_clone()?);
-    if stderr {
-        cmd.stderr(tty.try_clone()?);
+    use nix::sched::CloneFlags;
+    // SAFETY: see `child` above; CLONE_VFORK keeps this frame (the stack, the strings, the
+    // pointer arrays, `failed`) alive and untouched until the child has exec'd or exited.
+    let cloned = unsafe {
+        nix::sched::clone(
+            Box::new(child),
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let pid = cloned?;
+    match failed.load(Ordering::SeqCst) {
+        0 => Ok(pid),
+        errno => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(io::Error::from_raw_os_error(errno))
+        }
     }
-    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
-    unsafe { cmd.pre_exec(unblock_signals) };
-    new_session(&mut cmd, true);
-    let child = cmd.spawn()?;
-    Ok(nix::unistd::Pid::from_raw(child.id() as libc::pid_t))
 }
 
 /// `cmd` starts a session of its own (setsid(2)): no terminal's signals and no terminal's

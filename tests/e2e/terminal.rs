@@ -133,8 +133,9 @@ e2e!(
 );
 
 // On a terminal, the command's stdin is a terminal of its own (`tty` names it, so
-// `GPG_TTY=$(tty)` works); without one, it has no controlling terminal at all, even when dev
-// has one (here: stdin redirected in a shell on a terminal).
+// `GPG_TTY=$(tty)` works) on the env's devpts; a missing command is still said so; output into a pipe is not
+// passed through a terminal; without a terminal on stdin, the command has no controlling
+// terminal at all, even when dev has one (here: stdin redirected in a shell on a terminal).
 e2e!(the_command_gets_a_terminal_of_its_own, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg);
@@ -151,6 +152,49 @@ e2e!(the_command_gets_a_terminal_of_its_own, |env: Env| {
             "dev {how:?}: `tty` did not name a /dev/pts terminal; terminal:\n{out}"
         );
         assert_eq!(st.code(), Some(0), "dev {how:?}; terminal:\n{out}");
+
+        // Its stdin, stdout and stderr are all on the env's own devpts: it holds nothing of
+        // the user's terminal.
+        let mut args = how.to_vec();
+        args.extend([
+            "sh",
+            "-c",
+            "for fd in 0 1 2; do stat -L -c fs:%d /proc/self/fd/$fd; done; stat -c fs:%d /dev/pts/ptmx",
+        ]);
+        let mut pty = env.pty(&args, 24, 80);
+        pty.wait();
+        let out = pty.output();
+        let devices: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("fs:"))
+            .collect();
+        assert!(
+            devices.len() == 4 && devices.iter().all(|d| *d == devices[3]),
+            "dev {how:?}: the command's stdio is not the env's pty; terminal:\n{out}"
+        );
+
+        // A command that is not there is said so, on the terminal too.
+        let mut args = how.to_vec();
+        args.push("no-such-program");
+        let mut pty = env.pty(&args, 24, 80);
+        let st = pty.wait();
+        let out = pty.output();
+        assert_eq!(st.code(), Some(127), "dev {how:?}; terminal:\n{out}");
+        let _ = pty.expect("is not in the image", 0);
+
+        // Output into a pipe goes there byte for byte, not through a terminal (no CR added).
+        let script = format!(
+            "dev {} printf 'a\\nb\\n' | od -An -tx1; echo dev-done",
+            how.join(" ")
+        );
+        let mut pty = env.pty_sh(&script, 24, 80);
+        let _ = pty.expect("dev-done", 0);
+        pty.wait();
+        let out = pty.output();
+        assert!(
+            out.contains(" 61 0a 62 0a"),
+            "dev {how:?} into a pipe: terminal:\n{out}"
+        );
 
         let inside = r#"tty; echo tty_nr:$(cut -d" " -f7 /proc/self/stat); (: </dev/tty) 2>/dev/null && echo ctty:yes || echo ctty:no"#;
         let script = format!(
