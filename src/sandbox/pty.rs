@@ -89,11 +89,12 @@ impl UserTerminal {
             .map(|saved| UserTerminal { saved })
     }
 
-    fn make_raw(&self) -> Result<()> {
+    /// Raw mode: every key goes to the command's terminal as it is typed. (Where that fails,
+    /// the relay goes on: keys then come line by line.)
+    fn make_raw(&self) {
         let mut raw = self.saved.clone();
         cfmakeraw(&mut raw);
-        tcsetattr(io::stdin(), SetArg::TCSADRAIN, &raw)
-            .context("cannot put the terminal into raw mode")
+        let _ = tcsetattr(io::stdin(), SetArg::TCSADRAIN, &raw);
     }
 }
 
@@ -135,7 +136,7 @@ pub fn relay(master: Master, child: Pid, signals: &SigSet, forward: Forward) -> 
         output_open: false,
     };
     match master {
-        Master::Here(m) => relay.take(m, terminal.as_ref())?,
+        Master::Here(m) => relay.take(m, terminal.as_ref()),
         Master::From(s) => relay.incoming = Some(s),
     }
     let code = loop {
@@ -151,7 +152,7 @@ pub fn relay(master: Master, child: Pid, signals: &SigSet, forward: Forward) -> 
                 match (sig, &relay.master) {
                     // The command's terminal is resized, which signals its foreground job.
                     (Signal::SIGWINCH, Some(m)) => copy_window_size(m),
-                    (Signal::SIGCONT, Some(m)) => Relay::take_again(m, terminal.as_ref())?,
+                    (Signal::SIGCONT, Some(m)) => Relay::take_again(m, terminal.as_ref()),
                     (Signal::SIGWINCH | Signal::SIGCONT, None) => {}
                     _ => {
                         let sent = info.ssi_code == nix::libc::SI_USER
@@ -226,21 +227,19 @@ const CHUNK: usize = 16 * 1024;
 impl Relay {
     /// The pty is here: the user's terminal goes into raw mode, so every key (^C, ^Z, ^D
     /// included) goes to the command's terminal, whose line discipline acts on it.
-    fn take(&mut self, master: OwnedFd, terminal: Option<&UserTerminal>) -> Result<()> {
-        // A resize between init's copy and now.
-        Self::take_again(&master, terminal)?;
+    fn take(&mut self, master: OwnedFd, terminal: Option<&UserTerminal>) {
+        // (Again the window size: a resize between init's copy and now.)
+        Self::take_again(&master, terminal);
         self.master = Some(master);
         self.stdin_open = true;
         self.output_open = true;
-        Ok(())
     }
 
     /// Raw mode and the window size (again, after `dev` was stopped).
-    fn take_again(master: &OwnedFd, terminal: Option<&UserTerminal>) -> Result<()> {
+    fn take_again(master: &OwnedFd, terminal: Option<&UserTerminal>) {
         copy_window_size(master);
-        match terminal {
-            Some(t) => t.make_raw(),
-            None => Ok(()),
+        if let Some(t) = terminal {
+            t.make_raw();
         }
     }
 
@@ -297,7 +296,7 @@ impl Relay {
         if ready.incoming {
             let master = self.incoming.take().and_then(|s| receive(&s));
             if let Some(m) = master {
-                self.take(m, terminal)?;
+                self.take(m, terminal);
             }
         }
         if ready.output {

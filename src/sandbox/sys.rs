@@ -922,6 +922,40 @@ mod tests {
         }
     }
 
+    /// A command started on a pty leads a session of its own whose controlling terminal the
+    /// pty is (it can open /dev/tty); one that cannot be started is an error, not a child.
+    #[test]
+    fn a_command_spawned_on_a_pty_has_it_as_its_controlling_terminal() {
+        use std::io::Read;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let script = "set -- $(cat /proc/$$/stat); echo \"pid=$1 sid=$6 tty=$7\" >/dev/tty";
+        let mut args = SpawnArgs {
+            program: "/bin/sh".into(),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+        };
+        let pid = spawn_on_terminal(&args, &pty.slave, true).expect("spawn on the pty");
+        let status = nix::sys::wait::waitpid(pid, None).expect("wait");
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        drop(pty.slave);
+        let mut said = String::new();
+        let _ = std::fs::File::from(pty.master).read_to_string(&mut said);
+        let fields: Vec<&str> = said.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "{said:?}");
+        assert_eq!(
+            fields[0].strip_prefix("pid="),
+            fields[1].strip_prefix("sid="),
+            "{said:?}"
+        );
+        assert_ne!(fields[2], "tty=0", "{said:?}");
+
+        args.program = "/nonexistent/program".into();
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let err = spawn_on_terminal(&args, &pty.slave, false).expect_err("no such program");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err:?}");
+    }
+
     /// Init forked ahead (`helper::PendingInit`) is pid 1 of its own pid namespace, and the
     /// parent's next child is not in it.
     #[test]
