@@ -63,17 +63,20 @@ for who in sub nosub; do
 done
 
 # On a terminal: the command gets a pty of the env's own, which dev relays (without one, a session
-# of its own). The terminal is a pty whose other side a process of the user's holds (and reads);
-# a shell gives the command it as stdin and stdout, and the same shell starts the command without
-# it beside. When DEV_BASELINE names another build of dev (the commit before the relay, say), it
-# runs beside this one in the same hyperfine runs; the rounds alternate them. In a throwaway env
-# (`--rm`: init starts the command, dev relays the pty init sends it) and in the project's env
-# (the session joins it and starts the command itself).
-"$AS" python3 -c 'import os, pty, sys
+# of its own). The terminal is a pty whose other side a process of the user's holds and reads
+# until this script ends; a shell gives the command the pty as stdin and stdout, and the same
+# shell starts it without one beside. When DEV_BASELINE names another build of dev (the commit
+# before the relay, say), that build runs beside this one in the same hyperfine runs; the rounds
+# alternate them. In a throwaway env (`--rm`: init starts the command, dev relays the pty init
+# sends it) and in the project's env (the session joins it and starts the command itself).
+"$AS" python3 -c 'import os, pty, select, sys
 m, s = pty.openpty()
 print(os.ttyname(s), flush=True)
 sys.stdout.close()
-while os.read(m, 65536): pass' > "$WORK/pts" &
+parent = os.getppid()
+while os.getppid() == parent:
+    if select.select([m], [], [], 1)[0]:
+        os.read(m, 65536)' > "$WORK/pts" &
 PTY_HOLDER=$!
 until [ -s "$WORK/pts" ]; do sleep 0.1; done
 PTS=$(cat "$WORK/pts")

@@ -239,7 +239,7 @@ e2e!(the_window_size_follows_the_users_terminal, |env: Env| {
 
 // Ctrl-C reaches the foreground job inside (through the command's terminal) and the shell
 // inside lives on; its exit code is dev's, and the user's terminal is as it was after dev
-// ends, however it ends.
+// ends, however it ends. Without a terminal on stdin, ^C still reaches the command.
 e2e!(
     ctrl_c_exit_code_and_the_terminal_left_as_it_was,
     |env: Env| {
@@ -260,6 +260,25 @@ e2e!(
             let out = pty.output();
             assert_eq!(st.code(), Some(7), "dev {how:?}; terminal:\n{}", &out[at..]);
             assert!(is_cooked(&pty), "dev {how:?} left the terminal in raw mode");
+        }
+        // Without a terminal on stdin, the command is in a session of its own, which the user's
+        // terminal does not signal: its ^C reaches the command through dev.
+        for how in SESSIONS {
+            let script = format!(
+                "exec dev {} sh -c 'echo started; exec sleep 30' </dev/null",
+                how.join(" ")
+            );
+            let mut pty = env.pty_sh(&script, 24, 80);
+            let _ = pty.expect("started", 0);
+            std::thread::sleep(Duration::from_millis(300));
+            pty.send("\x03");
+            let st = pty.wait();
+            assert_eq!(
+                st.code(),
+                Some(130),
+                "dev {how:?}; terminal:\n{}",
+                pty.output()
+            );
         }
         // Signals sent to dev reach the command; raw mode does not outlive dev.
         for (how, sig) in SESSIONS
