@@ -5,11 +5,13 @@
 # Twice: as devtest-sub (subordinate range: dev runs newuidmap/newgidmap) and as devtest-nosub
 # (a single-id map, as bwrap uses). Then joining a running env vs nsenter, a tools layer, and
 # a file-heavy workload (find /usr and read every file under /usr) in the env, on the host and
-# on a bare overlay of the same tree, and what that overlay adds per file operation (ops.py).
+# on a bare overlay of the same tree, and what that overlay adds per file operation (ops.py); and
+# the start on a terminal (the command's own pty).
 # Run as root after `./install.sh --dev`. Writes the figures into README.md.
 #   DEV_BENCH_CACHE  where the debootstrapped image is kept (default /var/cache/dev-bench)
 #   RUNS             hyperfine runs per command (default 40; the workload runs 32)
 #   ROUNDS           rounds the runs are split into (default 4), see hf below
+#   DEV_BASELINE     another build of dev to time on a terminal beside this one (optional)
 set -eu
 RUNS=${RUNS:-40}
 ROUNDS=${ROUNDS:-4}
@@ -59,6 +61,36 @@ for who in sub nosub; do
         -n "dev run -- true" "$DEV run -- true" \
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
+
+# On a terminal: the command gets a pty of the env's own, which dev relays (without one, a session
+# of its own). The terminal is a pty whose other side a process of the user's holds and reads
+# until this script ends; a shell gives the command the pty as stdin and stdout, and the same
+# shell starts it without one beside. When DEV_BASELINE names another build of dev (the commit
+# before the relay, say), that build runs beside this one in the same hyperfine runs; the rounds
+# alternate them. In a throwaway env (`--rm`: init starts the command, dev relays the pty init
+# sends it) and in the project's env (the session joins it and starts the command itself).
+"$AS" python3 -c 'import os, pty, select, sys
+m, s = pty.openpty()
+print(os.ttyname(s), flush=True)
+sys.stdout.close()
+parent = os.getppid()
+while os.getppid() == parent:
+    if select.select([m], [], [], 1)[0]:
+        os.read(m, 65536)' > "$WORK/pts" &
+PTY_HOLDER=$!
+until [ -s "$WORK/pts" ]; do sleep 0.1; done
+PTS=$(cat "$WORK/pts")
+if [ -n "${DEV_BASELINE:-}" ]; then install -m 0755 "$DEV_BASELINE" "$WORK/bin/dev-baseline"; fi
+for how in "run --rm --" "run --"; do
+    set --
+    for build in "$DEV" ${DEV_BASELINE:+"$WORK/bin/dev-baseline"}; do
+        label=dev; [ "$build" = "$DEV" ] || label=baseline
+        set -- "$@" -n "$label $how true" "sh -c 'exec $build $how true'" \
+            -n "$label $how true, on a terminal" "sh -c 'exec $build $how true <$PTS >$PTS'"
+    done
+    hf "$AS" "$PER" "pty-$(echo "$how" | tr -dc a-z)" "$@"
+done
+kill "$PTY_HOLDER"
 
 # Joining a running env (`dev start` keeps it up) vs the cold case above, and nsenter into the
 # same namespaces as the floor (as root: init is not dumpable, so only root may open them).
@@ -143,6 +175,14 @@ lines = [
     "",
     f"The fastest of each one's {load('files', len)['host']} runs, which noise cannot make faster (the medians above move by up to 15% between benchmark runs, the host's most): host {fm['host']*1000:.0f} ms, env running {fm['env running']*1000:.0f} ms ({fm['env running']/fm['host']:.2f}x the host), bare overlay {fm['bare overlay']*1000:.0f} ms ({fm['bare overlay']/fm['host']:.2f}x the host; the env is {fm['env running']/fm['bare overlay']:.2f}x it).",
 ]
+for how, label in (("run --rm --", "a throwaway env (`--rm`)"), ("run --", "the project's env")):
+    p = load(f"pty-{how.replace(' ', '').replace('-', '')}")
+    plain, tty = p[f"dev {how} true"], p[f"dev {how} true, on a terminal"]
+    line = f"On a terminal (`script`), in {label}: {tty*1000:.1f} ms against {plain*1000:.1f} ms without one"
+    if f"baseline {how} true, on a terminal" in p:
+        base = p[f"baseline {how} true, on a terminal"]
+        line += f"; the build before the pty relay takes {base*1000:.1f} ms on a terminal, so the command's own pty costs {(tty-base)*1000:+.2f} ms"
+    lines += ["", line + "."]
 ops = json.load(open(f"{work}/out/ops.json"))
 h, o = ops[sys.argv[3]], ops[sys.argv[4]]
 added = {op: o[op] - h[op] for op in h}

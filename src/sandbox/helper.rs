@@ -22,11 +22,19 @@ fn fail(e: anyhow::Error) -> i32 {
 /// The re-executed helper (`dev __userns-helper MODE sandbox PLAN`): user namespace, then the
 /// sandbox.
 pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
+    // The socket `dev` relays the command's pty from, when it passed one.
+    let dev = std::env::var(TERMINAL_SOCKET_ENV)
+        .ok()
+        .and_then(|fd| fd.parse().ok())
+        .and_then(sys::take_inherited_socket);
     match enter_as_helper(mode).and_then(|()| namespaces()) {
-        Ok(()) => sandbox(plan, None, None),
+        Ok(()) => sandbox(plan, dev, None),
         Err(e) => fail(e),
     }
 }
+
+/// Names the descriptor of the socket a re-executed helper's init sends the command's pty on.
+pub const TERMINAL_SOCKET_ENV: &str = "DEV_TERMINAL_SOCKET";
 
 /// The sandbox's mount, uts and ipc namespaces, owned by the helper's user namespace (which
 /// need not be mapped yet), and no mount event shared with the host.
@@ -38,8 +46,9 @@ fn namespaces() -> Result<()> {
 
 /// The forked helper (see `spawn::Helper`), born in its own user namespace: the plan from
 /// `plan` (a length and the JSON); then one byte once its maps are written (nothing when `dev`
-/// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket a
-/// keeper answers the starter on; `host` its ids on the host.
+/// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket to the
+/// starter `dev`: a keeper answers on it, a one-shot session's init sends the command's pty
+/// on it; `host` its ids on the host.
 pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
@@ -63,7 +72,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
             use std::os::fd::AsRawFd;
             let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
             // No clone3 (None): `sandbox` forks init once the root filesystem is mounted.
-            let init = PendingInit::fork(&plan, sys::fork_in_new_pidns, &inherited)?;
+            let init = PendingInit::fork(&plan, sys::fork_in_new_pidns, &inherited, Some(&status))?;
             Ok((plan, init))
         });
     let mut go = [0u8; 1];
@@ -109,7 +118,8 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
 
 /// The helper's body, in its user namespace and its other [`namespaces`]: the root filesystem,
 /// then a pid namespace whose init runs the command (or, with `plan.keep`, a keeper serving the
-/// env). Cleans up whatever way the command ends. `pending`: its init, if forked ahead.
+/// env). Cleans up whatever way the command ends. `status`: the socket to the starter (see
+/// [`run_pending`]); `pending`: its init, if forked ahead.
 fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingInit>) -> i32 {
     let mounted = match rootfs::mount(&plan.rootfs) {
         Ok(m) => m,
@@ -124,14 +134,14 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
                 unshare(CloneFlags::CLONE_NEWPID).context("cannot create the pid namespace")?;
                 let inherited: Vec<_> = status.iter().map(|s| s.as_raw_fd()).collect();
                 let fork = || sys::fork().map_err(std::io::Error::other);
-                PendingInit::fork(plan, fork, &inherited)?
+                PendingInit::fork(plan, fork, &inherited, status.as_ref())?
                     .context("internal error: fork(2) is missing")?
             }
         };
         let signals = init::block_signals()?;
         let (child, ready) = pending.start(&mounted.root(&plan.rootfs))?;
         let (Some(keep), Some(status), Some(ready)) = (&plan.keep, status, ready) else {
-            return init::supervise(child, &signals, false);
+            return init::supervise(child, &signals, false, init::Forward::Sent);
         };
         // From here on the keeper stops the env and cleans up itself, the starter alive or
         // not: a starter that died is a first session that left. (Killed with it, the keeper
@@ -180,13 +190,19 @@ struct PendingInit {
 impl PendingInit {
     /// Forks init with `fork`, which puts the child in a new pid namespace (or follows an
     /// unshare of it); `None` if `fork` is not implemented (ENOSYS). With `plan.keep`, init
-    /// answers a keeper. `inherited`: descriptors of this process init must not hold.
+    /// answers a keeper. `inherited`: descriptors of this process init must not hold. `dev`:
+    /// the socket to the starter, on which a one-shot session's init sends the command's pty.
     fn fork(
         plan: &SandboxPlan,
         fork: impl FnOnce() -> std::io::Result<ForkResult>,
         inherited: &[std::os::fd::RawFd],
+        dev: Option<&OwnedFd>,
     ) -> Result<Option<PendingInit>> {
         let signals = init::block_signals()?;
+        let dev = match dev.filter(|_| plan.keep.is_none()) {
+            Some(s) => Some(s.try_clone().context("cannot pass the terminal's socket")?),
+            None => None,
+        };
         let (rx, tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         let (ready, ready_init) = if plan.keep.is_some() {
@@ -208,7 +224,8 @@ impl PendingInit {
                 for fd in inherited.iter().copied().chain(ours.into_iter().flatten()) {
                     let _ = nix::unistd::close(fd);
                 }
-                std::process::exit(await_go(plan, &signals, rx.into(), ready_init))
+                let dev = dev.map(std::os::unix::net::UnixStream::from);
+                std::process::exit(await_go(plan, &signals, rx.into(), ready_init, dev))
             }
             ForkResult::Parent { child } => Ok(Some(PendingInit {
                 pid: child,
@@ -257,6 +274,7 @@ fn await_go(
     signals: &nix::sys::signal::SigSet,
     mut go: std::fs::File,
     ready: Option<std::os::unix::net::UnixStream>,
+    dev: Option<std::os::unix::net::UnixStream>,
 ) -> i32 {
     use std::io::Read;
     use std::os::unix::ffi::OsStringExt;
@@ -287,6 +305,6 @@ fn await_go(
     }
     match ready {
         Some(ready) => init::keep(&plan, signals, ready),
-        None => init::run(&plan, signals),
+        None => init::run(&plan, signals, dev),
     }
 }

@@ -3,6 +3,7 @@
 //! Also the signal-forwarding wait loop the helper and `dev` itself use.
 
 use std::io::ErrorKind;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{Gid, Pid, Uid};
 
 use super::plan::{check_image_user, merge_entry, IdMode, SandboxPlan, Step};
+use super::pty;
 use super::sys::{self, Sys};
 use crate::ui::UserError;
 
@@ -52,10 +54,22 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Waits for `child`, passing on signals that a process sent us (a terminal's Ctrl-C already
-/// reaches every process of the foreground group, so it is not sent twice). With `reap_all`,
-/// also reaps other children (init's orphans). Returns the child's exit code.
-pub fn supervise(child: Pid, set: &SigSet, reap_all: bool) -> Result<i32> {
+/// Which of the signals this process gets it passes on to the process it waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Those a process sent (kill(2)); the kernel's (a terminal's ^C) reach the child itself,
+    /// which is in this process's group.
+    Sent,
+    /// All of them: the child is the session's command, whose session of its own the user's
+    /// terminal does not signal. `resize`: SIGWINCH too, when the command has no pty (a pty's
+    /// relay resizes it, which signals the command).
+    All { resize: bool },
+}
+
+/// Waits for `child`, passing signals on as `forward` says (a terminal's Ctrl-C reaches every
+/// process of dev's group, so only the one that waits for the command itself passes it on).
+/// With `reap_all`, also reaps other children (init's orphans). Returns the child's exit code.
+pub fn supervise(child: Pid, set: &SigSet, reap_all: bool, forward: Forward) -> Result<i32> {
     loop {
         let target = if reap_all { None } else { Some(child) };
         loop {
@@ -74,9 +88,7 @@ pub fn supervise(child: Pid, set: &SigSet, reap_all: bool) -> Result<i32> {
             }
         }
         let (sig, from_process) = sys::wait_signal(set)?;
-        if sig != Signal::SIGCHLD && from_process {
-            let _ = kill(child, sig);
-        }
+        pty::pass_on(child, sig, from_process, forward);
     }
 }
 
@@ -107,10 +119,11 @@ pub fn execute<S: Sys>(sys: &mut S, steps: &[Step]) -> Result<()> {
     Ok(())
 }
 
-/// Init's body for a one-shot session: set up, run the command, return its exit code.
-pub fn run(plan: &SandboxPlan, signals: &SigSet) -> i32 {
+/// Init's body for a one-shot session: set up, run the command, return its exit code. `dev`:
+/// the socket to the `dev` that relays the command's pty.
+pub fn run(plan: &SandboxPlan, signals: &SigSet, dev: Option<UnixStream>) -> i32 {
     match setup(plan).and_then(|()| command(plan, false)) {
-        Ok(cmd) => spawn_and_wait(cmd, plan, signals, true),
+        Ok(cmd) => spawn_and_wait(cmd, plan, signals, true, dev),
         Err(e) => {
             eprintln!("{}", crate::ui::render(&e));
             SETUP_FAILED
@@ -192,24 +205,76 @@ fn only_init_left() -> bool {
     })
 }
 
-/// Spawns the command and waits for it, passing on signals; the exit code, or the code for a
-/// command that could not be started (127 missing, 126 not executable).
-pub fn spawn_and_wait(launch: Launch, plan: &SandboxPlan, signals: &SigSet, reap_all: bool) -> i32 {
+/// Spawns the command in a session of its own, on a pty of the env's when `dev` is at a
+/// terminal (see `pty`), and waits for it, passing on signals; the exit code, or the code for a
+/// command that could not be started (127 missing, 126 not executable). The pty goes to `dev`
+/// over the socket `dev` (init's case), or this process relays it (a joined session's).
+pub fn spawn_and_wait(
+    launch: Launch,
+    plan: &SandboxPlan,
+    signals: &SigSet,
+    reap_all: bool,
+    dev: Option<UnixStream>,
+) -> i32 {
+    let pty = match pty::wanted().then(|| pty::Pty::open(command_ids(plan))) {
+        None => None,
+        Some(Ok(pty)) => Some(pty),
+        Some(Err(e)) => {
+            eprintln!("{}", crate::ui::render(&e));
+            return SETUP_FAILED;
+        }
+    };
+    let stderr = pty::Pty::for_stderr();
     let (spawned, program) = match launch {
-        Launch::Fork(mut cmd) => (
-            cmd.spawn().map(|c| Pid::from_raw(c.id() as i32)),
-            cmd.get_program().to_string_lossy().to_string(),
-        ),
+        Launch::Fork(mut cmd) => {
+            sys::new_session(&mut cmd, pty.is_some());
+            let on_pty = |cmd: &mut Command, tty: &std::os::fd::OwnedFd| -> std::io::Result<()> {
+                cmd.stdin(tty.try_clone()?).stdout(tty.try_clone()?);
+                if stderr {
+                    cmd.stderr(tty.try_clone()?);
+                }
+                Ok(())
+            };
+            let spawned = match &pty {
+                Some(p) => on_pty(&mut cmd, &p.slave),
+                None => Ok(()),
+            }
+            .and_then(|()| cmd.spawn());
+            (
+                spawned.map(|c| Pid::from_raw(c.id() as i32)),
+                cmd.get_program().to_string_lossy().to_string(),
+            )
+        }
         Launch::Spawn(args) => (
-            sys::spawn_clean(&args),
+            match &pty {
+                Some(p) => sys::spawn_on_terminal(&args, &p.slave, stderr),
+                None => sys::spawn_clean(&args),
+            },
             args.program.to_string_lossy().to_string(),
         ),
     };
+    // The command's side of the pty is the command's alone from here on.
+    let master = pty.map(|p| p.master);
     match spawned {
-        Ok(pid) => supervise(pid, signals, reap_all).unwrap_or_else(|e| {
-            eprintln!("{}", crate::ui::render(&e));
-            SETUP_FAILED
-        }),
+        Ok(pid) => {
+            let forward = Forward::All {
+                resize: master.is_none(),
+            };
+            let waited = match (master, dev) {
+                (Some(m), Some(dev)) => {
+                    use std::os::fd::AsRawFd;
+                    let _ = sys::send_fds(&dev, pty::MASTER, &[m.as_raw_fd()]);
+                    drop((m, dev));
+                    supervise(pid, signals, reap_all, forward)
+                }
+                (Some(m), None) => pty::relay(pty::Master::Here(m), pid, signals, forward),
+                (None, _) => supervise(pid, signals, reap_all, forward),
+            };
+            waited.unwrap_or_else(|e| {
+                eprintln!("{}", crate::ui::render(&e));
+                SETUP_FAILED
+            })
+        }
         Err(e) => {
             let (code, err) = match e.kind() {
                 ErrorKind::NotFound => (
@@ -234,6 +299,15 @@ pub fn spawn_and_wait(launch: Launch, plan: &SandboxPlan, signals: &SigSet, reap
             eprintln!("{}", crate::ui::render(&err));
             code
         }
+    }
+}
+
+/// The ids the command runs as inside.
+fn command_ids(plan: &SandboxPlan) -> (u32, u32) {
+    if plan.user.root || plan.ids == IdMode::FlatRoot {
+        (0, 0)
+    } else {
+        (plan.user.uid, plan.user.gid)
     }
 }
 

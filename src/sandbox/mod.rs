@@ -7,6 +7,7 @@ pub mod idmap;
 pub mod init;
 pub mod keeper;
 pub mod plan;
+pub mod pty;
 pub mod rootfs;
 pub mod spawn;
 pub mod sys;

@@ -13,7 +13,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::idmap::{parse_subid, IdMap, SubRange};
+use super::init::Forward;
 use super::plan::{IdMode, SandboxPlan};
+use super::pty;
 use crate::ui::UserError;
 
 /// The hidden subcommand the helper runs as.
@@ -382,24 +384,53 @@ pub fn become_root_inside() -> Result<()> {
 /// The helper is a fork of this process when it has a single thread (the usual case: a fork
 /// saves a re-exec of `dev`), else a re-exec (`unshare` needs a single-threaded process).
 /// The helper forked ahead by `speculate` is taken when its ids fit.
+/// At a terminal, this process relays the command's pty, which init sends it (see `pty`).
 pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
     let signals = super::init::block_signals()?;
+    let wait = |pid: Pid, init: Option<std::os::unix::net::UnixStream>| match init {
+        Some(socket) => pty::relay(pty::Master::From(socket), pid, &signals, Forward::Sent),
+        None => super::init::supervise(pid, &signals, false, Forward::Sent),
+    };
     let helper = match speculative_for(plan.ids) {
         Some(h) => h,
         None if !single_threaded() => {
+            use std::os::fd::AsRawFd;
             let json = serde_json::to_string(plan).context("cannot encode the sandbox plan")?;
-            return match spawn_helper(identity, plan.ids, &["sandbox".into(), json.into()], |_| {})?
-            {
-                Ok(child) => {
-                    super::init::supervise(Pid::from_raw(child.id() as i32), &signals, false)
+            // The socket init sends the pty on, inherited across the helper's exec.
+            let (ours, theirs) = match pty::wanted() {
+                true => {
+                    let (a, b) = std::os::unix::net::UnixStream::pair()
+                        .context("cannot create a socket pair")?;
+                    nix::fcntl::fcntl(
+                        b.as_raw_fd(),
+                        nix::fcntl::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )
+                    .context("cannot pass a socket to the helper")?;
+                    (Some(a), Some(b))
                 }
+                false => (None, None),
+            };
+            let args = ["sandbox".into(), json.into()];
+            let started = spawn_helper(identity, plan.ids, &args, |c| {
+                // (Never one from the user's environment.)
+                c.env_remove(super::helper::TERMINAL_SOCKET_ENV);
+                if let Some(b) = &theirs {
+                    c.env(
+                        super::helper::TERMINAL_SOCKET_ENV,
+                        b.as_raw_fd().to_string(),
+                    );
+                }
+            })?;
+            drop(theirs);
+            return match started {
+                Ok(child) => wait(Pid::from_raw(child.id() as i32), ours),
                 Err((_, code)) => Ok(code),
             };
         }
         None => Helper::fork(identity, plan.ids)?,
     };
     match helper.go(plan)? {
-        Ok((pid, _)) => super::init::supervise(pid, &signals, false),
+        Ok((pid, starter)) => wait(pid, pty::wanted().then_some(starter)),
         Err(code) => Ok(code),
     }
 }
@@ -669,7 +700,7 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     if last && single_threaded() {
         let mut session = session;
         let cmd = enter(&mut session)?;
-        let code = super::init::spawn_and_wait(cmd, plan, &signals, false);
+        let code = super::init::spawn_and_wait(cmd, plan, &signals, false, None);
         // The keeper lets the env's lock go once every session has hung up (see
         // `keeper::serve`): this one hangs up as it exits. The kernel releases an exiting
         // process's files after the mounts of its namespaces (both in its deferred work, the
@@ -679,6 +710,9 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    // The child relays the command's pty; were it killed, the user's terminal would stay in
+    // raw mode. (The child exits without dropping its copy.)
+    let terminal = pty::UserTerminal::save();
     match super::sys::fork()? {
         nix::unistd::ForkResult::Child => {
             let code = (|| -> Result<i32> {
@@ -690,7 +724,9 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
                 }
                 let mut session = session;
                 let cmd = enter(&mut session)?;
-                Ok(super::init::spawn_and_wait(cmd, plan, &signals, false))
+                Ok(super::init::spawn_and_wait(
+                    cmd, plan, &signals, false, None,
+                ))
             })()
             .unwrap_or_else(|e| {
                 eprintln!("{}", crate::ui::render(&e));
@@ -699,8 +735,8 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
             std::process::exit(code)
         }
         nix::unistd::ForkResult::Parent { child } => {
-            let code = super::init::supervise(child, &signals, false);
-            drop(session);
+            let code = super::init::supervise(child, &signals, false, Forward::Sent);
+            drop((terminal, session));
             code
         }
     }

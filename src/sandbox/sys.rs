@@ -377,8 +377,9 @@ pub struct SpawnArgs {
 }
 
 /// Starts `a.program` by posix_spawn: the child shares this process's memory until it execs,
-/// so nothing is copied. It starts with no blocked signal and SIGPIPE at its default; ids,
-/// capabilities and descriptors are this process's (see [`clean_for_exec`]).
+/// so nothing is copied. It starts in a session of its own with no controlling terminal, no
+/// blocked signal and SIGPIPE at its default; ids, capabilities and descriptors are this
+/// process's (see [`clean_for_exec`]).
 pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
     let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
     let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
@@ -426,7 +427,9 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
             check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
             check(libc::posix_spawnattr_setflags(
                 &mut attr,
-                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+                libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+                    | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short
+                    | libc::POSIX_SPAWN_SETSID,
             ))?;
             check(libc::posix_spawn_file_actions_addchdir_np(
                 &mut actions,
@@ -447,6 +450,209 @@ pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
         libc::posix_spawnattr_destroy(&mut attr);
         spawned
     }
+}
+
+/// [`spawn_clean`]'s command on the pseudo-terminal `tty`: its stdin and stdout, its stderr
+/// too with `stderr`, and the controlling terminal of a session of its own. posix_spawn cannot
+/// ask the child to take a terminal (TIOCSCTTY, which only the session's own process can), and
+/// a fork copies this process's page tables (a third of a millisecond for `dev`): so this is
+/// what posix_spawn does, a child that shares this process's memory (CLONE_VM) while this
+/// process waits for it to exec or fail (CLONE_VFORK), with the terminal steps added.
+pub fn spawn_on_terminal(
+    a: &SpawnArgs,
+    tty: &OwnedFd,
+    stderr: bool,
+) -> io::Result<nix::unistd::Pid> {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
+    let program = cstr(a.program.as_os_str().as_bytes())?;
+    let cwd = cstr(a.cwd.as_os_str().as_bytes())?;
+    let argv = a
+        .argv
+        .iter()
+        .map(|s| cstr(s.as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let env = a
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv_p, env_p) = (ptrs(&argv), ptrs(&env));
+    let tty = tty.as_raw_fd();
+    let outputs: &[libc::c_int] = if stderr { &[0, 1, 2] } else { &[0, 1] };
+    // The errno of the step that failed in the child, which it writes before it exits.
+    let failed = AtomicI32::new(0);
+    let child = || -> isize {
+        // SAFETY: this runs in the child, on its own stack, in the parent's memory while the
+        // parent waits: it only makes async-signal-safe system calls on data prepared above
+        // (which lives until the parent resumes), writes nothing but `failed`, and ends in
+        // execve or _exit, so it never returns into the parent's frames or runs its exit
+        // handlers. The signal mask is the parent's (all blocked, see below) until just before
+        // execve; SIGPIPE's disposition is the child's own (no CLONE_SIGHAND).
+        unsafe {
+            let fail = |failed: &AtomicI32| -> ! {
+                failed.store(*libc::__errno_location(), Ordering::SeqCst);
+                libc::_exit(127)
+            };
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if libc::setsid() < 0 {
+                fail(&failed)
+            }
+            for &fd in outputs {
+                if libc::dup2(tty, fd) < 0 {
+                    fail(&failed)
+                }
+            }
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 || libc::chdir(cwd.as_ptr()) < 0 {
+                fail(&failed)
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            libc::execve(program.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+            fail(&failed)
+        }
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask(3) reads it
+    // and writes the old mask, both on this frame. With every signal blocked across the clone,
+    // no handler of this process runs on the child's stack or in the memory it shares.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    use nix::sched::CloneFlags;
+    // SAFETY: see `child` above; CLONE_VFORK keeps this frame (the stack, the strings, the
+    // pointer arrays, `failed`) alive and untouched until the child has exec'd or exited.
+    let cloned = unsafe {
+        nix::sched::clone(
+            Box::new(child),
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let pid = cloned?;
+    match failed.load(Ordering::SeqCst) {
+        0 => Ok(pid),
+        errno => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// `cmd` starts a session of its own (setsid(2)): no terminal's signals and no terminal's
+/// input reach it unless it has one of its own. With `terminal`, its stdin, a pseudo-terminal
+/// no session has yet, becomes that session's controlling terminal (TIOCSCTTY, ioctl_tty(2)).
+pub fn new_session(cmd: &mut Command, terminal: bool) {
+    let hook = move || -> io::Result<()> {
+        // SAFETY: setsid(2) takes no argument; TIOCSCTTY takes an integer (0: steal from no
+        // other session).
+        unsafe {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
+}
+
+/// Opens the pseudo-terminal multiplexer of the devpts at /dev/pts in this mount namespace (the
+/// env's own instance), for reading and writing, non-blocking. No symlink is followed on the
+/// way: in a running env, its root can make /dev/pts or ptmx a link, and /dev/tty there is the
+/// caller's own terminal. Refused unless what opened is a ptmx device (5:2), which only a
+/// devpts has (the env cannot make device nodes).
+pub fn open_ptmx() -> io::Result<OwnedFd> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(libc::AT_FDCWD, "/dev/pts/ptmx", how)?;
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    let rdev = st.st_rdev;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || nix::sys::stat::major(rdev) != 5
+        || nix::sys::stat::minor(rdev) != 2
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "/dev/pts/ptmx is not a pseudo-terminal multiplexer",
+        ));
+    }
+    Ok(fd)
+}
+
+/// The other side of the pseudo-terminal `master`, unlocked and opened through the master
+/// (TIOCGPTPEER, Linux 4.13), not by its name under /dev/pts; close-on-exec, not a controlling
+/// terminal of this process.
+pub fn open_pty_peer(master: &OwnedFd) -> io::Result<OwnedFd> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int, which lives for the call (ioctl_tty(2)).
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as its integer argument and returns a new
+    // descriptor or -1 (ioctl_tty(2)).
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A terminal's window size (TIOCGWINSZ).
+pub fn window_size(tty: std::os::fd::BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    // SAFETY: winsize is plain data; TIOCGWINSZ fills it (ioctl_tty(2)).
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is valid for the call.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ws)
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ); the kernel sends SIGWINCH to its foreground
+/// process group when it changed.
+pub fn set_window_size(tty: std::os::fd::BorrowedFd<'_>, ws: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads the winsize, which lives for the call (ioctl_tty(2)).
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket a re-executed helper was given by [`spawn_helper`](super::spawn::spawn_helper)'s
+/// caller as descriptor `fd` (inherited across exec), if it is one.
+pub fn take_inherited_socket(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    // SAFETY: the parent passed this descriptor for this process to take, once, and nothing
+    // else in it refers to it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// No inheritable or ambient capabilities, and every descriptor but 0, 1 and 2 closed on exec:
@@ -714,6 +920,40 @@ mod tests {
                 "{how}: the child's uid was not the overflow id"
             );
         }
+    }
+
+    /// A command started on a pty leads a session of its own whose controlling terminal the
+    /// pty is (it can open /dev/tty); one that cannot be started is an error, not a child.
+    #[test]
+    fn a_command_spawned_on_a_pty_has_it_as_its_controlling_terminal() {
+        use std::io::Read;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let script = "set -- $(cat /proc/$$/stat); echo \"pid=$1 sid=$6 tty=$7\" >/dev/tty";
+        let mut args = SpawnArgs {
+            program: "/bin/sh".into(),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+        };
+        let pid = spawn_on_terminal(&args, &pty.slave, true).expect("spawn on the pty");
+        let status = nix::sys::wait::waitpid(pid, None).expect("wait");
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        drop(pty.slave);
+        let mut said = String::new();
+        let _ = std::fs::File::from(pty.master).read_to_string(&mut said);
+        let fields: Vec<&str> = said.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "{said:?}");
+        assert_eq!(
+            fields[0].strip_prefix("pid="),
+            fields[1].strip_prefix("sid="),
+            "{said:?}"
+        );
+        assert_ne!(fields[2], "tty=0", "{said:?}");
+
+        args.program = "/nonexistent/program".into();
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let err = spawn_on_terminal(&args, &pty.slave, false).expect_err("no such program");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err:?}");
     }
 
     /// Init forked ahead (`helper::PendingInit`) is pid 1 of its own pid namespace, and the

@@ -460,13 +460,26 @@ macro_rules! e2e {
 /// controlling terminal (`setsid --ctty`), a window size, and a thread collecting the output.
 pub struct Pty {
     master: std::fs::File,
+    /// The terminal's own side (`/dev/pts/N` of the host), what `dev` has as its stdio.
+    pub slave: PathBuf,
     pub child: Child,
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Env {
     pub fn pty(&self, args: &[&str], rows: u16, cols: u16) -> Pty {
+        self.pty_program(&self.bin, args, rows, cols)
+    }
+
+    /// A shell script on a pseudo-terminal, as a user types it at their shell (`dev` is on
+    /// its PATH).
+    pub fn pty_sh(&self, script: &str, rows: u16, cols: u16) -> Pty {
+        self.pty_program(Path::new("/bin/sh"), &["-c", script], rows, cols)
+    }
+
+    fn pty_program(&self, program: &Path, args: &[&str], rows: u16, cols: u16) -> Pty {
         use std::io::Read;
+        use std::os::fd::AsRawFd;
         let ws = nix::pty::Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -476,8 +489,10 @@ impl Env {
         let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
         let mut setsid = Command::new("setsid");
         setsid.arg("--ctty").arg("setpriv");
-        let mut cmd = self.user_command(setsid, &self.bin, args);
+        let mut cmd = self.user_command(setsid, program, args);
         let slave = std::fs::File::from(pty.slave);
+        let slave_path =
+            fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).expect("the pty's name");
         cmd.stdin(slave.try_clone().expect("dup"))
             .stdout(slave.try_clone().expect("dup"))
             .stderr(slave)
@@ -498,6 +513,7 @@ impl Env {
         });
         Pty {
             master,
+            slave: slave_path,
             child,
             output,
         }
@@ -530,6 +546,33 @@ impl Pty {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The terminal's modes as the program on it left them.
+    pub fn termios(&self) -> nix::sys::termios::Termios {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tty = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOCTTY)
+            .open(&self.slave)
+            .expect("open the pty");
+        nix::sys::termios::tcgetattr(&tty).expect("tcgetattr")
+    }
+
+    /// Resizes the terminal, as a terminal emulator does (the kernel sends SIGWINCH to the
+    /// terminal's foreground process group).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let st = Command::new("stty")
+            .arg("-F")
+            .arg(&self.slave)
+            .args(["rows", &rows.to_string(), "cols", &cols.to_string()])
+            .status()
+            .expect("run stty");
+        assert!(
+            st.success(),
+            "stty could not resize {}",
+            self.slave.display()
+        );
     }
 
     pub fn wait(&mut self) -> std::process::ExitStatus {

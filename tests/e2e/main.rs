@@ -12,5 +12,6 @@ mod project_safety;
 mod pull;
 mod registry_safety;
 mod shell;
+mod terminal;
 mod tools;
 mod trust;
