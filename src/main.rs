@@ -25,6 +25,7 @@ fn main() {
     {
         std::process::exit(commands::helper::main());
     }
+    store::inside::set_runner(commands::helper::run_in_helper);
     // A session's slowest step is mapping the helper's user namespace: start it before the
     // command line is even parsed.
     session::speculate(&std::env::args_os().skip(1).collect::<Vec<_>>());

@@ -1,18 +1,15 @@
-//! The hidden `__userns-helper` subcommand: work that must happen as root inside the user
-//! namespace (unpacking with owners kept, removing trees owned by subordinate ids), and the
-//! sandbox's helper when `dev` cannot fork it (it has threads).
+//! The hidden `__userns-helper` subcommand: the store's work that must happen as root inside
+//! the user namespace (`store::inside`: one typed operation on stdin, its reply on stdout),
+//! and the sandbox's helper when `dev` cannot fork it (it has threads).
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::oci::Digest;
 use crate::sandbox::plan::{IdMode, SandboxPlan};
-use crate::sandbox::spawn::enter_as_helper;
-use crate::sandbox::{self, init};
-use crate::store::layers::{capture_layer, pack_into, remove_paths, unpack_into};
-use crate::unpack::UnpackOptions;
+use crate::sandbox::spawn::{enter_as_helper, run_helper};
+use crate::sandbox::{self, init, Identity};
+use crate::store::inside::{execute, Op, Reply};
 
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(2).collect();
@@ -35,7 +32,11 @@ pub fn main() -> i32 {
         };
         return sandbox::helper::run(mode, &plan);
     }
-    match enter_as_helper(mode).and_then(|()| run(&args[1..])) {
+    if args.get(1).is_none_or(|a| a != "store") {
+        crate::ui::note(format_args!("error: internal: unknown helper operation"));
+        return 2;
+    }
+    match enter_as_helper(mode).and_then(|()| serve_store_op()) {
         Ok(()) => 0,
         Err(e) => {
             crate::ui::note(format_args!("{e:#}"));
@@ -44,42 +45,25 @@ pub fn main() -> i32 {
     }
 }
 
-/// Runs one operation; what it prints on stdout (its result as JSON) is the caller's answer.
-fn run(args: &[OsString]) -> Result<()> {
-    let op = args.first().and_then(|a| a.to_str()).unwrap_or("");
-    let result = match op {
-        "unpack" => {
-            let [_, dir, blob, diff_id] = args else {
-                bail!("usage: unpack DIR BLOB DIFF_ID")
-            };
-            let diff_id = Digest::parse(diff_id.to_str().unwrap_or(""))?;
-            let stats = unpack_into(
-                &PathBuf::from(dir),
-                &PathBuf::from(blob),
-                &diff_id,
-                UnpackOptions { keep_owners: true },
-            )?;
-            serde_json::to_string(&stats)
-        }
-        "capture" => {
-            let [_, upper, dir] = args else {
-                bail!("usage: capture UPPER LAYERS_DIR")
-            };
-            serde_json::to_string(&capture_layer(&PathBuf::from(upper), &PathBuf::from(dir))?)
-        }
-        "pack" => {
-            let [_, tree, out] = args else {
-                bail!("usage: pack TREE OUT|-")
-            };
-            let out = (out != "-").then(|| PathBuf::from(out));
-            serde_json::to_string(&pack_into(&PathBuf::from(tree), out.as_deref())?)
-        }
-        "remove" => return remove_paths(&args[1..].iter().map(PathBuf::from).collect::<Vec<_>>()),
-        _ => bail!("unknown helper operation `{op}`"),
-    };
-    crate::ui::out(format_args!(
-        "{}",
-        result.context("cannot encode the result")?
-    ));
+/// The helper's side of the store's protocol: one operation from stdin (JSON), done here as
+/// root inside the user namespace, its reply on stdout.
+fn serve_store_op() -> Result<()> {
+    use std::io::Read;
+    let mut request = Vec::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_end(&mut request)
+        .context("cannot read the operation")?;
+    let op: Op = serde_json::from_slice(&request).context("the operation is not valid")?;
+    let reply = serde_json::to_string(&execute(op)).context("cannot encode the reply")?;
+    crate::ui::out(reply);
     Ok(())
+}
+
+/// The store's runner (`store::inside::set_runner`): `op` in a helper of `identity`'s
+/// subordinate mapping, over its stdin and stdout.
+pub fn run_in_helper(identity: &Identity, op: &Op) -> Result<Reply> {
+    let request = serde_json::to_vec(op).context("cannot encode the operation")?;
+    let answer = run_helper(identity, &request)?;
+    serde_json::from_slice(&answer).context("the helper gave no reply")
 }

@@ -259,21 +259,27 @@ impl Maps {
     }
 }
 
-/// Runs `dev __userns-helper ARGS...` as root inside a user namespace with the full mapping and
-/// returns what it printed on stdout. Its error, if any, becomes ours.
-pub fn run_helper(identity: &Identity, args: &[OsString]) -> Result<Vec<u8>> {
+/// Runs `dev __userns-helper sub store` as root inside a user namespace with the full mapping,
+/// gives it `request` on its stdin and returns what it answers on its stdout (the store's typed
+/// protocol, opaque here). A helper that dies without answering is an error with what it said.
+pub fn run_helper(identity: &Identity, request: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
     if !identity.has_subordinate() {
         bail!("internal error: the user-namespace helper needs a subordinate id range");
     }
-    let started = spawn_helper(identity, IdMode::Subordinate, args, |c| {
-        c.stdin(Stdio::null())
+    let started = spawn_helper(identity, IdMode::Subordinate, &["store".into()], |c| {
+        c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
     })?;
-    let (child, failed) = match started {
+    let (mut child, failed) = match started {
         Ok(child) => (child, false),
         Err((child, _)) => (child, true),
     };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that died already is seen below, by its status.
+        let _ = stdin.write_all(request);
+    }
     let out = child
         .wait_with_output()
         .context("the helper process failed")?;

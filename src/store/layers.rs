@@ -2,21 +2,21 @@
 //! the content digest is verified, and removed through the user namespace when their files
 //! belong to subordinate ids.
 
-use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::FileType;
 use serde::{Deserialize, Serialize};
 
 use super::images::ImageRecord;
+use super::inside;
 use super::{sync_dir, write_atomic, Store};
 use crate::beneath::{self, Tree};
 use crate::oci::Digest;
-use crate::sandbox::spawn::{run_helper, Identity};
+use crate::sandbox::Identity;
 use crate::unpack::{self, LayerStats, UnpackOptions};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,14 +63,15 @@ impl Store {
             .create(dir.join("tmp"))
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         if identity.has_subordinate() {
-            let args: Vec<OsString> = vec![
-                "unpack".into(),
-                dir.into_os_string(),
-                blob.as_os_str().to_owned(),
-                diff_id.to_string().into(),
-            ];
-            let out = run_helper(identity, &args)?;
-            serde_json::from_slice(&out).context("the unpack helper gave no result")
+            let op = inside::Op::Unpack {
+                layers_dir: dir,
+                blob: blob.to_path_buf(),
+                diff_id: diff_id.clone(),
+            };
+            match inside::run(identity, &op)? {
+                inside::Reply::Unpacked { stats } => Ok(stats),
+                other => bail!("internal error: the helper answered {other:?} to an unpack"),
+            }
         } else {
             unpack_into(&dir, blob, diff_id, UnpackOptions { keep_owners: false })
         }
@@ -80,13 +81,14 @@ impl Store {
     pub fn capture(&self, identity: &Identity, upper: &Path) -> Result<(Digest, LayerStats)> {
         let dir = self.layers_dir(&identity.store_key());
         if identity.has_subordinate() {
-            let args: Vec<OsString> = vec![
-                "capture".into(),
-                upper.as_os_str().to_owned(),
-                dir.into_os_string(),
-            ];
-            let out = run_helper(identity, &args)?;
-            serde_json::from_slice(&out).context("the capture helper gave no result")
+            let op = inside::Op::Capture {
+                upper: upper.to_path_buf(),
+                layers_dir: dir,
+            };
+            match inside::run(identity, &op)? {
+                inside::Reply::Captured { diff_id, stats } => Ok((diff_id, stats)),
+                other => bail!("internal error: the helper answered {other:?} to a capture"),
+            }
         } else {
             capture_layer(upper, &dir)
         }
@@ -108,14 +110,13 @@ impl Store {
             let _ = fs::remove_file(o);
         }
         let result = if identity.has_subordinate() {
-            let args: Vec<OsString> = vec![
-                "pack".into(),
-                tree.as_os_str().to_owned(),
-                out.as_ref()
-                    .map_or_else(|| "-".into(), |o| o.as_os_str().to_owned()),
-            ];
-            run_helper(identity, &args).and_then(|out| {
-                serde_json::from_slice(&out).context("the pack helper gave no result")
+            let op = inside::Op::Pack {
+                tree: tree.to_path_buf(),
+                out: out.clone(),
+            };
+            inside::run(identity, &op).and_then(|reply| match reply {
+                inside::Reply::Packed { digest, size } => Ok((digest, size)),
+                other => bail!("internal error: the helper answered {other:?} to a pack"),
             })
         } else {
             pack_into(tree, out.as_deref())
@@ -151,10 +152,10 @@ impl Store {
             );
         }
         if identity.has_subordinate() {
-            let mut args: Vec<OsString> = vec!["remove".into()];
-            args.extend(paths.iter().map(|p| p.as_os_str().to_owned()));
-            run_helper(identity, &args)?;
-            Ok(())
+            let op = inside::Op::Remove {
+                paths: paths.to_vec(),
+            };
+            inside::run(identity, &op).map(drop)
         } else {
             remove_paths(paths)
         }

@@ -27,6 +27,7 @@ pub mod commit;
 pub mod envs;
 pub mod gc;
 pub mod images;
+pub mod inside;
 pub mod layers;
 pub mod stack;
 pub mod tools;

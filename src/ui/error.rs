@@ -36,15 +36,22 @@ pub fn render(err: &anyhow::Error) -> String {
         .find_map(|c| {
             if let Some(u) = c.downcast_ref::<UserError>() {
                 u.hint.clone()
+            } else if let Some(f) = c.downcast_ref::<crate::store::inside::Failure>() {
+                // Work the helper did, its kind and hint kept across the process boundary.
+                f.hint()
             } else {
                 c.downcast_ref::<RegistryError>()
                     .and_then(RegistryError::hint)
             }
         })
-        // Matched on the text: the unpack helper is another process, so its errors arrive as text.
         .or_else(|| {
             err.chain()
-                .any(|c| c.to_string().contains("No space left on device"))
+                .any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(crate::store::inside::is_disk_full)
+                        || c.downcast_ref::<crate::unpack::UnpackError>()
+                            .is_some_and(crate::unpack::UnpackError::is_disk_full)
+                })
                 .then(|| "the disk is full; free space, or run `dev system prune`".to_string())
         });
     for cause in err.chain().skip(1) {

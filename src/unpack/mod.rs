@@ -55,6 +55,17 @@ pub enum UnpackError {
 }
 
 impl UnpackError {
+    /// Whether it failed because the store's filesystem is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            UnpackError::Io { source, .. } | UnpackError::Tar(source) => matches!(
+                source.raw_os_error(),
+                Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+            ),
+            _ => false,
+        }
+    }
+
     pub fn io(path: &Path, source: io::Error) -> Self {
         UnpackError::Io {
             path: path.display().to_string(),
