@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod image;
+pub mod tarcmp;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -557,5 +558,9 @@ pub fn trust(env: &Env) {
     let out = env.run(&["trust"]);
     // Before the gate exists, `dev trust` is an unknown command: nothing to do.
     let unknown = String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand");
-    assert!(out.status.success() || unknown, "{}", describe("dev trust", &out));
+    assert!(
+        out.status.success() || unknown,
+        "{}",
+        describe("dev trust", &out)
+    );
 }

@@ -10,3 +10,4 @@ mod lifecycle;
 mod pull;
 mod shell;
 mod tools;
+mod unpack_fidelity;
