@@ -25,6 +25,9 @@ pub enum Kind {
     Fifo,
 }
 
+/// A PAX record: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// A run of a sparse file's stored bytes: `len` bytes at `offset`; what no chunk covers is a hole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chunk {
@@ -69,9 +72,11 @@ pub enum Error {
 /// What extended headers said about the entry that follows them.
 #[derive(Default)]
 struct Pending {
+    /// Bytes of PAX records gathered so far (bounded by `MAX_EXTENDED`).
+    bytes: u64,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
-    records: Vec<(Vec<u8>, Vec<u8>)>,
+    records: Vec<Record>,
 }
 
 /// The data of the entry last returned, still to be read or skipped.
@@ -91,7 +96,7 @@ struct Data {
 pub struct Reader<R> {
     inner: R,
     pos: u64,
-    globals: Vec<(Vec<u8>, Vec<u8>)>,
+    globals: Vec<Record>,
     global_bytes: u64,
     data: Data,
     done: bool,
@@ -214,7 +219,7 @@ pub fn pax_time(v: &[u8]) -> Option<(i64, u32)> {
 /// Splits PAX extended header data into its records, by their lengths (a value may hold any
 /// byte, newlines included), as GNU tar's `decode_record` does: `LEN KEY=VALUE\n`, where LEN
 /// counts the whole record; blanks may precede LEN; a NUL where a record would start ends them.
-pub fn pax_records(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn pax_records(data: &[u8]) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < data.len() {
@@ -277,7 +282,7 @@ struct Pax {
     uid: Option<u32>,
     gid: Option<u32>,
     mtime: Option<(i64, u32)>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Vec<Record>,
     sparse_major: Option<u64>,
     sparse_minor: Option<u64>,
     sparse_name: Option<Vec<u8>>,
@@ -465,6 +470,16 @@ impl<R: Read> Reader<R> {
         self.inner
     }
 
+    /// The bytes of the stream this reader holds on to between entries.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.globals
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            + self.data.chunks.len() * std::mem::size_of::<Chunk>()
+    }
+
     /// Reads as much of `buf` as the input holds; fewer bytes only at its end.
     fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         let mut n = 0;
@@ -592,6 +607,12 @@ impl<R: Read> Reader<R> {
                     }
                     self.globals.extend(records);
                 } else {
+                    pending.bytes += data.len() as u64;
+                    if pending.bytes > MAX_EXTENDED {
+                        return Err(bad(format!(
+                            "its extended headers hold more than the {MAX_EXTENDED} bytes allowed"
+                        )));
+                    }
                     pending.records.extend(records);
                 }
                 return Ok(None);
@@ -877,7 +898,6 @@ impl<R: Read> Reader<R> {
             let len = next_number(self)?;
             map.push(Chunk { offset, len });
         }
-        drop(next_number);
         Ok((map, used))
     }
 
@@ -941,4 +961,313 @@ fn field(
             String::from_utf8_lossy(&h[range]).escape_debug()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_as_gnu_tar_reads_them() {
+        assert_eq!(number(b"0000644\0"), Some(0o644));
+        assert_eq!(number(b"0000644 "), Some(0o644));
+        assert_eq!(number(b"\0\0\0\0\0\0\0\0"), Some(0), "all NULs");
+        assert_eq!(number(b"\x000001750"), Some(1000), "a leading NUL");
+        assert_eq!(
+            number(b" 12345670123"),
+            Some(0o12345670123),
+            "blanks, no end"
+        );
+        assert_eq!(number(b"777777777777"), Some(0o777777777777));
+        assert_eq!(number(b"        "), None, "blanks only");
+        assert_eq!(number(b"0000x44\0"), None);
+        assert_eq!(number(b"00 0644\0"), Some(0), "a blank ends the digits");
+        let mut pos = [0u8; 12];
+        pos[0] = 0x80;
+        pos[11] = 1;
+        assert_eq!(number(&pos), Some(1));
+        assert_eq!(number(&[0xff; 12]), Some(-1));
+        let mut neg = [0xff; 12];
+        neg[11] = 0xfe;
+        assert_eq!(number(&neg), Some(-2));
+        let mut huge = [0xff; 12];
+        huge[0] = 0x80;
+        assert_eq!(number(&huge), None, "past an i64");
+        assert_eq!(
+            number(&[0x81; 12]),
+            None,
+            "only 0x80 and 0xff start base-256"
+        );
+    }
+
+    #[test]
+    fn pax_times_round_towards_minus_infinity() {
+        assert_eq!(pax_time(b"5"), Some((5, 0)));
+        assert_eq!(pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(pax_time(b"-0.5"), Some((-1, 500_000_000)));
+        assert_eq!(pax_time(b"-3"), Some((-3, 0)));
+        assert_eq!(
+            pax_time(b"1234567890.987654321123"),
+            Some((1234567890, 987654321))
+        );
+        assert_eq!(pax_time(b"-1.0000000001"), Some((-2, 999_999_999)));
+        for bad in [
+            &b"1."[..],
+            b".5",
+            b"abc",
+            b"",
+            b"1.5x",
+            b"--1",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(pax_time(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    fn record(k: &str, v: &[u8]) -> Vec<u8> {
+        let rest = k.len() + v.len() + 3;
+        let mut len = rest + 1;
+        while format!("{len}").len() + rest != len {
+            len += 1;
+        }
+        let mut r = format!("{len} {k}=").into_bytes();
+        r.extend_from_slice(v);
+        r.push(b'\n');
+        r
+    }
+
+    #[test]
+    fn pax_records_are_read_by_length() {
+        let mut data = record("SCHILY.xattr.user.nl", b"a\nb=c\n");
+        data.extend(record("path", b"x"));
+        data.extend(b"\0\0\0");
+        let r = pax_records(&data).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (b"SCHILY.xattr.user.nl".to_vec(), b"a\nb=c\n".to_vec()),
+                (b"path".to_vec(), b"x".to_vec())
+            ]
+        );
+        assert_eq!(
+            pax_records(b"  11 a=bcd\n").unwrap().len(),
+            1,
+            "leading blanks count"
+        );
+        for bad in [
+            &b"x path=a\n"[..],
+            b"99 path=a\n",
+            b"9 patha\n\n\n",
+            b"9 path=ab",
+            b"10path=ab\n",
+            b"0 \n",
+        ] {
+            assert!(
+                pax_records(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// A header (ustar, or GNU with `gnu`) with a right checksum.
+    fn header(name: &str, typeflag: u8, size: u64, gnu: bool) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000000001\0");
+        h[156] = typeflag;
+        h[257..265].copy_from_slice(if gnu { b"ustar  \0" } else { b"ustar\x0000" });
+        checksum(&mut h);
+        h
+    }
+
+    fn checksum(h: &mut [u8; BLOCK]) {
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
+    fn padded(data: &[u8]) -> Vec<u8> {
+        let mut v = data.to_vec();
+        v.resize(data.len().div_ceil(BLOCK) * BLOCK, 0);
+        v
+    }
+
+    /// Every entry of `tar` with its data as (offset, bytes) runs.
+    type Runs = Vec<(u64, Vec<u8>)>;
+
+    fn read_all(tar: &[u8]) -> Result<Vec<(Entry, Runs)>, Error> {
+        let mut r = Reader::new(tar);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 700];
+        while let Some(e) = r.next_entry()? {
+            let mut data = Vec::new();
+            if e.kind == Kind::File {
+                while let Some((off, n)) = r.read_data(&mut buf)? {
+                    data.push((off, buf[..n].to_vec()));
+                }
+            }
+            out.push((e, data));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn links_and_directories_are_headers_alone_whatever_their_size() {
+        let mut tar = Vec::new();
+        tar.extend(header("f", b'0', 3, false));
+        tar.extend(padded(b"abc"));
+        tar.extend(header("h", b'1', 3, false));
+        tar.extend(header("d/", b'5', 700, false));
+        tar.extend(header("old/", 0, 3, false));
+        tar.extend(header("g", b'0', 1, false));
+        tar.extend(padded(b"g"));
+        let entries = read_all(&tar).unwrap();
+        let names: Vec<(&[u8], Kind)> =
+            entries.iter().map(|(e, _)| (&e.path[..], e.kind)).collect();
+        assert_eq!(
+            names,
+            vec![
+                (&b"f"[..], Kind::File),
+                (b"h", Kind::HardLink),
+                (b"d/", Kind::Dir),
+                (b"old/", Kind::Dir),
+                (b"g", Kind::File)
+            ]
+        );
+        assert_eq!(entries[4].1, vec![(0, b"g".to_vec())]);
+    }
+
+    #[test]
+    fn extended_headers_apply_to_the_next_entry_and_globals_to_all() {
+        let mut tar = Vec::new();
+        let g = record("uid", b"7");
+        tar.extend(header("pax_global_header", b'g', g.len() as u64, false));
+        tar.extend(padded(&g));
+        tar.extend(header("VOL", b'V', 0, true));
+        let mut x = record("path", b"long\nname");
+        x.extend(record("mtime", b"-1.5"));
+        x.extend(record("SCHILY.xattr.user.a", b"1"));
+        tar.extend(header("PaxHeaders/x", b'X', x.len() as u64, false));
+        tar.extend(padded(&x));
+        tar.extend(header("short", b'0', 0, false));
+        let l = b"a-long-gnu-name\0";
+        tar.extend(header("././@LongLink", b'L', l.len() as u64, true));
+        tar.extend(padded(l));
+        tar.extend(header("cut", b'D', 5, true));
+        tar.extend(padded(b"Yabc\0"));
+        let entries = read_all(&tar).unwrap();
+        assert_eq!(entries.len(), 2, "the label is no entry");
+        let (a, b) = (&entries[0].0, &entries[1].0);
+        assert_eq!(a.path, b"long\nname");
+        assert_eq!((a.mtime, a.mtime_nanos), (-2, 500_000_000));
+        assert_eq!(a.xattrs, vec![(b"user.a".to_vec(), b"1".to_vec())]);
+        assert_eq!((a.uid, b.uid), (7, 7), "the global uid applies to both");
+        assert_eq!(b.path, b"a-long-gnu-name");
+        assert_eq!(b.kind, Kind::Dir, "a dumpdir is a directory");
+    }
+
+    #[test]
+    fn old_gnu_sparse_with_extension_blocks() {
+        // Six chunks: four in the header, two in one extension block.
+        let chunks: Vec<(u64, u64)> = (0..6).map(|i| (i * 1000, 10)).collect();
+        let mut h = header("sp", b'S', 60, true);
+        for (i, (o, n)) in chunks.iter().take(4).enumerate() {
+            let e = 386 + i * 24;
+            h[e..e + 12].copy_from_slice(format!("{o:011o}\0").as_bytes());
+            h[e + 12..e + 24].copy_from_slice(format!("{n:011o}\0").as_bytes());
+        }
+        h[482] = 1;
+        h[483..495].copy_from_slice(format!("{:011o}\0", 9000).as_bytes());
+        checksum(&mut h);
+        let mut ext = [0u8; BLOCK];
+        for (i, (o, n)) in chunks.iter().skip(4).enumerate() {
+            let e = i * 24;
+            ext[e..e + 12].copy_from_slice(format!("{o:011o}\0").as_bytes());
+            ext[e + 12..e + 24].copy_from_slice(format!("{n:011o}\0").as_bytes());
+        }
+        let mut tar = h.to_vec();
+        tar.extend(ext);
+        tar.extend(padded(&[b'x'; 60]));
+        let entries = read_all(&tar).unwrap();
+        let (e, data) = &entries[0];
+        assert_eq!(e.size, 9000);
+        let offsets: Vec<u64> = data.iter().map(|d| d.0).collect();
+        assert_eq!(offsets, vec![0, 1000, 2000, 3000, 4000, 5000]);
+        // The same map past the real size is refused.
+        let mut short = tar.clone();
+        short[483..495].copy_from_slice(format!("{:011o}\0", 4000).as_bytes());
+        let mut hb = [0u8; BLOCK];
+        hb.copy_from_slice(&short[..BLOCK]);
+        checksum(&mut hb);
+        short[..BLOCK].copy_from_slice(&hb);
+        let err = read_all(&short).unwrap_err().to_string();
+        assert!(err.contains("sparse map") && err.contains("`sp`"), "{err}");
+    }
+
+    #[test]
+    fn pax_sparse_1_0_reads_its_map_from_the_data() {
+        let mut x = record("GNU.sparse.major", b"1");
+        x.extend(record("GNU.sparse.minor", b"0"));
+        x.extend(record("GNU.sparse.name", b"real"));
+        x.extend(record("GNU.sparse.realsize", b"100000"));
+        let map = padded(b"2\n0\n3\n99990\n2\n");
+        let stored = map.len() as u64 + 5;
+        let mut tar = header("PaxHeaders/x", b'x', x.len() as u64, false).to_vec();
+        tar.extend(padded(&x));
+        tar.extend(header("GNUSparseFile.0/real", b'0', stored, false));
+        let mut data = map.clone();
+        data.extend(b"abcde");
+        tar.extend(padded(&data));
+        let entries = read_all(&tar).unwrap();
+        let (e, d) = &entries[0];
+        assert_eq!(e.path, b"real");
+        assert_eq!(e.size, 100000);
+        assert_eq!(d, &vec![(0, b"abc".to_vec()), (99990, b"de".to_vec())]);
+    }
+
+    #[test]
+    fn malformed_archives_name_the_entry_and_what_is_wrong() {
+        let mut bad_sum = header("f", b'0', 0, false);
+        bad_sum[0] = b'g';
+        let mut cut = header("f", b'0', 10, false).to_vec();
+        cut.extend(b"abc");
+        let mut big = header("x", b'x', MAX_EXTENDED + 1, false).to_vec();
+        big.extend(vec![0u8; 1024]);
+        let mut many = Vec::new();
+        let rec = record("comment", &vec![b'c'; 600_000]);
+        for _ in 0..2 {
+            many.extend(header("x", b'x', rec.len() as u64, false));
+            many.extend(padded(&rec));
+        }
+        let mut disagree = record("size", b"5").to_vec();
+        let mut d = header("x", b'x', disagree.len() as u64, false).to_vec();
+        d.extend(padded(&disagree));
+        d.extend(header("f", b'0', 10, false));
+        d.extend(padded(b"0123456789"));
+        disagree = d;
+        for (tar, want) in [
+            (
+                bad_sum.to_vec(),
+                "`g` (header at byte 0): its header checksum is wrong",
+            ),
+            (
+                cut,
+                "`f` (header at byte 0): the archive ends in the middle of its data",
+            ),
+            (big, "holds 1048577 bytes, more than the 1048576 allowed"),
+            (many, "its extended headers hold more than"),
+            (
+                disagree,
+                "its PAX size (5) disagrees with its header size (10)",
+            ),
+        ] {
+            let err = read_all(&tar).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should say {want}");
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! the verified digest.
 
 pub mod archive;
+#[cfg(test)]
+mod fuzz;
 pub mod pack;
 mod path;
 pub mod whiteout;
