@@ -558,9 +558,5 @@ pub fn trust(env: &Env) {
     let out = env.run(&["trust"]);
     // Before the gate exists, `dev trust` is an unknown command: nothing to do.
     let unknown = String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand");
-    assert!(
-        out.status.success() || unknown,
-        "{}",
-        describe("dev trust", &out)
-    );
+    assert!(out.status.success() || unknown, "{}", describe("dev trust", &out));
 }
