@@ -55,7 +55,7 @@ pub enum UnpackError {
     Archive(archive::Error),
     #[error("cannot read the layer: {0}")]
     Read(io::Error),
-    #[error("entry `{entry}` is owned by {what}, which this user's id map does not reach (it maps {mapped}); give the user a larger range in /etc/subuid and /etc/subgid (`usermod --add-subuids`, `--add-subgids`)")]
+    #[error("entry `{entry}` is owned by {what}, beyond the ids your subordinate range maps ({mapped}); give your user a larger range in /etc/subuid and /etc/subgid (`usermod --add-subuids`, `--add-subgids`)")]
     UnmappedOwner {
         entry: String,
         what: String,
@@ -240,28 +240,25 @@ fn set_fd_mtime(fd: &File, secs: i64, nanos: u32) {
     let _ = rustix::fs::futimens(fd, &times);
 }
 
-/// The ranges of ids (inside) that this process's user namespace maps, from `/proc/self/uid_map`
-/// or `gid_map`: (first, count).
-fn id_ranges(file: &str) -> Vec<(u64, u64)> {
+/// The lines of this process's `/proc/self/uid_map` or `gid_map`: (inside, outside, count).
+fn id_map(file: &str) -> Vec<(u64, u64, u64)> {
     let text = fs::read_to_string(file).unwrap_or_default();
-    let mut out: Vec<(u64, u64)> = text
-        .lines()
+    text.lines()
         .filter_map(|l| {
             let f: Vec<u64> = l
                 .split_whitespace()
                 .filter_map(|n| n.parse().ok())
                 .collect();
-            // inside outside count
-            (f.len() == 3).then(|| (f[0], f[2]))
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
         })
-        .collect();
-    out.sort_unstable();
-    out
+        .collect()
 }
 
-fn ranges_text(ranges: &[(u64, u64)]) -> String {
+/// `0-1000, 1002-65535`: the ranges, merged where they touch.
+fn ranges_text(mut ranges: Vec<(u64, u64)>) -> String {
+    ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
-    for &(start, count) in ranges {
+    for (start, count) in ranges {
         match merged.last_mut() {
             Some(last) if last.1 == start => last.1 = start + count,
             _ => merged.push((start, start + count)),
@@ -269,35 +266,47 @@ fn ranges_text(ranges: &[(u64, u64)]) -> String {
     }
     merged
         .iter()
-        .map(|(a, b)| format!("{a}-{}", b.saturating_sub(1)))
+        .map(|&(a, b)| match b - a {
+            1 => a.to_string(),
+            _ => format!("{a}-{}", b - 1),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// The error for a chown that failed with `EINVAL`: an id this namespace does not map.
+/// `uids 0-65535 (host 1001, 100000-165534)`: what a map reaches, inside and on the host.
+fn map_text(kind: &str, map: &[(u64, u64, u64)]) -> String {
+    format!(
+        "{kind} {} (host {})",
+        ranges_text(map.iter().map(|&(i, _, c)| (i, c)).collect()),
+        ranges_text(map.iter().map(|&(_, o, c)| (o, c)).collect())
+    )
+}
+
+/// The error for a chown that failed with `EINVAL`: an owner this namespace does not map.
 fn unmapped_owner(rel: &Path, uid: u32, gid: u32, source: io::Error) -> UnpackError {
-    let (uids, gids) = (
-        id_ranges("/proc/self/uid_map"),
-        id_ranges("/proc/self/gid_map"),
-    );
-    let maps = |r: &[(u64, u64)], id: u32| {
-        r.iter()
-            .any(|&(s, c)| u64::from(id) >= s && u64::from(id) - s < c)
+    let (uids, gids) = (id_map("/proc/self/uid_map"), id_map("/proc/self/gid_map"));
+    let maps = |m: &[(u64, u64, u64)], id: u32| {
+        m.iter()
+            .any(|&(i, _, c)| u64::from(id) >= i && u64::from(id) - i < c)
     };
-    let what = match (maps(&uids, uid), maps(&gids, gid)) {
-        (false, false) => format!("uid {uid} and gid {gid}"),
-        (false, true) => format!("uid {uid}"),
-        (true, false) => format!("gid {gid}"),
+    let (what, mapped) = match (maps(&uids, uid), maps(&gids, gid)) {
+        (false, false) => (
+            format!("uid {uid} and gid {gid}"),
+            format!(
+                "{} and {}",
+                map_text("uids", &uids),
+                map_text("gids", &gids)
+            ),
+        ),
+        (false, true) => (format!("uid {uid}"), map_text("uids", &uids)),
+        (true, false) => (format!("gid {gid}"), map_text("gids", &gids)),
         (true, true) => return UnpackError::io(rel, source),
     };
     UnpackError::UnmappedOwner {
         entry: rel.display().to_string(),
         what,
-        mapped: format!(
-            "uids {} and gids {}",
-            ranges_text(&uids),
-            ranges_text(&gids)
-        ),
+        mapped,
     }
 }
 
@@ -552,4 +561,18 @@ fn set_xattrs(file: &File, attrs: &[(&[u8], &[u8])]) {
 /// layers often have). Never follows a symlink beneath `path`.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     beneath::remove_tree(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_read_as_one_line() {
+        let map = [(0, 100000, 1001), (1001, 1001, 1), (1002, 101001, 64534)];
+        assert_eq!(
+            map_text("uids", &map),
+            "uids 0-65535 (host 1001, 100000-165534)"
+        );
+    }
 }

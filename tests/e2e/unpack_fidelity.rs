@@ -597,7 +597,7 @@ e2e!(
                 for want in [
                     "etc/far",
                     "uid 70000",
-                    "uids 0-65535",
+                    "uids 0-65535 (host ",
                     "/etc/subuid",
                     "usermod --add-subuids",
                 ] {
