@@ -478,6 +478,11 @@ fn refused(env: &Env, reg: &Registry, n: usize, tar: Vec<u8>, what: &str) {
         1,
         "{err}"
     );
+    assert_nothing_kept(env);
+}
+
+/// No layer, and no staging directory of one, is left in the store.
+fn assert_nothing_kept(env: &Env) {
     assert!(env.layer_dirs().is_empty(), "a refused layer was kept");
     let leftovers: Vec<_> = fs::read_dir(env.store().join("layers-v1"))
         .into_iter()
@@ -604,7 +609,7 @@ e2e!(
                     assert!(err.contains(want), "the error should say `{want}`: {err}");
                 }
                 assert!(!err.contains("os error"), "{err}");
-                assert!(env.layer_dirs().is_empty(), "a refused layer was kept");
+                assert_nothing_kept(&env);
             }
             Kind::NoSub => {
                 // Without a range every file is the user's, whatever the archive says.
