@@ -52,7 +52,7 @@ pub struct Entry {
     /// A file's size once unpacked, holes included.
     pub size: u64,
     /// `SCHILY.xattr.*` records: every name, in order, the last of a name kept.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<Record>,
     /// For a sparse file, where its stored bytes go (sorted, disjoint, within `size`).
     pub sparse: Option<Vec<Chunk>>,
 }
@@ -701,18 +701,15 @@ impl<R: Read> Reader<R> {
             None => header_size()?,
         };
         let kind = match typeflag {
-            _ if header_only(typeflag, &path) && typeflag != b'1' && typeflag != b'2' => {
-                match typeflag {
-                    b'3' => Kind::CharDevice,
-                    b'4' => Kind::BlockDevice,
-                    b'6' => Kind::Fifo,
-                    _ => Kind::Dir,
-                }
-            }
             b'1' => Kind::HardLink,
             b'2' => Kind::Symlink,
+            b'3' => Kind::CharDevice,
+            b'4' => Kind::BlockDevice,
             // A dumpdir's data lists the directory's names, for incremental restores.
-            b'D' => Kind::Dir,
+            b'5' | b'D' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            // An old V7 directory: a regular entry whose name ends in `/`.
+            b'0' | 0 | b'7' if path.ends_with(b"/") => Kind::Dir,
             // Unknown types are regular files, as GNU tar extracts them.
             _ => Kind::File,
         };
