@@ -218,6 +218,9 @@ struct LayerWriter {
     opts: UnpackOptions,
     dirs: SafeDirs,
     deferred: Vec<DeferredDir>,
+    /// Where each directory is in `deferred`: a directory given twice takes its last entry's
+    /// metadata, as with GNU tar.
+    deferred_at: std::collections::HashMap<PathBuf, usize>,
     declared: u64,
     limit: u64,
     compressed: u64,
@@ -332,6 +335,7 @@ impl LayerWriter {
             opts,
             dirs: SafeDirs::default(),
             deferred: Vec::new(),
+            deferred_at: std::collections::HashMap::new(),
             declared: 0,
             limit,
             compressed,
@@ -373,7 +377,7 @@ impl LayerWriter {
         if rel.as_os_str().is_empty() {
             // The layer root itself (`./`).
             if entry.kind == Kind::Dir {
-                self.deferred.push(DeferredDir {
+                self.defer(DeferredDir {
                     rel,
                     mode,
                     owner,
@@ -424,7 +428,7 @@ impl LayerWriter {
                         set_xattrs(&File::from(d.into_fd()), &xattrs);
                     }
                 }
-                self.deferred.push(DeferredDir {
+                self.defer(DeferredDir {
                     rel,
                     mode,
                     owner,
@@ -507,6 +511,17 @@ impl LayerWriter {
             Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {}
         }
         Ok(())
+    }
+
+    fn defer(&mut self, dir: DeferredDir) {
+        match self.deferred_at.get(&dir.rel) {
+            Some(&i) => self.deferred[i] = dir,
+            None => {
+                self.deferred_at
+                    .insert(dir.rel.clone(), self.deferred.len());
+                self.deferred.push(dir);
+            }
+        }
     }
 
     /// Removes whatever is at `rel` so a new entry can take its place; never follows a symlink.

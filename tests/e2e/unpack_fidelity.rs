@@ -462,6 +462,16 @@ e2e!(extended_headers_read_as_gnu_tar_reads_them, |env: Env| {
         ("gnu volume label".to_string(), label),
         ("old numeric fields".to_string(), numeric),
         ("cut inside a header".to_string(), cut),
+        (
+            "a directory given twice".to_string(),
+            py_archive(
+                "GNU_FORMAT",
+                "",
+                "    add(t, 'd/', tarfile.DIRTYPE, mode=0o755, mtime=1000000000)
+    add(t, 'd/f', data=b'f')
+    add(t, 'd/', tarfile.DIRTYPE, mode=0o700, mtime=1200000000, uid=3)",
+            ),
+        ),
     ];
     pull_and_compare(&env, &archives);
 });
