@@ -494,6 +494,13 @@ impl LayerWriter {
                 if target_rel.as_os_str().is_empty() {
                     return Err(bad());
                 }
+                if target_rel == rel {
+                    // A link to itself leaves what is there, as GNU tar does.
+                    return match self.root.lstat(&rel) {
+                        Ok(Some(_)) => Ok(()),
+                        _ => Err(bad()),
+                    };
+                }
                 self.dirs
                     .prepare_parents(&self.root, &target_rel)
                     .map_err(|_| bad())?;
@@ -501,10 +508,8 @@ impl LayerWriter {
                     Ok(Some(st)) if beneath::file_type(&st) != FileType::Directory => {}
                     _ => return Err(bad()),
                 }
-                if target_rel != rel {
-                    self.clear(&rel)?;
-                    self.root.hard_link(&target_rel, &rel).map_err(io_err)?;
-                }
+                self.clear(&rel)?;
+                self.root.hard_link(&target_rel, &rel).map_err(io_err)?;
                 self.stats.files += 1;
             }
             // Device nodes and FIFOs are never created from a layer.

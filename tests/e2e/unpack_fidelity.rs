@@ -354,6 +354,8 @@ e2e!(
     add(t, 'fifo', tarfile.FIFOTYPE, size=3)
     add(t, 'chr', tarfile.CHRTYPE, size=3)
     add(t, 'last', data=b'last')
+    add(t, 'd', tarfile.LNKTYPE, link='d')
+    add(t, 'last', tarfile.LNKTYPE, size=4, link='last')
     add(t, 'unknown', b'Z', data=b'an unknown type is a regular file')";
         let archives = vec![
             (
