@@ -72,11 +72,10 @@ pub enum Error {
 /// What extended headers said about the entry that follows them.
 #[derive(Default)]
 struct Pending {
-    /// Bytes of PAX records gathered so far (bounded by `MAX_EXTENDED`).
-    bytes: u64,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
-    records: Vec<Record>,
+    /// The last PAX header's data, its name and where it is.
+    records: Option<(Vec<u8>, String, u64)>,
 }
 
 /// The data of the entry last returned, still to be read or skipped.
@@ -293,6 +292,16 @@ struct Pax {
 }
 
 impl Pax {
+    /// A GNU sparse file of a format this reader knows (0.0, 0.1, 1.0); one of another
+    /// version is a plain file, as GNU tar and Go read it.
+    fn is_sparse(&self) -> bool {
+        match (self.sparse_major, self.sparse_minor) {
+            (Some(1), Some(0)) | (Some(0), Some(0) | Some(1)) => true,
+            (None, None) => self.sparse_map.is_some(),
+            _ => false,
+        }
+    }
+
     fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let bad = || {
             format!(
@@ -590,31 +599,21 @@ impl<R: Read> Reader<R> {
             })
         };
         match typeflag {
-            b'x' | b'X' | b'g' => {
+            b'g' => {
                 let data = self.extended(header_size()?, &name, at)?;
-                let records = pax_records(&data).map_err(bad)?;
-                if typeflag == b'g' {
-                    self.global_bytes += data.len() as u64;
-                    if self.global_bytes > MAX_EXTENDED {
-                        return Err(bad(format!(
-                            "its global headers hold more than the {MAX_EXTENDED} bytes allowed"
-                        )));
-                    }
-                    // Checked now, so that a bad global record is blamed on its own header.
-                    let mut check = Pax::default();
-                    for (k, v) in &records {
-                        check.apply(k, v).map_err(bad)?;
-                    }
-                    self.globals.extend(records);
-                } else {
-                    pending.bytes += data.len() as u64;
-                    if pending.bytes > MAX_EXTENDED {
-                        return Err(bad(format!(
-                            "its extended headers hold more than the {MAX_EXTENDED} bytes allowed"
-                        )));
-                    }
-                    pending.records.extend(records);
+                self.global_bytes += data.len() as u64;
+                if self.global_bytes > MAX_EXTENDED {
+                    return Err(bad(format!(
+                        "its global headers hold more than the {MAX_EXTENDED} bytes allowed"
+                    )));
                 }
+                // Its records are checked where they apply, as GNU tar does.
+                self.globals.extend(pax_records(&data).map_err(bad)?);
+                return Ok(None);
+            }
+            b'x' | b'X' => {
+                // Only the last one before an entry counts; it is read with the entry.
+                pending.records = Some((self.extended(header_size()?, &name, at)?, name, at));
                 return Ok(None);
             }
             b'L' | b'K' => {
@@ -639,12 +638,17 @@ impl<R: Read> Reader<R> {
                     "it continues a file from another volume of a multi-volume archive".into(),
                 ))
             }
-            b'N' => return Err(bad("it is an old GNU long-names header (type N)".into())),
             _ => {}
         }
         let pending = std::mem::take(pending);
+        let local = match &pending.records {
+            Some((data, x_name, x_at)) => {
+                pax_records(data).map_err(|what| malformed(x_name, *x_at, what))?
+            }
+            None => Vec::new(),
+        };
         let mut pax = Pax::default();
-        for (k, v) in self.globals.iter().chain(&pending.records) {
+        for (k, v) in self.globals.iter().chain(&local) {
             pax.apply(k, v).map_err(bad)?;
         }
         let path = match (&pax.sparse_name, &pax.path, pending.long_name) {
@@ -663,10 +667,7 @@ impl<R: Read> Reader<R> {
         };
         let name = String::from_utf8_lossy(&path).into_owned();
         let bad = |what: String| malformed(&name, at, what);
-        if path.is_empty() {
-            return Err(bad("it has no name".into()));
-        }
-        let link = match (pax.linkpath, pending.long_link) {
+        let link = match (pax.linkpath.take(), pending.long_link) {
             (Some(l), _) | (None, Some(l)) => l,
             (None, None) => cstr(&h[157..257]).to_vec(),
         };
@@ -729,7 +730,7 @@ impl<R: Read> Reader<R> {
             mtime,
             mtime_nanos,
             size: if kind == Kind::File { stored } else { 0 },
-            xattrs: pax.xattrs,
+            xattrs: std::mem::take(&mut pax.xattrs),
             sparse: None,
         };
         let mut content = stored;
@@ -738,11 +739,7 @@ impl<R: Read> Reader<R> {
             check_map(&map, size, stored).map_err(bad)?;
             entry.size = size;
             entry.sparse = Some(map);
-        } else if kind == Kind::File
-            && (pax.sparse_major.is_some()
-                || pax.sparse_minor.is_some()
-                || pax.sparse_map.is_some())
-        {
+        } else if kind == Kind::File && pax.is_sparse() {
             if pax.sparse_offset.is_some() {
                 return Err(bad(
                     "malformed PAX header: GNU.sparse.offset has no GNU.sparse.numbytes".into(),
@@ -751,23 +748,12 @@ impl<R: Read> Reader<R> {
             let size = pax.sparse_realsize.ok_or_else(|| {
                 bad("it is a PAX sparse file with no GNU.sparse.size or GNU.sparse.realsize".into())
             })?;
-            let map = match (pax.sparse_major, pax.sparse_minor) {
-                (Some(1), Some(0)) => {
-                    let (map, used) = self.sparse_map_1_0(stored, &name, at)?;
-                    content = stored - used;
-                    map
-                }
-                (None, None) | (Some(0), Some(0)) | (Some(0), Some(1)) => {
-                    pax.sparse_map.unwrap_or_default()
-                }
-                (major, minor) => {
-                    let v = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
-                    return Err(bad(format!(
-                        "it is a GNU sparse file of an unknown format ({}.{})",
-                        v(major),
-                        v(minor)
-                    )));
-                }
+            let map = if pax.sparse_major == Some(1) {
+                let (map, used) = self.sparse_map_1_0(stored, &name, at)?;
+                content = stored - used;
+                map
+            } else {
+                pax.sparse_map.unwrap_or_default()
             };
             check_map(&map, size, content).map_err(bad)?;
             entry.size = size;
@@ -1235,12 +1221,21 @@ mod tests {
         cut.extend(b"abc");
         let mut big = header("x", b'x', MAX_EXTENDED + 1, false).to_vec();
         big.extend(vec![0u8; 1024]);
-        let mut many = Vec::new();
-        let rec = record("comment", &vec![b'c'; 600_000]);
-        for _ in 0..2 {
-            many.extend(header("x", b'x', rec.len() as u64, false));
-            many.extend(padded(&rec));
+        // Only the last PAX header before an entry is read (as GNU tar reads them).
+        let mut last_bad = Vec::new();
+        for data in [record("path", b"first"), b"9 patha\n\n\n".to_vec()] {
+            last_bad.extend(header("x", b'x', data.len() as u64, false));
+            last_bad.extend(padded(&data));
         }
+        last_bad.extend(header("f", b'0', 0, false));
+        let mut first_bad = last_bad.clone();
+        first_bad.truncate(0);
+        for data in [b"9 patha\n\n\n".to_vec(), record("path", b"second")] {
+            first_bad.extend(header("x", b'x', data.len() as u64, false));
+            first_bad.extend(padded(&data));
+        }
+        first_bad.extend(header("f", b'0', 0, false));
+        assert_eq!(read_all(&first_bad).unwrap()[0].0.path, b"second");
         let mut disagree = record("size", b"5").to_vec();
         let mut d = header("x", b'x', disagree.len() as u64, false).to_vec();
         d.extend(padded(&disagree));
@@ -1257,7 +1252,7 @@ mod tests {
                 "`f` (header at byte 0): the archive ends in the middle of its data",
             ),
             (big, "holds 1048577 bytes, more than the 1048576 allowed"),
-            (many, "its extended headers hold more than"),
+            (last_bad, "`x` (header at byte 1024): malformed PAX header"),
             (
                 disagree,
                 "its PAX size (5) disagrees with its header size (10)",
