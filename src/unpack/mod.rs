@@ -1,7 +1,8 @@
-//! Streaming layer unpack: decompress (gzip, zstd or plain) → diff-id digest → tar entries into a
-//! staging directory, with whiteouts translated to the overlay format. `unpack` never makes a byte
-//! visible: the caller renames the staging directory into place only after `unpack_layer` returned
-//! the verified digest.
+//! Streaming layer unpack: decompress (gzip, zstd or plain) → diff-id digest → tar entries (read
+//! by `archive` as GNU tar reads them) into a staging directory, sparse files with their holes,
+//! whiteouts translated to the overlay format. `unpack` never makes a byte visible: the caller
+//! renames the staging directory into place only after `unpack_layer` returned the verified
+//! digest.
 
 pub mod archive;
 #[cfg(test)]
