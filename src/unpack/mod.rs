@@ -1,15 +1,21 @@
-//! Streaming layer unpack: decompress (gzip, zstd or plain) → diff-id digest → tar entries into a
-//! staging directory, with whiteouts translated to the overlay format. `unpack` never makes a byte
-//! visible: the caller renames the staging directory into place only after `unpack_layer` returned
-//! the verified digest.
+//! Streaming layer unpack: decompress (gzip, zstd or plain) → diff-id digest → tar entries (read
+//! by `archive` as GNU tar reads them) into a staging directory, sparse files with their holes,
+//! whiteouts translated to the overlay format. `unpack` never makes a byte visible: the caller
+//! renames the staging directory into place only after `unpack_layer` returned the verified
+//! digest.
 
+pub mod archive;
+#[cfg(test)]
+mod fuzz;
 pub mod pack;
 mod path;
 pub mod whiteout;
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
@@ -19,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 use crate::beneath::{self, Tree};
 use crate::oci::manifest::Compression;
 use crate::oci::Digest;
+use archive::Kind;
 use path::{normalize, SafeDirs};
 
 /// Below this, a layer is never called a bomb.
@@ -38,18 +45,23 @@ pub enum UnpackError {
     BadHardlink { entry: String, target: String },
     #[error("whiteout `{entry}` is malformed")]
     BadWhiteout { entry: String },
-    #[error("entry `{entry}`: its PAX size ({pax}) disagrees with its header size ({header})")]
-    SizeMismatch {
-        entry: String,
-        pax: u64,
-        header: u64,
-    },
     #[error("the layer expands past {limit} bytes (from {compressed} compressed); refusing it as a decompression bomb")]
     TooLarge { limit: u64, compressed: u64 },
     #[error("the layer's content digest is {actual}, but the image config says {expected}")]
     DiffIdMismatch { expected: Digest, actual: Digest },
-    #[error("malformed tar stream: {0}")]
-    Tar(io::Error),
+    #[error("malformed tar archive: {0}")]
+    Malformed(String),
+    /// A reading error while an entry's data is written; mapped to one of the others.
+    #[error("{0}")]
+    Archive(archive::Error),
+    #[error("cannot read the layer: {0}")]
+    Read(io::Error),
+    #[error("entry `{entry}` is owned by {what}, beyond the ids your subordinate range maps ({mapped}); give your user a larger range in /etc/subuid and /etc/subgid (`usermod --add-subuids`, `--add-subgids`)")]
+    UnmappedOwner {
+        entry: String,
+        what: String,
+        mapped: String,
+    },
     #[error("cannot write `{path}`: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -141,7 +153,7 @@ pub fn unpack_layer(
     let decoded: Box<dyn Read> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(input).map_err(UnpackError::Tar)?)
+            Box::new(zstd::stream::read::Decoder::new(input).map_err(UnpackError::Read)?)
         }
         Compression::None => Box::new(input),
     };
@@ -152,29 +164,31 @@ pub fn unpack_layer(
         count: 0,
         limit,
     };
-    let mut archive = tar::Archive::new(measured);
-    let map_limit = |e: io::Error| {
-        if e.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) {
-            UnpackError::TooLarge { limit, compressed }
-        } else {
-            UnpackError::Tar(e)
-        }
+    let mut reader = archive::Reader::new(measured);
+    let from_archive = |e: archive::Error| match e {
+        archive::Error::Io(io) if is_limit(&io) => UnpackError::TooLarge { limit, compressed },
+        archive::Error::Io(io) => UnpackError::Read(io),
+        e @ archive::Error::Malformed { .. } => UnpackError::Malformed(e.to_string()),
     };
     let mut writer = LayerWriter::new(dest, opts, limit, compressed)?;
-    for entry in archive.entries().map_err(map_limit)? {
-        let entry = entry.map_err(map_limit)?;
-        writer.entry(entry).map_err(|e| match e {
-            UnpackError::Tar(io) | UnpackError::Io { source: io, .. }
-                if io.get_ref().is_some_and(|i| i.is::<LimitExceeded>()) =>
-            {
+    while let Some(entry) = reader.next_entry().map_err(from_archive)? {
+        writer.entry(&entry, &mut reader).map_err(|e| match e {
+            UnpackError::Archive(a) => from_archive(a),
+            UnpackError::Io { source, .. } if is_limit(&source) => {
                 UnpackError::TooLarge { limit, compressed }
             }
             other => other,
         })?;
     }
     writer.finish()?;
-    let mut measured = archive.into_inner();
-    io::copy(&mut measured, &mut io::sink()).map_err(map_limit)?;
+    let mut measured = reader.into_inner();
+    io::copy(&mut measured, &mut io::sink()).map_err(|e| {
+        if is_limit(&e) {
+            UnpackError::TooLarge { limit, compressed }
+        } else {
+            UnpackError::Read(e)
+        }
+    })?;
     let actual = Digest::from_hasher(measured.hasher);
     if &actual != diff_id {
         return Err(UnpackError::DiffIdMismatch {
@@ -184,6 +198,10 @@ pub fn unpack_layer(
     }
     writer.stats.tar_bytes = measured.count;
     Ok(writer.stats)
+}
+
+fn is_limit(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<LimitExceeded>())
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -202,6 +220,7 @@ struct DeferredDir {
     mode: u32,
     owner: Option<(u32, u32)>,
     mtime: i64,
+    nanos: u32,
 }
 
 /// Writes a layer's entries beneath the staging directory's fd: nothing it does follows a
@@ -211,6 +230,9 @@ struct LayerWriter {
     opts: UnpackOptions,
     dirs: SafeDirs,
     deferred: Vec<DeferredDir>,
+    /// Where each directory is in `deferred`: a directory given twice takes its last entry's
+    /// metadata, as with GNU tar.
+    deferred_at: std::collections::HashMap<PathBuf, usize>,
     declared: u64,
     limit: u64,
     compressed: u64,
@@ -218,15 +240,7 @@ struct LayerWriter {
     buf: Vec<u8>,
 }
 
-/// A tar header's mtime as seconds since the epoch; a value past what a timestamp can hold
-/// (as a signed 64-bit count) is clamped rather than wrapped.
-fn mtime_of(header: &tar::Header) -> i64 {
-    header
-        .mtime()
-        .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX))
-}
-
-fn set_fd_mtime(fd: &File, secs: i64) {
+fn set_fd_mtime(fd: &File, secs: i64, nanos: u32) {
     let times = rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: 0,
@@ -234,10 +248,91 @@ fn set_fd_mtime(fd: &File, secs: i64) {
         },
         last_modification: rustix::fs::Timespec {
             tv_sec: secs,
-            tv_nsec: 0,
+            tv_nsec: i64::from(nanos),
         },
     };
+    // A time the filesystem cannot hold is clamped by the kernel, as it is for GNU tar.
     let _ = rustix::fs::futimens(fd, &times);
+}
+
+/// The lines of this process's `/proc/self/uid_map` or `gid_map`: (inside, outside, count).
+fn id_map(file: &str) -> Vec<(u64, u64, u64)> {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
+        })
+        .collect()
+}
+
+/// `0-1000, 1002-65535`: the ranges, merged where they touch.
+fn ranges_text(mut ranges: Vec<(u64, u64)>) -> String {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, count) in ranges {
+        match merged.last_mut() {
+            Some(last) if last.1 == start => last.1 = start + count,
+            _ => merged.push((start, start + count)),
+        }
+    }
+    merged
+        .iter()
+        .map(|&(a, b)| match b - a {
+            1 => a.to_string(),
+            _ => format!("{a}-{}", b - 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `uids 0-65535 (host 1001, 100000-165534)`: what a map reaches, inside and on the host.
+fn map_text(kind: &str, map: &[(u64, u64, u64)]) -> String {
+    format!(
+        "{kind} {} (host {})",
+        ranges_text(map.iter().map(|&(i, _, c)| (i, c)).collect()),
+        ranges_text(map.iter().map(|&(_, o, c)| (o, c)).collect())
+    )
+}
+
+/// The error for a chown that failed with `EINVAL`: an owner this namespace does not map.
+fn unmapped_owner(rel: &Path, uid: u32, gid: u32, source: io::Error) -> UnpackError {
+    let (uids, gids) = (id_map("/proc/self/uid_map"), id_map("/proc/self/gid_map"));
+    let maps = |m: &[(u64, u64, u64)], id: u32| {
+        m.iter()
+            .any(|&(i, _, c)| u64::from(id) >= i && u64::from(id) - i < c)
+    };
+    let (what, mapped) = match (maps(&uids, uid), maps(&gids, gid)) {
+        (false, false) => (
+            format!("uid {uid} and gid {gid}"),
+            format!(
+                "{} and {}",
+                map_text("uids", &uids),
+                map_text("gids", &gids)
+            ),
+        ),
+        (false, true) => (format!("uid {uid}"), map_text("uids", &uids)),
+        (true, false) => (format!("gid {gid}"), map_text("gids", &gids)),
+        (true, true) => return UnpackError::io(rel, source),
+    };
+    UnpackError::UnmappedOwner {
+        entry: rel.display().to_string(),
+        what,
+        mapped,
+    }
+}
+
+fn chown_error(rel: &Path, uid: u32, gid: u32) -> impl Fn(io::Error) -> UnpackError + '_ {
+    move |e: io::Error| {
+        if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) {
+            unmapped_owner(rel, uid, gid, e)
+        } else {
+            UnpackError::io(rel, e)
+        }
+    }
 }
 
 impl LayerWriter {
@@ -252,6 +347,7 @@ impl LayerWriter {
             opts,
             dirs: SafeDirs::default(),
             deferred: Vec::new(),
+            deferred_at: std::collections::HashMap::new(),
             declared: 0,
             limit,
             compressed,
@@ -260,42 +356,25 @@ impl LayerWriter {
         })
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let raw = entry.path().map_err(UnpackError::Tar)?.into_owned();
-        let rel = normalize(&raw)?;
+    fn entry<R: Read>(
+        &mut self,
+        entry: &archive::Entry,
+        reader: &mut archive::Reader<R>,
+    ) -> Result<(), UnpackError> {
+        let rel = normalize(Path::new(OsStr::from_bytes(&entry.path)))?;
         let name = rel.display().to_string();
-
-        let header_size = entry.header().entry_size().map_err(UnpackError::Tar)?;
-        let mut xattrs = Vec::new();
-        if let Some(exts) = entry.pax_extensions().map_err(UnpackError::Tar)? {
-            for ext in exts {
-                let ext = ext.map_err(UnpackError::Tar)?;
-                let key = ext
-                    .key()
-                    .map_err(|_| UnpackError::Tar(io::Error::other("non-UTF-8 PAX key")))?;
-                if key == "size" {
-                    let pax: u64 = ext
-                        .value()
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok())
-                        .ok_or_else(|| {
-                            UnpackError::Tar(io::Error::other(format!("bad PAX size for `{name}`")))
-                        })?;
-                    if pax != header_size && header_size != 0 {
-                        return Err(UnpackError::SizeMismatch {
-                            entry: name,
-                            pax,
-                            header: header_size,
-                        });
-                    }
-                } else if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
-                    if xattr_allowed(attr) {
-                        xattrs.push((attr.to_string(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-        }
-        self.declared = self.declared.saturating_add(entry.size());
+        let xattrs: Vec<(&[u8], &[u8])> = entry
+            .xattrs
+            .iter()
+            .filter(|(k, _)| xattr_allowed(k))
+            .map(|(k, v)| (&k[..], &v[..]))
+            .collect();
+        let stored = entry
+            .sparse
+            .as_ref()
+            .map_or(entry.size, |m| m.iter().map(|c| c.len).sum());
+        // What the layer writes to disk (a sparse file's holes take none).
+        self.declared = self.declared.saturating_add(stored);
         if self.declared > self.limit {
             return Err(UnpackError::TooLarge {
                 limit: self.limit,
@@ -303,27 +382,19 @@ impl LayerWriter {
             });
         }
 
-        let header = entry.header();
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let owner = if self.opts.keep_owners {
-            Some((
-                header.uid().unwrap_or(0) as u32,
-                header.gid().unwrap_or(0) as u32,
-            ))
-        } else {
-            None
-        };
-        let mtime = mtime_of(header);
-        let kind = header.entry_type();
+        let mode = entry.mode;
+        let owner = self.opts.keep_owners.then_some((entry.uid, entry.gid));
+        let (mtime, nanos) = (entry.mtime, entry.mtime_nanos);
 
         if rel.as_os_str().is_empty() {
             // The layer root itself (`./`).
-            if kind.is_dir() {
-                self.deferred.push(DeferredDir {
+            if entry.kind == Kind::Dir {
+                self.defer(DeferredDir {
                     rel,
                     mode,
                     owner,
                     mtime,
+                    nanos,
                 });
             }
             return Ok(());
@@ -353,8 +424,8 @@ impl LayerWriter {
         }
 
         self.dirs.prepare_parents(&self.root, &rel)?;
-        match kind {
-            tar::EntryType::Directory => {
+        match entry.kind {
+            Kind::Dir => {
                 match self.root.lstat(&rel).map_err(io_err)? {
                     Some(st) if beneath::file_type(&st) == FileType::Directory => {}
                     Some(_) => {
@@ -369,69 +440,78 @@ impl LayerWriter {
                         set_xattrs(&File::from(d.into_fd()), &xattrs);
                     }
                 }
-                self.deferred.push(DeferredDir {
+                self.defer(DeferredDir {
                     rel,
                     mode,
                     owner,
                     mtime,
+                    nanos,
                 });
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File => {
                 self.clear(&rel)?;
                 let mut out = self.root.create_file(&rel, 0o600).map_err(io_err)?;
                 let mut written = 0u64;
-                loop {
-                    let n = entry.read(&mut self.buf).map_err(UnpackError::Tar)?;
-                    if n == 0 {
-                        break;
+                while let Some((offset, n)) = reader
+                    .read_data(&mut self.buf)
+                    .map_err(UnpackError::Archive)?
+                {
+                    if entry.sparse.is_some() {
+                        out.write_all_at(&self.buf[..n], offset).map_err(io_err)?;
+                    } else {
+                        out.write_all(&self.buf[..n]).map_err(io_err)?;
                     }
-                    out.write_all(&self.buf[..n]).map_err(io_err)?;
                     written += n as u64;
                 }
+                if entry.sparse.is_some() {
+                    // The holes, a trailing one included, take no space.
+                    out.set_len(entry.size).map_err(io_err)?;
+                }
                 if let Some((u, g)) = owner {
-                    std::os::unix::fs::fchown(&out, Some(u), Some(g)).map_err(io_err)?;
+                    std::os::unix::fs::fchown(&out, Some(u), Some(g))
+                        .map_err(chown_error(&rel, u, g))?;
                 }
                 // After chown: chown clears setuid bits.
                 out.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(io_err)?;
                 set_xattrs(&out, &xattrs);
-                set_fd_mtime(&out, mtime);
+                set_fd_mtime(&out, mtime, nanos);
                 self.stats.files += 1;
                 self.stats.bytes += written;
             }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(UnpackError::Tar)?
-                    .ok_or_else(|| {
-                        UnpackError::Tar(io::Error::other(format!(
-                            "symlink `{name}` has no target"
-                        )))
-                    })?;
-                self.clear(&rel)?;
-                self.root.symlink(&target, &rel).map_err(io_err)?;
-                if let Some((u, g)) = owner {
-                    self.root.chown(&rel, u, g).map_err(io_err)?;
+            Kind::Symlink => {
+                if entry.link.is_empty() {
+                    return Err(UnpackError::Malformed(format!(
+                        "entry `{name}`: a symlink with no target"
+                    )));
                 }
-                let _ = self.root.set_mtime(&rel, mtime, 0);
+                let target = Path::new(OsStr::from_bytes(&entry.link));
+                self.clear(&rel)?;
+                self.root.symlink(target, &rel).map_err(io_err)?;
+                if let Some((u, g)) = owner {
+                    self.root
+                        .chown(&rel, u, g)
+                        .map_err(chown_error(&rel, u, g))?;
+                }
+                let _ = self.root.set_mtime(&rel, mtime, i64::from(nanos));
                 self.stats.files += 1;
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(UnpackError::Tar)?
-                    .ok_or_else(|| {
-                        UnpackError::Tar(io::Error::other(format!(
-                            "hard link `{name}` has no target"
-                        )))
-                    })?;
+            Kind::HardLink => {
+                let target = Path::new(OsStr::from_bytes(&entry.link));
                 let bad = || UnpackError::BadHardlink {
                     entry: name.clone(),
                     target: target.display().to_string(),
                 };
-                let target_rel = normalize(&target).map_err(|_| bad())?;
+                let target_rel = normalize(target).map_err(|_| bad())?;
                 if target_rel.as_os_str().is_empty() {
                     return Err(bad());
+                }
+                if target_rel == rel {
+                    // A link to itself leaves what is there, as GNU tar does.
+                    return match self.root.lstat(&rel) {
+                        Ok(Some(_)) => Ok(()),
+                        _ => Err(bad()),
+                    };
                 }
                 self.dirs
                     .prepare_parents(&self.root, &target_rel)
@@ -440,16 +520,25 @@ impl LayerWriter {
                     Ok(Some(st)) if beneath::file_type(&st) != FileType::Directory => {}
                     _ => return Err(bad()),
                 }
-                if target_rel != rel {
-                    self.clear(&rel)?;
-                    self.root.hard_link(&target_rel, &rel).map_err(io_err)?;
-                }
+                self.clear(&rel)?;
+                self.root.hard_link(&target_rel, &rel).map_err(io_err)?;
                 self.stats.files += 1;
             }
-            // Device nodes, FIFOs and anything else are never created from a layer.
-            _ => {}
+            // Device nodes and FIFOs are never created from a layer.
+            Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {}
         }
         Ok(())
+    }
+
+    fn defer(&mut self, dir: DeferredDir) {
+        match self.deferred_at.get(&dir.rel) {
+            Some(&i) => self.deferred[i] = dir,
+            None => {
+                self.deferred_at
+                    .insert(dir.rel.clone(), self.deferred.len());
+                self.deferred.push(dir);
+            }
+        }
     }
 
     /// Removes whatever is at `rel` so a new entry can take its place; never follows a symlink.
@@ -477,26 +566,26 @@ impl LayerWriter {
             let dir = File::from(dir.into_fd());
             if let Some((u, g)) = d.owner {
                 std::os::unix::fs::fchown(&dir, Some(u), Some(g))
-                    .map_err(|e| UnpackError::io(&d.rel, e))?;
+                    .map_err(chown_error(&d.rel, u, g))?;
             }
             dir.set_permissions(fs::Permissions::from_mode(d.mode))
                 .map_err(|e| UnpackError::io(&d.rel, e))?;
-            set_fd_mtime(&dir, d.mtime);
+            set_fd_mtime(&dir, d.mtime, d.nanos);
         }
         Ok(())
     }
 }
 
 /// Xattrs a layer may carry: `user.*`, but never the overlay's own.
-fn xattr_allowed(name: &str) -> bool {
-    name.starts_with("user.")
-        && !name.starts_with("user.overlay.")
-        && !name.starts_with("user.fuseoverlayfs.")
+fn xattr_allowed(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        && !name.starts_with(b"user.overlay.")
+        && !name.starts_with(b"user.fuseoverlayfs.")
 }
 
-fn set_xattrs(file: &File, attrs: &[(String, Vec<u8>)]) {
+fn set_xattrs(file: &File, attrs: &[(&[u8], &[u8])]) {
     for (k, v) in attrs {
-        let _ = xattr::FileExt::set_xattr(file, k, v);
+        let _ = xattr::FileExt::set_xattr(file, OsStr::from_bytes(k), v);
     }
 }
 
@@ -504,4 +593,18 @@ fn set_xattrs(file: &File, attrs: &[(String, Vec<u8>)]) {
 /// layers often have). Never follows a symlink beneath `path`.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     beneath::remove_tree(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_read_as_one_line() {
+        let map = [(0, 100000, 1001), (1001, 1001, 1), (1002, 101001, 64534)];
+        assert_eq!(
+            map_text("uids", &map),
+            "uids 0-65535 (host 1001, 100000-165534)"
+        );
+    }
 }

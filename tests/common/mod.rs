@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod image;
+pub mod tarcmp;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

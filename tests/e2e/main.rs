@@ -15,3 +15,4 @@ mod shell;
 mod terminal;
 mod tools;
 mod trust;
+mod unpack_fidelity;
