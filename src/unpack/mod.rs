@@ -70,7 +70,7 @@ impl UnpackError {
     /// Whether it failed because the store's filesystem is full.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            UnpackError::Io { source, .. } | UnpackError::Tar(source) => matches!(
+            UnpackError::Io { source, .. } | UnpackError::Read(source) => matches!(
                 source.raw_os_error(),
                 Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
             ),
