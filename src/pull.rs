@@ -9,12 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::Settings;
+use crate::ids::Identity;
 use crate::oci::manifest::Compression;
 use crate::oci::{
     Descriptor, Document, DocumentError, EntryError, ImageManifest, Platform, Reference,
 };
 use crate::registry::{Endpoint, RegistryError};
-use crate::sandbox::Identity;
 use crate::store::images::{record_name, ImageRecord, LayerRecord};
 use crate::store::Store;
 use crate::ui::progress::PullProgress;
@@ -25,7 +25,7 @@ const PARALLEL_LAYERS: usize = 4;
 /// Once per store, for a user without a subordinate range: what the single-id mapping limits
 /// and how to get a range, in one line.
 pub fn flat_notice(store: &Store, identity: &Identity) -> Option<String> {
-    let crate::sandbox::spawn::Ownership::Flat { reason } = &identity.ownership else {
+    let crate::ids::Ownership::Flat { reason } = &identity.ownership else {
         return None;
     };
     let marker = store.envs_dir(&identity.store_key()).join(".flat-noticed");

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
+use crate::ids::Identity;
 use crate::oci::Reference;
-use crate::sandbox::Identity;
 use crate::session::env_of;
 use crate::store::images::record_name;
 use crate::store::Store;

@@ -6,9 +6,10 @@ use std::ffi::OsString;
 
 use anyhow::{Context, Result};
 
+use crate::ids::Identity;
 use crate::sandbox::plan::{IdMode, SandboxPlan};
 use crate::sandbox::spawn::{enter_as_helper, run_helper};
-use crate::sandbox::{self, init, Identity};
+use crate::sandbox::{self, init};
 use crate::store::inside::{execute, Op, Reply};
 
 pub fn main() -> i32 {

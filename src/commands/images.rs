@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::Format;
-use crate::sandbox::Identity;
+use crate::ids::Identity;
 use crate::store::Store;
 use crate::ui::human_bytes;
 

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::cli::Format;
 use crate::config::project::no_project;
+use crate::ids::Identity;
 use crate::sandbox::keeper::{request, STATUS, STOP};
-use crate::sandbox::Identity;
 use crate::session::{enter, env_of, prepare, project_of, session, EnterOptions, Update};
 use crate::store::Store;
 use crate::ui::{Table, UserError};
@@ -127,7 +127,7 @@ pub fn stop(name: Option<&str>) -> Result<()> {
         return Ok(());
     };
     request(&run_dir, STOP)?;
-    let deadline = Instant::now() + crate::sandbox::init::STOP_TIMEOUT + Duration::from_secs(5);
+    let deadline = Instant::now() + crate::runtime::STOP_TIMEOUT + Duration::from_secs(5);
     while state.keeper.alive() {
         if Instant::now() > deadline {
             anyhow::bail!("the env `{}` did not stop", state.name);

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
+use crate::ids::Identity;
 use crate::oci::Reference;
 use crate::pull::pull;
-use crate::sandbox::Identity;
 use crate::store::Store;
 use crate::ui::progress::PullProgress;
 

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::sandbox::Identity;
+use crate::ids::Identity;
 use crate::store::gc::EnvPrune;
 use crate::store::Store;
 use crate::ui::UserError;

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 
 use crate::config::lock::{self, DevLock};
 use crate::config::project::{no_project, Project};
+use crate::ids::Identity;
 use crate::oci::{Platform, Reference};
-use crate::sandbox::Identity;
 use crate::session::check_frozen;
 use crate::store::Store;
 

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::cli::Format;
-use crate::sandbox::Identity;
+use crate::ids::Identity;
 use crate::store::gc::EnvPrune;
 use crate::store::Store;
 use crate::ui::{human_bytes, Table};

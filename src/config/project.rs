@@ -176,6 +176,25 @@ pub fn read_project_file(path: &Path) -> Result<Option<String>> {
     })
 }
 
+/// A hostname from the project directory's name: lowercase letters, digits and dashes.
+pub fn hostname(project: &Path) -> String {
+    let name = project
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let clean = clean.trim_matches('-').to_string();
+    if clean.is_empty() {
+        "dev".to_string()
+    } else {
+        clean
+    }
+}
+
 /// The one wording of "there is no project here", with what to do instead.
 pub fn no_project(cwd: &Path, hint: impl Into<String>) -> anyhow::Error {
     UserError::with_hint(

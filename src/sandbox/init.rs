@@ -169,7 +169,7 @@ pub fn keep(
         if sig == Signal::SIGTERM {
             // Pid 1's kill(-1) reaches every other process of the pid namespace.
             let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
-            let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+            let deadline = std::time::Instant::now() + crate::runtime::STOP_TIMEOUT;
             while std::time::Instant::now() < deadline {
                 match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                     Err(Errno::ECHILD) => break,
@@ -188,9 +188,6 @@ pub fn keep(
         }
     }
 }
-
-/// How long `dev stop` lets the env's processes end after SIGTERM before they are killed.
-pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn only_init_left() -> bool {
     std::fs::read_dir("/proc").is_ok_and(|rd| {

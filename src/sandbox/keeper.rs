@@ -15,7 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::plan::{IdMode, KeepPlan};
-use crate::store::envs::{ProcId, RunState};
+use crate::runtime::{ProcId, RunState};
 
 /// The control socket's one-line requests.
 pub const SESSION: &str = "session";

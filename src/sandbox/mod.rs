@@ -3,7 +3,6 @@
 //! Everything that enters a namespace happens in a re-executed, single-threaded `dev` helper.
 
 pub mod helper;
-pub mod idmap;
 pub mod init;
 pub mod keeper;
 pub mod plan;
@@ -11,5 +10,3 @@ pub mod pty;
 pub mod rootfs;
 pub mod spawn;
 pub mod sys;
-
-pub use spawn::Identity;

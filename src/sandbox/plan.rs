@@ -7,32 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// How the helper enters its user namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdMode {
-    /// The full 65536-id map, written by `newuidmap`/`newgidmap`; the helper is root inside.
-    Subordinate,
-    /// Only the user's own id, mapped to the same id inside: the shell runs as the user.
-    FlatUser,
-    /// Only the user's own id, mapped to root inside: for `--root` without a range.
-    FlatRoot,
-}
-
-impl IdMode {
-    pub fn as_arg(self) -> &'static str {
-        match self {
-            IdMode::Subordinate => "sub",
-            IdMode::FlatUser => "flat-user",
-            IdMode::FlatRoot => "flat-root",
-        }
-    }
-
-    pub fn from_arg(s: &str) -> Option<Self> {
-        [IdMode::Subordinate, IdMode::FlatUser, IdMode::FlatRoot]
-            .into_iter()
-            .find(|m| m.as_arg() == s)
-    }
-}
+pub use crate::ids::IdMode;
 
 /// How the image's layers become one root filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,25 +398,6 @@ pub fn environment(
     env
 }
 
-/// A hostname from the project directory's name: lowercase letters, digits and dashes.
-pub fn hostname(project: &Path) -> String {
-    let name = project
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let clean: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(63)
-        .collect();
-    let clean = clean.trim_matches('-').to_string();
-    if clean.is_empty() {
-        "dev".to_string()
-    } else {
-        clean
-    }
-}
-
 /// `/etc/passwd` (or `/etc/group`) with `entry` in it: lines with the same name or id are
 /// replaced. `None` when the file already has exactly that entry.
 pub fn merge_entry(text: &str, entry: &str) -> Option<String> {
@@ -510,7 +466,7 @@ pub fn check_image_user(user: &str, passwd: &str) -> Result<u32, String> {
         return Ok(0);
     }
     if let Ok(uid) = who.parse::<u64>() {
-        if uid >= u64::from(super::idmap::INSIDE_IDS) {
+        if uid >= u64::from(crate::ids::map::INSIDE_IDS) {
             return Err(format!(
                 "its User `{user}` is outside the ids an image can use (0-65535)"
             ));
@@ -739,6 +695,7 @@ mod tests {
 
     #[test]
     fn hostnames() {
+        let hostname = crate::config::project::hostname;
         assert_eq!(hostname(Path::new("/home/ann/My Project!")), "my-project");
         assert_eq!(hostname(Path::new("/")), "dev");
     }

@@ -52,7 +52,12 @@ pub fn mount(plan: &RootfsPlan) -> Result<Mounted> {
                     backend,
                 };
                 if let Ok(json) = serde_json::to_vec(&cache) {
-                    let _ = crate::store::write_atomic(&plan.probe_cache, &json);
+                    let _ = crate::atomic::write(
+                        &plan.probe_cache,
+                        &json,
+                        0o644,
+                        crate::atomic::Durability::Durable,
+                    );
                 }
                 return Ok(m);
             }

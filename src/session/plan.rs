@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{EnterOptions, Prepared};
+use crate::ids::Identity;
+use crate::ids::Ownership;
 use crate::sandbox::plan::{
-    self, environment, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
+    environment, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
     UserPlan, RESERVED,
 };
-use crate::sandbox::spawn::Ownership;
-use crate::sandbox::Identity;
 use crate::store::envs::EnvDirs;
 use crate::store::stack::LayerStack;
 use crate::ui::UserError;
@@ -97,7 +97,7 @@ pub fn plan(
     }
     let mut user = host.user.clone();
     user.root = opts.root;
-    let hostname = plan::hostname(&env.root);
+    let hostname = crate::config::project::hostname(&env.root);
     // The env's home is always its own directory of the store, at the path of the user's.
     let mut shares = vec![(user.home.clone(), home_source)];
     if shares[0].0 != env.root {

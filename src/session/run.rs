@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use super::plan::{id_mode, layer_stack, plan, EnvPlace, Host};
 use super::prepare::{env_fingerprint, prepare, Prepared};
 use super::{EnterOptions, Update};
+use crate::ids::Identity;
 use crate::oci::Digest;
 use crate::sandbox::keeper::{request, PERSIST};
 use crate::sandbox::plan::KeepPlan;
 use crate::sandbox::spawn::{
     join, keep_speculative, run_sandbox, start_env, take_speculative, Helper, KeeperGone, Session,
 };
-use crate::sandbox::Identity;
 use crate::store::Store;
 use crate::ui::{ExitCode, UserError};
 
@@ -183,7 +183,7 @@ pub fn session(
     let env_name = match (&opts.name, persistent) {
         (Some(n), _) => n.clone(),
         (None, true) => store.env_name(&mapping, root),
-        (None, false) => crate::sandbox::plan::hostname(root),
+        (None, false) => crate::config::project::hostname(root),
     };
     let place = EnvPlace {
         dirs,

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::envs::EnvRecord;
 use super::images::{ImageRecord, LayerRecord};
 use super::Store;
+use crate::ids::Identity;
 use crate::oci::{Descriptor, Digest, ImageManifest, MediaType};
-use crate::sandbox::Identity;
 use crate::ui::UserError;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{write_atomic, Store};
 use crate::oci::Digest;
+use crate::runtime::{ProcId, RunState};
 
 /// An env's directories.
 #[derive(Clone, Debug)]
@@ -91,7 +92,7 @@ impl Store {
 
     /// The directory of the project's env (whether or not it exists yet).
     pub fn env_dir(&self, mapping: &str, project: &Path) -> PathBuf {
-        let name = crate::sandbox::plan::hostname(project);
+        let name = crate::config::project::hostname(project);
         let hash = Digest::of_bytes(project.as_os_str().as_encoded_bytes());
         self.envs_dir(mapping)
             .join(format!("{name}-{}", &hash.hex()[..12]))
@@ -115,7 +116,7 @@ impl Store {
     pub fn lock_stopped_env(&self, dir: &Path, run_dir: &Path) -> Option<Flock<File>> {
         use nix::fcntl::FlockArg;
         let deadline = std::time::Instant::now()
-            + crate::sandbox::init::STOP_TIMEOUT
+            + crate::runtime::STOP_TIMEOUT
             + std::time::Duration::from_secs(2);
         loop {
             let file = File::open(dir.join("lock")).ok()?;
@@ -140,7 +141,7 @@ impl Store {
         {
             return name;
         }
-        let base = crate::sandbox::plan::hostname(project);
+        let base = crate::config::project::hostname(project);
         (1..)
             .map(|i| {
                 if i == 1 {
@@ -161,7 +162,7 @@ impl Store {
             .find(|(_, r)| {
                 r.name
                     .clone()
-                    .unwrap_or_else(|| crate::sandbox::plan::hostname(&r.project))
+                    .unwrap_or_else(|| crate::config::project::hostname(&r.project))
                     == name
             })
             .map(|(_, r)| r.project)
@@ -273,51 +274,6 @@ impl Store {
     }
 }
 
-/// A process by pid and start time (clock ticks since boot), so a recycled pid is not mistaken
-/// for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcId {
-    pub pid: i32,
-    pub start: u64,
-}
-
-impl ProcId {
-    pub fn of(pid: i32) -> Option<ProcId> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 22, counted after the `(comm)` that may hold spaces.
-        let after = stat.rsplit_once(')')?.1;
-        let mut fields = after.split_whitespace();
-        // A zombie (or a dead task) is gone, whatever its parent has not reaped yet.
-        if matches!(fields.next(), Some("Z" | "X" | "x")) {
-            return None;
-        }
-        let start = fields.nth(18)?.parse().ok()?;
-        Some(ProcId { pid, start })
-    }
-
-    pub fn alive(&self) -> bool {
-        ProcId::of(self.pid).is_some_and(|p| p.start == self.start)
-    }
-}
-
-/// A running env: written by its keeper once the env is up, removed when it stops.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunState {
-    pub ids: crate::sandbox::plan::IdMode,
-    pub keeper: ProcId,
-    pub init: ProcId,
-    pub name: String,
-    pub project: PathBuf,
-    pub image: String,
-    pub fingerprint: String,
-    /// Unix seconds.
-    pub started: u64,
-    /// The env's user namespace (its inode): every process of the env is in it, and so is a
-    /// session's `dev` that joined it. 0 when unknown.
-    #[serde(default)]
-    pub userns: u64,
-}
-
 /// Whether a live process this user can inspect (other than this one) is in the user
 /// namespace with inode `ino`. (A zombie has left its namespaces' mounts.)
 fn userns_in_use(ino: u64) -> bool {
@@ -403,7 +359,7 @@ impl Store {
             // kernel still kills init and the env's processes, and sessions' `dev`s that joined
             // the env are still leaving: wait for them to be gone, so that a start does not
             // mount the env's layer while their mount still holds it.
-            let deadline = std::time::Instant::now() + crate::sandbox::init::STOP_TIMEOUT;
+            let deadline = std::time::Instant::now() + crate::runtime::STOP_TIMEOUT;
             let in_use =
                 || state.init.alive() || (state.userns != 0 && userns_in_use(state.userns));
             while in_use() && std::time::Instant::now() < deadline {

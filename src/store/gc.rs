@@ -9,7 +9,7 @@ use nix::fcntl::Flock;
 use serde::Serialize;
 
 use super::Store;
-use crate::sandbox::Identity;
+use crate::ids::Identity;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Usage {

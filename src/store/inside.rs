@@ -104,7 +104,7 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 }
 
 /// Runs an operation in the helper of `identity`'s subordinate mapping.
-pub type Runner = fn(&crate::sandbox::Identity, &Op) -> Result<Reply>;
+pub type Runner = fn(&crate::ids::Identity, &Op) -> Result<Reply>;
 
 static RUNNER: OnceLock<Runner> = OnceLock::new();
 
@@ -114,7 +114,7 @@ pub fn set_runner(runner: Runner) {
 }
 
 /// Runs `op` as root inside the user namespace; a failure comes back as an error.
-pub fn run(identity: &crate::sandbox::Identity, op: &Op) -> Result<Reply> {
+pub fn run(identity: &crate::ids::Identity, op: &Op) -> Result<Reply> {
     let runner = RUNNER
         .get()
         .ok_or_else(|| anyhow::anyhow!("internal error: no helper runner is registered"))?;

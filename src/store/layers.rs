@@ -15,8 +15,8 @@ use super::images::ImageRecord;
 use super::inside;
 use super::{sync_dir, write_atomic, Store};
 use crate::beneath::{self, Tree};
+use crate::ids::Identity;
 use crate::oci::Digest;
-use crate::sandbox::Identity;
 use crate::unpack::{self, LayerStats, UnpackOptions};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

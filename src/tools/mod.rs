@@ -11,12 +11,13 @@ use anyhow::{anyhow, Context, Result};
 use crate::beneath::{self, Tree};
 use crate::config::lock::split_spec;
 use crate::config::project::DevToml;
+use crate::ids::Identity;
+use crate::ids::Ownership;
 use crate::oci::Digest;
 use crate::sandbox::plan::{
     self, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan, UserPlan,
 };
-use crate::sandbox::spawn::{run_sandbox, Ownership};
-use crate::sandbox::Identity;
+use crate::sandbox::spawn::run_sandbox;
 use crate::store::images::ImageRecord;
 use crate::store::tools::ToolsRecord;
 use crate::store::Store;

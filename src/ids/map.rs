@@ -37,8 +37,9 @@ pub fn parse_subid(text: &str, name: &str, id: u32) -> Option<SubRange> {
         .find(|r| r.count > 0)
 }
 
-/// The mapping DESIGN.md describes: inside `id` → host `id`; every other inside id in
-/// 0..65535 → the subordinate range, in order. Without a range: only `inside` → host `id`.
+/// The mapping DESIGN.md describes: inside `id` → host `id`; the other inside ids from 0 up →
+/// the subordinate range, in order, all of it (65536 ids map 0..=65536, as podman's keep-id).
+/// Without a range: only `inside` → host `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdMap {
     pub ranges: Vec<IdRange>,
@@ -61,7 +62,9 @@ impl IdMap {
                 outside: id,
                 count: 1,
             });
-            let above = (INSIDE_IDS - id - 1).min(sub.count - below);
+            // The whole range is used, as podman's keep-id does: with 65536 subordinate ids,
+            // inside 0..=65536 are mapped (the user's own id among them).
+            let above = sub.count - below;
             if above > 0 {
                 ranges.push(IdRange {
                     inside: id + 1,
@@ -73,7 +76,7 @@ impl IdMap {
             ranges.push(IdRange {
                 inside: 0,
                 outside: sub.start,
-                count: sub.count.min(INSIDE_IDS),
+                count: sub.count,
             });
             ranges.push(IdRange {
                 inside: id,
@@ -151,11 +154,13 @@ mod tests {
                 count: 65536,
             },
         );
+        // DESIGN.md's example stops at inside 65535 and leaves the range's last id unused;
+        // podman's keep-id maps it too (inside 65536), and so does dev.
         assert_eq!(
             m.args().join(" "),
-            "0 165536 1500 1500 1500 1 1501 167036 64035"
+            "0 165536 1500 1500 1500 1 1501 167036 64036"
         );
-        assert!(m.maps(0) && m.maps(65535) && !m.maps(65536));
+        assert!(m.maps(0) && m.maps(65535) && m.maps(65536) && !m.maps(65537));
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! The runtime state of a running env, `state.json` in its runtime directory: written by its
+//! keeper once the env is up, removed when it stops, read by every command that looks for it.
+//! Plain data, and the process identity it is checked against.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How long `dev stop` lets the env's processes end after SIGTERM before they are killed.
+pub const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A process by pid and start time (clock ticks since boot), so a recycled pid is not mistaken
+/// for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn of(pid: i32) -> Option<ProcId> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 22, counted after the `(comm)` that may hold spaces.
+        let after = stat.rsplit_once(')')?.1;
+        let mut fields = after.split_whitespace();
+        // A zombie (or a dead task) is gone, whatever its parent has not reaped yet.
+        if matches!(fields.next(), Some("Z" | "X" | "x")) {
+            return None;
+        }
+        let start = fields.nth(18)?.parse().ok()?;
+        Some(ProcId { pid, start })
+    }
+
+    pub fn alive(&self) -> bool {
+        ProcId::of(self.pid).is_some_and(|p| p.start == self.start)
+    }
+}
+
+/// A running env: written by its keeper once the env is up, removed when it stops.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub ids: crate::ids::IdMode,
+    pub keeper: ProcId,
+    pub init: ProcId,
+    pub name: String,
+    pub project: PathBuf,
+    pub image: String,
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub started: u64,
+    /// The env's user namespace (its inode): every process of the env is in it, and so is a
+    /// session's `dev` that joined it. 0 when unknown.
+    #[serde(default)]
+    pub userns: u64,
+}
