@@ -614,7 +614,7 @@ e2e!(
                 for want in [
                     "etc/far",
                     "uid 70000",
-                    "uids 0-65535 (host ",
+                    "uids 0-65536 (host ",
                     "/etc/subuid",
                     "usermod --add-subuids",
                 ] {
