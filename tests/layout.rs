@@ -39,7 +39,11 @@ fn offenders(under: &str, needles: &[&str], except: &[&str]) -> Vec<String> {
     let root = src();
     let mut out = Vec::new();
     for (path, text) in sources(&root.join(under)) {
-        let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+        let rel = path
+            .strip_prefix(&root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         if except.iter().any(|e| rel.starts_with(e)) {
             continue;
         }
@@ -130,6 +134,10 @@ fn only_ui_prints() {
         main.contains("#![deny(clippy::print_stdout, clippy::print_stderr)]"),
         "main.rs denies printing outside ui (clippy)"
     );
-    let bad = offenders("", &["println!", "eprintln!", "print!(", "eprint!("], &["ui/"]);
+    let bad = offenders(
+        "",
+        &["println!", "eprintln!", "print!(", "eprint!("],
+        &["ui/"],
+    );
     assert!(bad.is_empty(), "{bad:#?}");
 }

@@ -142,9 +142,9 @@ impl Server {
     }
 }
 
-/// Answers `req` from a real registry at `upstream` (`http://host:port`): a front that adds
-/// auth in front of `docker-registry`.
-pub fn forward(upstream: &str, req: &Request) -> Response {
+/// Fetches `req`'s path from a real registry at `upstream` (`http://host:port`), with its
+/// `Accept`: (status, content type, body).
+pub fn fetch(upstream: &str, req: &Request) -> (u16, String, Vec<u8>) {
     let mut r = ureq::get(&format!("{upstream}{}", req.path));
     if let Some(a) = req.headers.get("accept") {
         r = r.set("Accept", a);
@@ -157,9 +157,21 @@ pub fn forward(upstream: &str, req: &Request) -> Response {
             resp.into_reader()
                 .read_to_end(&mut body)
                 .expect("read upstream");
-            Response::new(status, body).header("Content-Type", &ct)
+            (status, ct, body)
         }
-        Err(ureq::Error::Status(code, _)) => Response::new(code, Vec::new()),
+        Err(ureq::Error::Status(code, _)) => (code, String::new(), Vec::new()),
         Err(e) => panic!("upstream: {e}"),
+    }
+}
+
+/// Answers `req` from a real registry at `upstream`: a front that adds auth in front of
+/// `docker-registry`.
+pub fn forward(upstream: &str, req: &Request) -> Response {
+    let (status, ct, body) = fetch(upstream, req);
+    let resp = Response::new(status, body);
+    if ct.is_empty() {
+        resp
+    } else {
+        resp.header("Content-Type", &ct)
     }
 }

@@ -3,35 +3,15 @@
 //! registries that serve hostile documents.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use crate::common::http::{Request, Response, Server};
+use crate::common::http::{fetch, Response, Server};
 use crate::common::image::basic_layers;
 use crate::common::{snapshot, Env, ImageBuilder, Registry};
 use crate::e2e;
 
 const TOKEN: &str = "t0k3n-for-tests";
-
-/// Fetches `path` from the real registry: (status, content type, body).
-fn upstream(reg: &str, req: &Request) -> (u16, String, Vec<u8>) {
-    let mut r = ureq::get(&format!("{reg}{}", req.path));
-    if let Some(a) = req.headers.get("accept") {
-        r = r.set("Accept", a);
-    }
-    match r.call() {
-        Ok(resp) => {
-            let ct = resp.content_type().to_string();
-            let status = resp.status();
-            let mut body = Vec::new();
-            resp.into_reader().read_to_end(&mut body).unwrap();
-            (status, ct, body)
-        }
-        Err(ureq::Error::Status(code, _)) => (code, String::new(), Vec::new()),
-        Err(e) => panic!("upstream: {e}"),
-    }
-}
 
 /// A registry front that demands a bearer token (issued at its own `/token`, optionally only
 /// for basic credentials) and redirects blob downloads to a second host (the "CDN").
@@ -44,7 +24,7 @@ fn start_front(reg: &Registry, basic: Option<&'static str>) -> Front {
     let upstream_url = reg.url();
     let up = upstream_url.clone();
     let cdn = Arc::new(Server::start(move |req| {
-        let (status, ct, body) = upstream(&up, req);
+        let (status, ct, body) = fetch(&up, req);
         Response::new(status, body).header("Content-Type", &ct)
     }));
     let cdn_port = cdn.port;
@@ -75,7 +55,7 @@ fn start_front(reg: &Registry, basic: Option<&'static str>) -> Front {
                 &format!("http://127.0.0.1:{cdn_port}{}", req.path),
             );
         }
-        let (status, ct, body) = upstream(&upstream_url, req);
+        let (status, ct, body) = fetch(&upstream_url, req);
         Response::new(status, body).header("Content-Type", &ct)
     });
     Front { front, cdn }
