@@ -35,6 +35,9 @@ fn main() {
     match commands::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(err) => {
+            // A helper forked ahead for a session that never came must go first, or it says
+            // "the parent `dev` is gone" after the error.
+            session::forget_speculation();
             crate::ui::note(format_args!("{}", ui::render(&err)));
             std::process::exit(1);
         }

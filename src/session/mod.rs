@@ -12,7 +12,7 @@ mod run;
 
 pub use named::{env_of, project_of};
 pub use prepare::{check_frozen, prepare, Prepared};
-pub use run::{enter, run, session, speculate};
+pub use run::{enter, forget_speculation, run, session, speculate};
 
 /// Options `dev shell` and `dev run` share.
 #[derive(Clone, Debug, Default)]

@@ -14,7 +14,6 @@ use crate::ids::Identity;
 use crate::oci::{ImageConfig, Reference};
 use crate::sandbox::plan::{check_working_dir, Backend};
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::take_speculative;
 use crate::store::images::ImageRecord;
 use crate::store::Store;
 use crate::tools::ToolsLayer;
@@ -51,7 +50,7 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let project = Project::discover(&cwd)?;
     if let Some(p) = &project {
         // Refused: the helper `speculate` started goes first, so it says nothing after us.
-        super::gate::gate(p).inspect_err(|_| drop(take_speculative()))?;
+        super::gate::gate(p)?;
     }
     let image =
         match (&opts.image, &project) {

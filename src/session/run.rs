@@ -34,6 +34,11 @@ pub fn enter(opts: &EnterOptions, argv: Vec<String>) -> Result<()> {
     }
 }
 
+/// Kills the helper `speculate` forked, if no session took it (before an error is printed).
+pub fn forget_speculation() {
+    drop(take_speculative());
+}
+
 /// Called before the command line is parsed, for `dev run`, `shell` and `start`: when
 /// the flags before the command already tell which env this is and that it is not running,
 /// forks the sandbox helper and has newuidmap and newgidmap map it now. Mapping is the slowest
