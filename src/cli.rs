@@ -120,6 +120,11 @@ pub enum Command {
     },
     /// Forget the trust in the project's dev.toml.
     Untrust,
+    /// Check what dev needs on this machine, and say how to fix what is missing.
+    Doctor {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]

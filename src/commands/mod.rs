@@ -1,6 +1,7 @@
 //! One file per command: glue between the command line, the library modules and the printer.
 
 pub mod commit;
+pub mod doctor;
 pub mod helper;
 pub mod images;
 pub mod init;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
+        Command::Doctor { format } => return doctor::run(format),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),

@@ -144,7 +144,7 @@ fn detect_ownership(uid: u32, gid: u32, name: &str) -> Ownership {
     }
 }
 
-fn is_setuid_root(program: &std::path::Path) -> bool {
+pub fn is_setuid_root(program: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(program).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o4000 != 0)
 }

@@ -73,6 +73,37 @@ pub fn credential_files() -> Vec<PathBuf> {
     files
 }
 
+/// The registries the credential files have an entry for (names only, never secrets), with
+/// the file that names each.
+pub fn registries_with_credentials() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for file in credential_files() {
+        let Ok(text) = read_bounded(&file) else {
+            continue;
+        };
+        let Ok(parsed) = serde_json::from_slice::<AuthFile>(&text) else {
+            continue;
+        };
+        for key in parsed.auths.keys().chain(parsed.cred_helpers.keys()) {
+            let name = normalize_key(key).to_string();
+            if !out.iter().any(|(n, _)| n == &name) {
+                out.push((name, file.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// A credential file, at most 1 MiB.
+fn read_bounded(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    std::fs::File::open(file)?
+        .take(1 << 20)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// The key a credential file uses for a registry (`docker.io` is stored under its v1 URL).
 fn normalize_key(key: &str) -> &str {
     let k = key

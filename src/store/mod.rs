@@ -55,6 +55,11 @@ impl Store {
         Self::open_at(base.join("dev"))
     }
 
+    /// Where the store is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn open_at(root: PathBuf) -> Result<Self> {
         let store = Store { root };
         // The tag is written last: with it, the directories below exist (one stat per start
