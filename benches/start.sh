@@ -31,6 +31,7 @@ PER=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
 
 DEV="$WORK/bin/dev"
 BWRAP="bwrap --unshare-user --unshare-pid --bind $CACHE/rootfs / --proc /proc --dev /dev"
+UNSHARE="unshare --map-auto --map-root-user --mount --pid --fork chroot $CACHE/rootfs"
 
 # The same set-up for the user without a range: own store, own podman storage.
 sed "s/$USER_NAME/devtest-nosub/g; s|$WORK/home|$WORK/home-nosub|g; s|$WORK/run|$WORK/run-nosub|g" \
@@ -56,6 +57,11 @@ for who in sub nosub; do
         set -- -n "podman run --rm" "podman run --rm $IMAGE true"
     else
         set --
+    fi
+    # The fair floor with the same id maps: unshare maps the subordinate range through
+    # newuidmap/newgidmap as dev does (bwrap maps one id); only where there is a range.
+    if [ "$who" = sub ]; then
+        set -- "$@" -n "unshare (floor, same maps)" "$UNSHARE true"
     fi
     hf "$as" "$PER" "start-$who" \
         -n "dev run -- true" "$DEV run -- true" \
@@ -149,7 +155,9 @@ for who, label in (("sub", "with a subordinate range"), ("nosub", "single-id map
     dev, bw = s["dev run -- true"], s["bwrap (floor)"]
     pod = s.get("podman run --rm")
     podcell = f"{pod*1000:.0f} ms ({pod/dev:.1f}x dev)" if pod else "fails: cannot unpack the image without a subordinate range"
-    rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) |")
+    un = s.get("unshare (floor, same maps)")
+    uncell = f"{un*1000:.1f} ms (dev {dev/un:.2f}x)" if un else "— (needs a range)"
+    rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) | {uncell} |")
 j = load("join")["dev run -- true (joins)"]
 ns = load("nsenter")["nsenter"]
 cold = load("start-sub")["dev run -- true"]
@@ -163,8 +171,8 @@ fm = load("files", min)
 lines = [
     "Warm start (image pulled, env created), medians of hyperfine run as the user (in rounds that alternate the commands):",
     "",
-    "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor) |",
-    "|---|---|---|---|",
+    "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor, one id) | `unshare --map-auto … chroot` (floor, same maps) |",
+    "|---|---|---|---|---|",
     *rows,
     "",
     f"Joining an env that runs (`dev start`): {j*1000:.1f} ms, against {cold*1000:.1f} ms when the env has to start (cold) and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor, as root): {j/cold:.2f}x cold, {j/ns:.2f}x nsenter.",
