@@ -5,13 +5,13 @@
 use std::os::fd::OwnedFd;
 
 use anyhow::{Context, Result};
-use nix::sched::{unshare, CloneFlags};
 use nix::unistd::ForkResult;
 
 use super::plan::{IdMode, SandboxPlan, Step};
 use super::spawn::{
     become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map,
 };
+use super::sys::ns::{unshare, CloneFlags};
 use super::{init, keeper, rootfs, sys};
 
 fn fail(e: anyhow::Error) -> i32 {
@@ -146,7 +146,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
         // From here on the keeper stops the env and cleans up itself, the starter alive or
         // not: a starter that died is a first session that left. (Killed with it, the keeper
         // would leave its socket and state.json behind.)
-        let _ = nix::sys::prctl::set_pdeathsig(None);
+        let _ = sys::process::pdeathsig(None);
         // Listening while init mounts the env: the keeper is on the other core.
         let owner = (plan.user.uid, plan.user.gid);
         let listening = keeper::listen(keep, plan.ids, owner, child);
@@ -278,7 +278,7 @@ fn await_go(
 ) -> i32 {
     use std::io::Read;
     use std::os::unix::ffi::OsStringExt;
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+    if sys::process::pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).is_err() {
         return init::SETUP_FAILED;
     }
     let mut root = Vec::new();

@@ -103,7 +103,7 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             // If the helper dies, fuse-overlayfs unmounts and exits instead of keeping the mount alive.
-            sys::die_with_parent(&mut cmd, Signal::SIGTERM);
+            sys::signal_on_parent_death(&mut cmd, Signal::SIGTERM);
             if !nix::unistd::getuid().is_root() {
                 sys::keep_capabilities(&mut cmd);
             }

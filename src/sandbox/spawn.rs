@@ -205,18 +205,13 @@ pub fn enter_as_helper(mode: IdMode) -> Result<()> {
 /// A helper must never outlive the `dev` that started it: a killed pull must not leave an
 /// unpack running that races the next one.
 pub fn die_with_parent() -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
-    if nix::unistd::getppid().as_raw() == 1 {
-        bail!("the parent `dev` is gone");
-    }
-    Ok(())
+    super::sys::process::die_with_parent()
 }
 
 /// Unshares the user namespace; with a single id, writes its map too (the full map is
 /// newuidmap's and newgidmap's, from outside).
 pub fn unshare_user(mode: IdMode) -> Result<()> {
-    use nix::sched::{unshare, CloneFlags};
+    use super::sys::ns::{unshare, CloneFlags};
     die_with_parent()?;
     let (uid, gid) = (
         nix::unistd::getuid().as_raw(),
@@ -242,37 +237,24 @@ pub fn write_own_map(mode: IdMode, uid: u32, gid: u32) -> Result<()> {
         IdMode::FlatUser => uid,
         IdMode::FlatRoot => 0,
     };
-    let write = |file: &str, text: String| {
-        std::fs::write(file, text).with_context(|| format!("cannot write {file}"))
-    };
-    write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
     let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
-    write("/proc/self/gid_map", format!("{gid_inside} {gid} 1\n"))?;
-    Ok(())
+    super::sys::ids::write_own_map((inside, uid), (gid_inside, gid))
 }
 
 /// Whether this process's user namespace has its uid map.
 pub fn is_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !m.trim().is_empty())
+    super::sys::ids::is_mapped()
 }
 
 /// Once the full map is written: root inside, with no supplementary group.
 pub fn become_root_inside() -> Result<()> {
-    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .context("cannot become group 0 in the user namespace")?;
-    setgroups(&[]).context("cannot drop supplementary groups in the user namespace")?;
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .context("cannot become root in the user namespace")?;
+    use super::sys::ids::{set_gid, set_groups, set_uid};
+    set_gid(0).context("cannot become group 0 in the user namespace")?;
+    set_groups(&[]).context("cannot drop supplementary groups in the user namespace")?;
+    set_uid(0).context("cannot become root in the user namespace")?;
     // A credential change clears the parent-death signal: set it again, then make sure the
     // parent did not die in between.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
-    if nix::unistd::getppid().as_raw() == 1 {
-        bail!("the parent `dev` is gone");
-    }
-    Ok(())
+    super::sys::process::die_with_parent()
 }
 
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
@@ -532,7 +514,7 @@ fn exit_code_of(pid: Pid) -> i32 {
 pub struct Session {
     // Dropped in this order: the namespaces (and the env's mounts they hold) before the
     // keeper learns that the session left.
-    namespaces: Vec<(std::os::fd::OwnedFd, nix::sched::CloneFlags)>,
+    namespaces: Vec<(std::os::fd::OwnedFd, super::sys::ns::CloneFlags)>,
     _keeper: std::os::unix::net::UnixStream,
 }
 
@@ -552,7 +534,7 @@ impl Session {
     /// Reads the keeper's answer: "ok" and the namespaces, or nothing when it is stopping the
     /// env (its last session just left).
     fn from_keeper(stream: std::os::unix::net::UnixStream) -> Result<Session> {
-        use nix::sched::CloneFlags;
+        use super::sys::ns::CloneFlags;
         let (answer, fds) = super::sys::recv_fds(&stream).map_err(|_| KeeperGone)?;
         if answer != b"ok" || fds.len() != 5 {
             return Err(KeeperGone.into());
@@ -579,14 +561,13 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     use std::io::Write;
     let enter = |session: &mut Session| -> Result<super::init::Launch> {
         for (f, flag) in &session.namespaces {
-            nix::sched::setns(f, *flag).context("cannot enter the env's namespaces")?;
+            super::sys::ns::setns(f, *flag).context("cannot enter the env's namespaces")?;
         }
         // Only this process holds the env's mount namespace now: it leaves it as it exits.
         session.namespaces.clear();
         if plan.ids == IdMode::Subordinate {
             let gid = if plan.user.root { 0 } else { plan.user.gid };
-            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
-                .context("cannot set the groups in the env")?;
+            super::sys::ids::set_groups(&[gid]).context("cannot set the groups in the env")?;
         }
         // This process only waits for the command from here on.
         super::init::command(plan, true)
@@ -612,11 +593,7 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
         nix::unistd::ForkResult::Child => {
             let code = (|| -> Result<i32> {
                 // The parent holds the session open: this process must not outlive it.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .context("cannot set the parent-death signal")?;
-                if nix::unistd::getppid().as_raw() == 1 {
-                    bail!("the parent `dev` is gone");
-                }
+                super::sys::process::die_with_parent()?;
                 let mut session = session;
                 let cmd = enter(&mut session)?;
                 Ok(super::init::spawn_and_wait(
