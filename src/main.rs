@@ -23,7 +23,7 @@ fn main() {
     // The user-namespace helper must unshare before anything starts a thread.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == sandbox::spawn::HELPER_COMMAND)
+        .is_some_and(|a| a == sandbox::parent::HELPER_COMMAND)
     {
         std::process::exit(commands::helper::main());
     }

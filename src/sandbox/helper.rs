@@ -1,18 +1,19 @@
 //! The helper process of a sandbox (a fork or a re-exec of `dev`): enters the user namespace,
 //! creates the mount, uts and ipc namespaces, mounts the root filesystem, starts init in a new
-//! pid namespace, waits for it and cleans up.
+//! pid namespace, waits for it and cleans up. Also the first steps of every helper, the store's
+//! included: [`enter_as_helper`] (its user namespace, its maps, root inside).
 
 use std::os::fd::OwnedFd;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 use nix::unistd::ForkResult;
 
+use super::parent::userns_hint;
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::{
-    become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map,
-};
 use super::sys::ns::{unshare, CloneFlags};
 use super::{init, keeper, rootfs, sys};
+use crate::ui::UserError;
 
 fn fail(e: anyhow::Error) -> i32 {
     eprintln!("{}", crate::ui::render(&e));
@@ -44,7 +45,7 @@ fn namespaces() -> Result<()> {
     sys::make_private()
 }
 
-/// The forked helper (see `spawn::Helper`), born in its own user namespace: the plan from
+/// The forked helper (see `parent::Helper`), born in its own user namespace: the plan from
 /// `plan` (a length and the JSON); then one byte once its maps are written (nothing when `dev`
 /// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket to the
 /// starter `dev`: a keeper answers on it, a one-shot session's init sends the command's pty
@@ -307,4 +308,74 @@ fn await_go(
         Some(ready) => init::keep(&plan, signals, ready),
         None => init::run(&plan, signals, dev),
     }
+}
+
+/// The helper's side: unshare the user namespace and get mapped (stopped, by the parent, with
+/// the full mapping; by itself with a single id), then become the inside id `mode` asks for.
+/// Must run before the process starts any thread.
+pub fn enter_as_helper(mode: IdMode) -> Result<()> {
+    unshare_user(mode)?;
+    if mode != IdMode::Subordinate {
+        return Ok(());
+    }
+    // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
+    while !is_mapped() {
+        nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
+    }
+    become_root_inside()
+}
+
+/// A helper must never outlive the `dev` that started it: a killed pull must not leave an
+/// unpack running that races the next one.
+pub fn die_with_parent() -> Result<()> {
+    super::sys::process::die_with_parent()
+}
+
+/// Unshares the user namespace; with a single id, writes its map too (the full map is
+/// newuidmap's and newgidmap's, from outside).
+pub fn unshare_user(mode: IdMode) -> Result<()> {
+    use super::sys::ns::{unshare, CloneFlags};
+    die_with_parent()?;
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        UserError::with_hint(
+            format!("cannot create a user namespace: {e}"),
+            userns_hint(),
+        )
+    })?;
+    if mode == IdMode::Subordinate {
+        return Ok(());
+    }
+    write_own_map(mode, uid, gid)
+}
+
+/// With a single id: this process maps its own host ids `uid` and `gid` (read before it
+/// unshared; inside an unmapped namespace they read as the overflow id).
+pub fn write_own_map(mode: IdMode, uid: u32, gid: u32) -> Result<()> {
+    let inside = match mode {
+        IdMode::Subordinate => bail!("internal error: the full map is written from outside"),
+        IdMode::FlatUser => uid,
+        IdMode::FlatRoot => 0,
+    };
+    let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
+    super::sys::ids::write_own_map((inside, uid), (gid_inside, gid))
+}
+
+/// Whether this process's user namespace has its uid map.
+pub fn is_mapped() -> bool {
+    super::sys::ids::is_mapped()
+}
+
+/// Once the full map is written: root inside, with no supplementary group.
+pub fn become_root_inside() -> Result<()> {
+    use super::sys::ids::{set_gid, set_groups, set_uid};
+    set_gid(0).context("cannot become group 0 in the user namespace")?;
+    set_groups(&[]).context("cannot drop supplementary groups in the user namespace")?;
+    set_uid(0).context("cannot become root in the user namespace")?;
+    // A credential change clears the parent-death signal: set it again, then make sure the
+    // parent did not die in between.
+    super::sys::process::die_with_parent()
 }

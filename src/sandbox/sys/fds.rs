@@ -9,7 +9,7 @@ use nix::libc;
 
 use super::caps::set_inheritable;
 
-/// The socket a re-executed helper was given by [`spawn_helper`](crate::sandbox::spawn::spawn_helper)'s
+/// The socket a re-executed helper was given by [`spawn_helper`](crate::sandbox::parent::spawn_helper)'s
 /// caller as descriptor `fd` (inherited across exec), if it is one.
 pub fn take_inherited_socket(fd: std::os::fd::RawFd) -> Option<OwnedFd> {
     let st = nix::sys::stat::fstat(fd).ok()?;
