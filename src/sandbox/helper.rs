@@ -12,6 +12,7 @@ use nix::unistd::ForkResult;
 use super::parent::userns_hint;
 use super::plan::{IdMode, SandboxPlan, Step};
 use super::sys::ns::{unshare, CloneFlags};
+use super::sys::Sys;
 use super::{init, keeper, rootfs, sys};
 use crate::ui::UserError;
 
@@ -28,7 +29,7 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
         .ok()
         .and_then(|fd| fd.parse().ok())
         .and_then(sys::take_inherited_socket);
-    match enter_as_helper(mode).and_then(|()| namespaces()) {
+    match enter_as_helper(mode).and_then(|()| namespaces(&mut sys::Linux)) {
         Ok(()) => sandbox(plan, dev, None),
         Err(e) => fail(e),
     }
@@ -39,10 +40,10 @@ pub const TERMINAL_SOCKET_ENV: &str = "DEV_TERMINAL_SOCKET";
 
 /// The sandbox's mount, uts and ipc namespaces, owned by the helper's user namespace (which
 /// need not be mapped yet), and no mount event shared with the host.
-fn namespaces() -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+fn namespaces<S: Sys>(sys: &mut S) -> Result<()> {
+    sys.unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
         .context("cannot create the sandbox's namespaces")?;
-    sys::make_private()
+    sys.make_private()
 }
 
 /// The forked helper (see `parent::Helper`), born in its own user namespace: the plan from
@@ -54,7 +55,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
     // Meanwhile, what needs no ids: its other namespaces.
-    if let Err(e) = die_with_parent().and_then(|()| namespaces()) {
+    if let Err(e) = die_with_parent().and_then(|()| namespaces(&mut sys::Linux)) {
         return fail(e);
     }
     let mut rx = std::fs::File::from(plan);
@@ -122,7 +123,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
 /// env). Cleans up whatever way the command ends. `status`: the socket to the starter (see
 /// [`run_pending`]); `pending`: its init, if forked ahead.
 fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingInit>) -> i32 {
-    let mounted = match rootfs::mount(&plan.rootfs) {
+    let mounted = match rootfs::mount(&mut sys::Linux, &plan.rootfs) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -173,7 +174,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
         Ok(0)
     })()
     .unwrap_or_else(fail);
-    mounted.release(&plan.rootfs);
+    mounted.release(&mut sys::Linux, &plan.rootfs);
     code
 }
 
@@ -293,10 +294,20 @@ fn await_go(
             return fail(e);
         }
     }
+    let plan = rooted(plan, &root);
+    match ready {
+        Some(ready) => init::keep(&plan, signals, ready),
+        None => init::run(&plan, signals, dev),
+    }
+}
+
+/// `plan` with its mount steps on the root filesystem mounted at `root` (the copy backend's
+/// is not `plan.rootfs.merged`).
+fn rooted(plan: &SandboxPlan, root: &std::path::Path) -> SandboxPlan {
     let mut plan = plan.clone();
     for step in &mut plan.steps {
         if let Step::PivotRoot { root: r } = step {
-            *r = root.clone();
+            *r = root.to_path_buf();
         }
         if let Step::Mkdir { path, .. } | Step::Mount { target: path, .. } = step {
             if let Ok(rel) = path.strip_prefix(&plan.rootfs.merged) {
@@ -304,10 +315,7 @@ fn await_go(
             }
         }
     }
-    match ready {
-        Some(ready) => init::keep(&plan, signals, ready),
-        None => init::run(&plan, signals, dev),
-    }
+    plan
 }
 
 /// The helper's side: unshare the user namespace and get mapped (stopped, by the parent, with
@@ -378,4 +386,122 @@ pub fn become_root_inside() -> Result<()> {
     // A credential change clears the parent-death signal: set it again, then make sure the
     // parent did not die in between.
     super::sys::process::die_with_parent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::plan::{mount_plan, Backend, Layout, ProcessPlan, UserPlan};
+    use crate::sandbox::sys::Recorder;
+
+    fn sandbox_plan(dir: &std::path::Path) -> SandboxPlan {
+        let rootfs = rootfs::tests::plan_in(dir, None);
+        let layout = Layout {
+            root: rootfs.merged.clone(),
+            shares: vec![("/home/ann".into(), dir.join("env/home"))],
+            ssh_agent: None,
+            etc_files: vec!["/etc/resolv.conf".into()],
+        };
+        SandboxPlan {
+            ids: IdMode::Subordinate,
+            steps: mount_plan(&layout),
+            rootfs,
+            user: UserPlan {
+                name: "ann".into(),
+                uid: 1000,
+                group: "ann".into(),
+                gid: 1000,
+                home: "/home/ann".into(),
+                root: false,
+                write_entries: true,
+            },
+            process: ProcessPlan {
+                argv: vec![],
+                shell: None,
+                shell_fallbacks: vec!["/bin/sh".into()],
+                env: vec![],
+                cwd: "/home/ann".into(),
+            },
+            hostname: "app".into(),
+            image_user: None,
+            image: "test".into(),
+            keep: None,
+        }
+    }
+
+    /// What the helper and its init do to the kernel, in the order they do it: the helper's
+    /// [`namespaces`] (before it reads its plan), `sandbox`'s root filesystem, init's tree on
+    /// the root as mounted ([`rooted`], `init::tree`), and the helper's unmount once init is
+    /// gone.
+    fn run(rec: &mut Recorder, plan: &SandboxPlan) -> Result<()> {
+        namespaces(rec)?;
+        let mounted = rootfs::mount(rec, &plan.rootfs)?;
+        let tree = init::tree(rec, &rooted(plan, &mounted.root(&plan.rootfs)));
+        mounted.release(rec, &plan.rootfs);
+        tree
+    }
+
+    fn position(lines: &[String], prefix: &str) -> usize {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {lines:#?}"))
+    }
+
+    /// Namespaces first, private before any mount; the overlay before init's own mount
+    /// namespace; the host paths cloned and proc mounted before the pivot into the overlay,
+    /// the env's own filesystems after it; the hostname last; the overlay detached at the end.
+    #[test]
+    fn the_helper_sets_up_namespaces_then_the_root_then_inits_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = sandbox_plan(dir.path());
+        let mut rec = Recorder::default();
+        run(&mut rec, &plan).expect("runs");
+        let lines = rec.lines();
+        let merged = plan.rootfs.merged.display();
+        let helper_ns = format!(
+            "unshare {:?}",
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
+        );
+        let init_ns = format!("unshare {:?}", CloneFlags::CLONE_NEWNS);
+        assert_eq!(lines[0], helper_ns, "{lines:#?}");
+        assert_eq!(lines[1], "make-private", "{lines:#?}");
+        assert!(
+            lines[2].starts_with(&format!("overlay {merged} ")),
+            "{lines:#?}"
+        );
+        assert_eq!(lines[3], init_ns, "{lines:#?}");
+        let pivot = position(&lines, &format!("pivot {merged}"));
+        assert!(position(&lines, "clone /sys") < pivot);
+        assert!(position(&lines, &format!("clone {}", dir.path().display())) < pivot);
+        // A fresh proc is mounted in the new root before the pivot (see `plan::mount_plan`).
+        assert!(position(&lines, &format!("mount proc {merged}/proc ")) < pivot);
+        assert!(pivot < position(&lines, "mount tmpfs /dev "));
+        assert_eq!(lines[lines.len() - 2], "hostname app", "{lines:#?}");
+        assert_eq!(lines[lines.len() - 1], format!("detach {merged}"));
+    }
+
+    /// On the copy backend init pivots into the copy, and nothing of the plan is done on the
+    /// overlay's mount point, which the copy backend does not mount.
+    #[test]
+    fn on_a_copy_init_pivots_into_the_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut plan = sandbox_plan(dir.path());
+        plan.rootfs.backend = Some(Backend::Copy);
+        let mut rec = Recorder::default();
+        run(&mut rec, &plan).expect("runs");
+        let lines = rec.lines();
+        let copy = plan.rootfs.copy.display().to_string();
+        let merged = plan.rootfs.merged.display().to_string();
+        assert_eq!(lines[2], format!("bind {copy}"), "{lines:#?}");
+        assert!(
+            position(&lines, &format!("mount proc {copy}/proc "))
+                < position(&lines, &format!("pivot {copy}"))
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains(&merged)),
+            "the overlay's mount point is used: {lines:#?}"
+        );
+        assert_eq!(lines[lines.len() - 1], format!("detach {copy}"));
+    }
 }

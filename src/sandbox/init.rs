@@ -314,12 +314,17 @@ fn setup(plan: &SandboxPlan) -> Result<()> {
     // The command runs as the user; init must not be open to it through /proc/1 (its exe is the
     // host's `dev` binary).
     sys::process::not_dumpable()?;
-    sys::ns::unshare(sys::ns::CloneFlags::CLONE_NEWNS)
-        .context("cannot create init's mount namespace")?;
-    execute(&mut sys::Linux, &plan.steps)?;
-    nix::unistd::sethostname(&plan.hostname).context("cannot set the hostname")?;
+    tree(&mut sys::Linux, plan)?;
     let shell = choose_shell(plan)?;
     write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
+}
+
+/// Init's mount namespace, the env's tree in it (see [`execute`]) and its hostname.
+pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
+    sys.unshare(sys::ns::CloneFlags::CLONE_NEWNS)
+        .context("cannot create init's mount namespace")?;
+    execute(sys, &plan.steps)?;
+    sys.set_hostname(&plan.hostname)
 }
 
 /// A session's command, ready to start.

@@ -1,5 +1,5 @@
 //! Mounts: the [`Sys`] trait's Linux side (open_tree, move_mount, mount_setattr, mount,
-//! pivot_root) and the helper's own mounts (overlay, bind, detach, private propagation).
+//! pivot_root; the helper's overlay, fuse-overlayfs, bind, detach, private propagation).
 
 use std::ffi::CString;
 use std::io;
@@ -7,12 +7,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::libc;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::signal::Signal;
 use nix::unistd::{chdir, pivot_root};
 
+use super::ns::CloneFlags;
 use super::Sys;
 use crate::sandbox::plan::Flag;
 
@@ -50,6 +54,89 @@ fn ms_flags(flags: &[Flag]) -> MsFlags {
 
 impl Sys for Linux {
     type Tree = OwnedFd;
+    type Fuse = Child;
+
+    fn unshare(&mut self, flags: CloneFlags) -> Result<()> {
+        Ok(super::ns::unshare(flags)?)
+    }
+
+    fn make_private(&mut self) -> Result<()> {
+        make_private()
+    }
+
+    fn mount_overlay(&mut self, layers_dir: &Path, options: &str, target: &Path) -> Result<()> {
+        std::env::set_current_dir(layers_dir)
+            .with_context(|| format!("cannot enter `{}`", layers_dir.display()))?;
+        mount_overlay(options, target)
+            .map_err(|e| anyhow!("kernel overlayfs in a user namespace: {e}"))
+    }
+
+    fn start_fuse(&mut self, layers_dir: &Path, options: &str, target: &Path) -> Result<Child> {
+        let program = which::which("fuse-overlayfs").map_err(|_| {
+            anyhow!(
+                "`fuse-overlayfs` is not installed (Debian/Ubuntu: `apt install fuse-overlayfs`)"
+            )
+        })?;
+        let mut cmd = Command::new(program);
+        cmd.arg("-f")
+            .arg("-o")
+            .arg(format!("{options},allow_other"))
+            .arg(target)
+            .current_dir(layers_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // If the helper dies, fuse-overlayfs unmounts and exits instead of keeping the mount alive.
+        super::process::signal_on_parent_death(&mut cmd, Signal::SIGTERM);
+        if !nix::unistd::getuid().is_root() {
+            super::caps::keep_capabilities(&mut cmd);
+        }
+        let mut child = cmd.spawn().context("cannot start fuse-overlayfs")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mount_point(target) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                bail!("fuse-overlayfs failed ({status}): {}", err.trim());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("fuse-overlayfs did not mount within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(child)
+    }
+
+    fn stop_fuse(&mut self, mut child: Child) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    fn bind_self(&mut self, path: &Path) -> Result<()> {
+        bind_self(path)
+    }
+
+    fn detach(&mut self, path: &Path) -> Result<()> {
+        Ok(detach(path)?)
+    }
+
+    fn set_hostname(&mut self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).context("cannot set the hostname")
+    }
 
     fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<OwnedFd> {
         let path = cpath(source)?;
@@ -204,7 +291,7 @@ impl Sys for Linux {
 }
 
 /// Whether `path` is a mount point: its device differs from its parent's.
-pub fn is_mount_point(path: &Path) -> bool {
+fn is_mount_point(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (path.metadata(), path.join("..").metadata()) {
         (Ok(a), Ok(b)) => a.dev() != b.dev(),
@@ -213,7 +300,7 @@ pub fn is_mount_point(path: &Path) -> bool {
 }
 
 /// Makes every mount in this (new) mount namespace private, so nothing propagates to the host.
-pub fn make_private() -> Result<()> {
+fn make_private() -> Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -225,7 +312,7 @@ pub fn make_private() -> Result<()> {
 }
 
 /// Mounts overlayfs with `options` at `target`; relative layer paths resolve from the cwd.
-pub fn mount_overlay(options: &str, target: &Path) -> nix::Result<()> {
+fn mount_overlay(options: &str, target: &Path) -> nix::Result<()> {
     mount(
         Some("overlay"),
         target,
@@ -236,7 +323,7 @@ pub fn mount_overlay(options: &str, target: &Path) -> nix::Result<()> {
 }
 
 /// Bind-mounts `path` onto itself, so it can be the root of a pivot.
-pub fn bind_self(path: &Path) -> Result<()> {
+fn bind_self(path: &Path) -> Result<()> {
     mount(
         Some(path),
         path,
@@ -247,6 +334,6 @@ pub fn bind_self(path: &Path) -> Result<()> {
     .with_context(|| format!("cannot bind `{}`", path.display()))
 }
 
-pub fn detach(path: &Path) -> nix::Result<()> {
+fn detach(path: &Path) -> nix::Result<()> {
     umount2(path, MntFlags::MNT_DETACH)
 }

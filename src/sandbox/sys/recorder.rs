@@ -3,14 +3,41 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
+use super::ns::CloneFlags;
 use super::Sys;
 use crate::sandbox::plan::Flag;
 
 /// One call made through [`Sys`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
+    Unshare {
+        flags: CloneFlags,
+    },
+    MakePrivate,
+    Overlay {
+        layers_dir: PathBuf,
+        options: String,
+        target: PathBuf,
+    },
+    StartFuse {
+        layers_dir: PathBuf,
+        options: String,
+        target: PathBuf,
+    },
+    StopFuse {
+        target: PathBuf,
+    },
+    Bind {
+        path: PathBuf,
+    },
+    Detach {
+        path: PathBuf,
+    },
+    Hostname {
+        name: String,
+    },
     Clone {
         source: PathBuf,
         readonly: bool,
@@ -45,6 +72,32 @@ pub enum Call {
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Call::Unshare { flags } => write!(f, "unshare {flags:?}"),
+            Call::MakePrivate => write!(f, "make-private"),
+            Call::Overlay {
+                layers_dir,
+                options,
+                target,
+            } => write!(
+                f,
+                "overlay {} in {} {options}",
+                target.display(),
+                layers_dir.display()
+            ),
+            Call::StartFuse {
+                layers_dir,
+                options,
+                target,
+            } => write!(
+                f,
+                "fuse {} in {} {options}",
+                target.display(),
+                layers_dir.display()
+            ),
+            Call::StopFuse { target } => write!(f, "stop-fuse {}", target.display()),
+            Call::Bind { path } => write!(f, "bind {}", path.display()),
+            Call::Detach { path } => write!(f, "detach {}", path.display()),
+            Call::Hostname { name } => write!(f, "hostname {name}"),
             Call::Clone { source, readonly } => {
                 write!(f, "clone {} ro={readonly}", source.display())
             }
@@ -68,22 +121,78 @@ impl fmt::Display for Call {
 }
 
 /// Records every call instead of making it; a clone of a host path after the pivot panics.
+/// The calls whose line starts with one of `failing` are recorded, then fail (as a kernel
+/// without them would).
 #[derive(Default)]
 pub struct Recorder {
     pub calls: Vec<Call>,
+    pub failing: Vec<&'static str>,
     pivoted: bool,
 }
 
 impl Recorder {
+    /// A recorder whose calls starting with one of `failing` fail.
+    pub fn failing(failing: &[&'static str]) -> Recorder {
+        Recorder {
+            failing: failing.to_vec(),
+            ..Recorder::default()
+        }
+    }
+
     /// The calls, one line each (see [`Call`]'s `Display`).
     pub fn lines(&self) -> Vec<String> {
         self.calls.iter().map(Call::to_string).collect()
+    }
+
+    fn record(&mut self, call: Call) -> Result<()> {
+        let line = call.to_string();
+        self.calls.push(call);
+        match self.failing.iter().find(|f| line.starts_with(*f)) {
+            Some(f) => bail!("{f}: not on this fake kernel"),
+            None => Ok(()),
+        }
     }
 }
 
 impl Sys for Recorder {
     /// A clone is the path it was cloned from.
     type Tree = PathBuf;
+    /// A fuse-overlayfs is the path it mounted on.
+    type Fuse = PathBuf;
+
+    fn unshare(&mut self, flags: CloneFlags) -> Result<()> {
+        self.record(Call::Unshare { flags })
+    }
+    fn make_private(&mut self) -> Result<()> {
+        self.record(Call::MakePrivate)
+    }
+    fn mount_overlay(&mut self, layers_dir: &Path, options: &str, target: &Path) -> Result<()> {
+        self.record(Call::Overlay {
+            layers_dir: layers_dir.into(),
+            options: options.into(),
+            target: target.into(),
+        })
+    }
+    fn start_fuse(&mut self, layers_dir: &Path, options: &str, target: &Path) -> Result<PathBuf> {
+        self.record(Call::StartFuse {
+            layers_dir: layers_dir.into(),
+            options: options.into(),
+            target: target.into(),
+        })?;
+        Ok(target.into())
+    }
+    fn stop_fuse(&mut self, fuse: PathBuf) {
+        let _ = self.record(Call::StopFuse { target: fuse });
+    }
+    fn bind_self(&mut self, path: &Path) -> Result<()> {
+        self.record(Call::Bind { path: path.into() })
+    }
+    fn detach(&mut self, path: &Path) -> Result<()> {
+        self.record(Call::Detach { path: path.into() })
+    }
+    fn set_hostname(&mut self, name: &str) -> Result<()> {
+        self.record(Call::Hostname { name: name.into() })
+    }
 
     fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<PathBuf> {
         assert!(
@@ -91,49 +200,43 @@ impl Sys for Recorder {
             "host path {} read after the pivot",
             source.display()
         );
-        self.calls.push(Call::Clone {
+        self.record(Call::Clone {
             source: source.into(),
             readonly,
-        });
+        })?;
         Ok(source.to_path_buf())
     }
     fn pivot_root(&mut self, root: &Path) -> Result<()> {
         self.pivoted = true;
-        self.calls.push(Call::Pivot { root: root.into() });
-        Ok(())
+        self.record(Call::Pivot { root: root.into() })
     }
     fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
-        self.calls.push(Call::Mkdir {
+        self.record(Call::Mkdir {
             path: path.into(),
             mode,
-        });
-        Ok(())
+        })
     }
     fn create_file(&mut self, path: &Path) -> Result<()> {
-        self.calls.push(Call::File { path: path.into() });
-        Ok(())
+        self.record(Call::File { path: path.into() })
     }
     fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
-        self.calls.push(Call::Mount {
+        self.record(Call::Mount {
             fstype: fstype.into(),
             target: target.into(),
             flags: flags.to_vec(),
             data: data.into(),
-        });
-        Ok(())
+        })
     }
     fn attach(&mut self, tree: &PathBuf, target: &Path) -> Result<()> {
-        self.calls.push(Call::Attach {
+        self.record(Call::Attach {
             tree: tree.clone(),
             target: target.into(),
-        });
-        Ok(())
+        })
     }
     fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
-        self.calls.push(Call::Symlink {
+        self.record(Call::Symlink {
             target: target.into(),
             link: link.into(),
-        });
-        Ok(())
+        })
     }
 }
