@@ -1,5 +1,8 @@
 //! `dev`: parse the command line, run the command, render any error, exit.
 
+// Only the printer (`ui::print`) writes to stdout and stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod atomic;
 mod beneath;
 mod cli;

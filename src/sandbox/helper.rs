@@ -17,7 +17,7 @@ use super::{init, keeper, rootfs, sys};
 use crate::ui::UserError;
 
 fn fail(e: anyhow::Error) -> i32 {
-    eprintln!("{}", crate::ui::render(&e));
+    crate::ui::note(crate::ui::render(&e));
     init::SETUP_FAILED
 }
 
@@ -154,7 +154,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
         let listening = keeper::listen(keep, plan.ids, owner, child);
         let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
         if answer != b"ok" || fds.len() != 2 {
-            eprint!("{}", String::from_utf8_lossy(&answer));
+            crate::ui::raw_err(String::from_utf8_lossy(&answer).as_bytes());
             if listening.is_ok() {
                 keeper::withdraw(keep);
             }

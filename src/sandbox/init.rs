@@ -125,7 +125,7 @@ pub fn run(plan: &SandboxPlan, signals: &SigSet, dev: Option<UnixStream>) -> i32
     match setup(plan).and_then(|()| command(plan, false)) {
         Ok(cmd) => spawn_and_wait(cmd, plan, signals, true, dev),
         Err(e) => {
-            eprintln!("{}", crate::ui::render(&e));
+            crate::ui::note(crate::ui::render(&e));
             SETUP_FAILED
         }
     }
@@ -217,7 +217,7 @@ pub fn spawn_and_wait(
         None => None,
         Some(Ok(pty)) => Some(pty),
         Some(Err(e)) => {
-            eprintln!("{}", crate::ui::render(&e));
+            crate::ui::note(crate::ui::render(&e));
             return SETUP_FAILED;
         }
     };
@@ -268,7 +268,7 @@ pub fn spawn_and_wait(
                 (None, _) => supervise(pid, signals, reap_all, forward),
             };
             waited.unwrap_or_else(|e| {
-                eprintln!("{}", crate::ui::render(&e));
+                crate::ui::note(crate::ui::render(&e));
                 SETUP_FAILED
             })
         }
@@ -293,7 +293,7 @@ pub fn spawn_and_wait(
                     ),
                 ),
             };
-            eprintln!("{}", crate::ui::render(&err));
+            crate::ui::note(crate::ui::render(&err));
             code
         }
     }

@@ -101,7 +101,7 @@ pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
                 ))
             })()
             .unwrap_or_else(|e| {
-                eprintln!("{}", crate::ui::render(&e));
+                crate::ui::note(crate::ui::render(&e));
                 super::init::SETUP_FAILED
             });
             std::process::exit(code)
