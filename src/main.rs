@@ -1,5 +1,8 @@
 //! `dev`: parse the command line, run the command, render any error, exit.
 
+// Only the printer (`ui::print`) writes to stdout and stderr.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod atomic;
 mod beneath;
 mod cli;
@@ -23,7 +26,7 @@ fn main() {
     // The user-namespace helper must unshare before anything starts a thread.
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == sandbox::spawn::HELPER_COMMAND)
+        .is_some_and(|a| a == sandbox::parent::HELPER_COMMAND)
     {
         std::process::exit(commands::helper::main());
     }

@@ -7,8 +7,9 @@ use std::ffi::OsString;
 use anyhow::{Context, Result};
 
 use crate::ids::Identity;
+use crate::sandbox::helper::enter_as_helper;
+use crate::sandbox::parent::run_helper;
 use crate::sandbox::plan::{IdMode, SandboxPlan};
-use crate::sandbox::spawn::{enter_as_helper, run_helper};
 use crate::sandbox::{self, init};
 use crate::store::inside::{execute, Op, Reply};
 

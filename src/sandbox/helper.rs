@@ -1,21 +1,23 @@
 //! The helper process of a sandbox (a fork or a re-exec of `dev`): enters the user namespace,
 //! creates the mount, uts and ipc namespaces, mounts the root filesystem, starts init in a new
-//! pid namespace, waits for it and cleans up.
+//! pid namespace, waits for it and cleans up. Also the first steps of every helper, the store's
+//! included: [`enter_as_helper`] (its user namespace, its maps, root inside).
 
 use std::os::fd::OwnedFd;
 
-use anyhow::{Context, Result};
-use nix::sched::{unshare, CloneFlags};
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 use nix::unistd::ForkResult;
 
+use super::parent::userns_hint;
 use super::plan::{IdMode, SandboxPlan, Step};
-use super::spawn::{
-    become_root_inside, die_with_parent, enter_as_helper, is_mapped, write_own_map,
-};
+use super::sys::ns::{unshare, CloneFlags};
+use super::sys::Sys;
 use super::{init, keeper, rootfs, sys};
+use crate::ui::UserError;
 
 fn fail(e: anyhow::Error) -> i32 {
-    eprintln!("{}", crate::ui::render(&e));
+    crate::ui::note(crate::ui::render(&e));
     init::SETUP_FAILED
 }
 
@@ -27,7 +29,7 @@ pub fn run(mode: IdMode, plan: &SandboxPlan) -> i32 {
         .ok()
         .and_then(|fd| fd.parse().ok())
         .and_then(sys::take_inherited_socket);
-    match enter_as_helper(mode).and_then(|()| namespaces()) {
+    match enter_as_helper(mode).and_then(|()| namespaces(&mut sys::Linux)) {
         Ok(()) => sandbox(plan, dev, None),
         Err(e) => fail(e),
     }
@@ -38,13 +40,13 @@ pub const TERMINAL_SOCKET_ENV: &str = "DEV_TERMINAL_SOCKET";
 
 /// The sandbox's mount, uts and ipc namespaces, owned by the helper's user namespace (which
 /// need not be mapped yet), and no mount event shared with the host.
-fn namespaces() -> Result<()> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+fn namespaces<S: Sys>(sys: &mut S) -> Result<()> {
+    sys.unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
         .context("cannot create the sandbox's namespaces")?;
-    sys::make_private()
+    sys.make_private()
 }
 
-/// The forked helper (see `spawn::Helper`), born in its own user namespace: the plan from
+/// The forked helper (see `parent::Helper`), born in its own user namespace: the plan from
 /// `plan` (a length and the JSON); then one byte once its maps are written (nothing when `dev`
 /// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket to the
 /// starter `dev`: a keeper answers on it, a one-shot session's init sends the command's pty
@@ -53,7 +55,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
     // Meanwhile, what needs no ids: its other namespaces.
-    if let Err(e) = die_with_parent().and_then(|()| namespaces()) {
+    if let Err(e) = die_with_parent().and_then(|()| namespaces(&mut sys::Linux)) {
         return fail(e);
     }
     let mut rx = std::fs::File::from(plan);
@@ -121,7 +123,7 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
 /// env). Cleans up whatever way the command ends. `status`: the socket to the starter (see
 /// [`run_pending`]); `pending`: its init, if forked ahead.
 fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingInit>) -> i32 {
-    let mounted = match rootfs::mount(&plan.rootfs) {
+    let mounted = match rootfs::mount(&mut sys::Linux, &plan.rootfs) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
@@ -146,13 +148,13 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
         // From here on the keeper stops the env and cleans up itself, the starter alive or
         // not: a starter that died is a first session that left. (Killed with it, the keeper
         // would leave its socket and state.json behind.)
-        let _ = nix::sys::prctl::set_pdeathsig(None);
+        let _ = sys::process::pdeathsig(None);
         // Listening while init mounts the env: the keeper is on the other core.
         let owner = (plan.user.uid, plan.user.gid);
         let listening = keeper::listen(keep, plan.ids, owner, child);
         let (answer, mut fds) = sys::recv_fds(&ready).unwrap_or_default();
         if answer != b"ok" || fds.len() != 2 {
-            eprint!("{}", String::from_utf8_lossy(&answer));
+            crate::ui::raw_err(String::from_utf8_lossy(&answer).as_bytes());
             if listening.is_ok() {
                 keeper::withdraw(keep);
             }
@@ -172,7 +174,7 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
         Ok(0)
     })()
     .unwrap_or_else(fail);
-    mounted.release(&plan.rootfs);
+    mounted.release(&mut sys::Linux, &plan.rootfs);
     code
 }
 
@@ -278,7 +280,7 @@ fn await_go(
 ) -> i32 {
     use std::io::Read;
     use std::os::unix::ffi::OsStringExt;
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+    if sys::process::pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).is_err() {
         return init::SETUP_FAILED;
     }
     let mut root = Vec::new();
@@ -292,10 +294,20 @@ fn await_go(
             return fail(e);
         }
     }
+    let plan = rooted(plan, &root);
+    match ready {
+        Some(ready) => init::keep(&plan, signals, ready),
+        None => init::run(&plan, signals, dev),
+    }
+}
+
+/// `plan` with its mount steps on the root filesystem mounted at `root` (the copy backend's
+/// is not `plan.rootfs.merged`).
+fn rooted(plan: &SandboxPlan, root: &std::path::Path) -> SandboxPlan {
     let mut plan = plan.clone();
     for step in &mut plan.steps {
         if let Step::PivotRoot { root: r } = step {
-            *r = root.clone();
+            *r = root.to_path_buf();
         }
         if let Step::Mkdir { path, .. } | Step::Mount { target: path, .. } = step {
             if let Ok(rel) = path.strip_prefix(&plan.rootfs.merged) {
@@ -303,8 +315,193 @@ fn await_go(
             }
         }
     }
-    match ready {
-        Some(ready) => init::keep(&plan, signals, ready),
-        None => init::run(&plan, signals, dev),
+    plan
+}
+
+/// The helper's side: unshare the user namespace and get mapped (stopped, by the parent, with
+/// the full mapping; by itself with a single id), then become the inside id `mode` asks for.
+/// Must run before the process starts any thread.
+pub fn enter_as_helper(mode: IdMode) -> Result<()> {
+    unshare_user(mode)?;
+    if mode != IdMode::Subordinate {
+        return Ok(());
+    }
+    // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
+    while !is_mapped() {
+        nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
+    }
+    become_root_inside()
+}
+
+/// A helper must never outlive the `dev` that started it: a killed pull must not leave an
+/// unpack running that races the next one.
+pub fn die_with_parent() -> Result<()> {
+    super::sys::process::die_with_parent()
+}
+
+/// Unshares the user namespace; with a single id, writes its map too (the full map is
+/// newuidmap's and newgidmap's, from outside).
+pub fn unshare_user(mode: IdMode) -> Result<()> {
+    use super::sys::ns::{unshare, CloneFlags};
+    die_with_parent()?;
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        UserError::with_hint(
+            format!("cannot create a user namespace: {e}"),
+            userns_hint(),
+        )
+    })?;
+    if mode == IdMode::Subordinate {
+        return Ok(());
+    }
+    write_own_map(mode, uid, gid)
+}
+
+/// With a single id: this process maps its own host ids `uid` and `gid` (read before it
+/// unshared; inside an unmapped namespace they read as the overflow id).
+pub fn write_own_map(mode: IdMode, uid: u32, gid: u32) -> Result<()> {
+    let inside = match mode {
+        IdMode::Subordinate => bail!("internal error: the full map is written from outside"),
+        IdMode::FlatUser => uid,
+        IdMode::FlatRoot => 0,
+    };
+    let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
+    super::sys::ids::write_own_map((inside, uid), (gid_inside, gid))
+}
+
+/// Whether this process's user namespace has its uid map.
+pub fn is_mapped() -> bool {
+    super::sys::ids::is_mapped()
+}
+
+/// Once the full map is written: root inside, with no supplementary group.
+pub fn become_root_inside() -> Result<()> {
+    use super::sys::ids::{set_gid, set_groups, set_uid};
+    set_gid(0).context("cannot become group 0 in the user namespace")?;
+    set_groups(&[]).context("cannot drop supplementary groups in the user namespace")?;
+    set_uid(0).context("cannot become root in the user namespace")?;
+    // A credential change clears the parent-death signal: set it again, then make sure the
+    // parent did not die in between.
+    super::sys::process::die_with_parent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::plan::{mount_plan, Backend, Layout, ProcessPlan, UserPlan};
+    use crate::sandbox::sys::Recorder;
+
+    fn sandbox_plan(dir: &std::path::Path) -> SandboxPlan {
+        let rootfs = rootfs::tests::plan_in(dir, None);
+        let layout = Layout {
+            root: rootfs.merged.clone(),
+            shares: vec![("/home/ann".into(), dir.join("env/home"))],
+            ssh_agent: None,
+            etc_files: vec!["/etc/resolv.conf".into()],
+        };
+        SandboxPlan {
+            ids: IdMode::Subordinate,
+            steps: mount_plan(&layout),
+            rootfs,
+            user: UserPlan {
+                name: "ann".into(),
+                uid: 1000,
+                group: "ann".into(),
+                gid: 1000,
+                home: "/home/ann".into(),
+                root: false,
+                write_entries: true,
+            },
+            process: ProcessPlan {
+                argv: vec![],
+                shell: None,
+                shell_fallbacks: vec!["/bin/sh".into()],
+                env: vec![],
+                cwd: "/home/ann".into(),
+            },
+            hostname: "app".into(),
+            image_user: None,
+            image: "test".into(),
+            keep: None,
+        }
+    }
+
+    /// What the helper and its init do to the kernel, in the order they do it: the helper's
+    /// [`namespaces`] (before it reads its plan), `sandbox`'s root filesystem, init's tree on
+    /// the root as mounted ([`rooted`], `init::tree`), and the helper's unmount once init is
+    /// gone.
+    fn run(rec: &mut Recorder, plan: &SandboxPlan) -> Result<()> {
+        namespaces(rec)?;
+        let mounted = rootfs::mount(rec, &plan.rootfs)?;
+        let tree = init::tree(rec, &rooted(plan, &mounted.root(&plan.rootfs)));
+        mounted.release(rec, &plan.rootfs);
+        tree
+    }
+
+    fn position(lines: &[String], prefix: &str) -> usize {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in {lines:#?}"))
+    }
+
+    /// Namespaces first, private before any mount; the overlay before init's own mount
+    /// namespace; the host paths cloned and proc mounted before the pivot into the overlay,
+    /// the env's own filesystems after it; the hostname last; the overlay detached at the end.
+    #[test]
+    fn the_helper_sets_up_namespaces_then_the_root_then_inits_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = sandbox_plan(dir.path());
+        let mut rec = Recorder::default();
+        run(&mut rec, &plan).expect("runs");
+        let lines = rec.lines();
+        let merged = plan.rootfs.merged.display();
+        let helper_ns = format!(
+            "unshare {:?}",
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC
+        );
+        let init_ns = format!("unshare {:?}", CloneFlags::CLONE_NEWNS);
+        assert_eq!(lines[0], helper_ns, "{lines:#?}");
+        assert_eq!(lines[1], "make-private", "{lines:#?}");
+        assert!(
+            lines[2].starts_with(&format!("overlay {merged} ")),
+            "{lines:#?}"
+        );
+        assert_eq!(lines[3], init_ns, "{lines:#?}");
+        let pivot = position(&lines, &format!("pivot {merged}"));
+        assert!(position(&lines, "clone /sys") < pivot);
+        assert!(position(&lines, &format!("clone {}", dir.path().display())) < pivot);
+        // A fresh proc is mounted in the new root before the pivot (see `plan::mount_plan`).
+        assert!(position(&lines, &format!("mount proc {merged}/proc ")) < pivot);
+        assert!(pivot < position(&lines, "mount tmpfs /dev "));
+        assert_eq!(lines[lines.len() - 2], "hostname app", "{lines:#?}");
+        assert_eq!(lines[lines.len() - 1], format!("detach {merged}"));
+    }
+
+    /// On the copy backend init pivots into the copy, and nothing of the plan is done on the
+    /// overlay's mount point, which the copy backend does not mount.
+    #[test]
+    fn on_a_copy_init_pivots_into_the_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut plan = sandbox_plan(dir.path());
+        plan.rootfs.backend = Some(Backend::Copy);
+        let mut rec = Recorder::default();
+        run(&mut rec, &plan).expect("runs");
+        let lines = rec.lines();
+        let copy = plan.rootfs.copy.display().to_string();
+        let merged = plan.rootfs.merged.display().to_string();
+        assert_eq!(lines[2], format!("bind {copy}"), "{lines:#?}");
+        assert!(
+            position(&lines, &format!("mount proc {copy}/proc "))
+                < position(&lines, &format!("pivot {copy}"))
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains(&merged)),
+            "the overlay's mount point is used: {lines:#?}"
+        );
+        assert_eq!(lines[lines.len() - 1], format!("detach {copy}"));
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use nix::errno::Errno;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::Pid;
 
 use super::plan::{check_image_user, merge_entry, IdMode, SandboxPlan, Step};
 use super::pty;
@@ -125,7 +125,7 @@ pub fn run(plan: &SandboxPlan, signals: &SigSet, dev: Option<UnixStream>) -> i32
     match setup(plan).and_then(|()| command(plan, false)) {
         Ok(cmd) => spawn_and_wait(cmd, plan, signals, true, dev),
         Err(e) => {
-            eprintln!("{}", crate::ui::render(&e));
+            crate::ui::note(crate::ui::render(&e));
             SETUP_FAILED
         }
     }
@@ -217,7 +217,7 @@ pub fn spawn_and_wait(
         None => None,
         Some(Ok(pty)) => Some(pty),
         Some(Err(e)) => {
-            eprintln!("{}", crate::ui::render(&e));
+            crate::ui::note(crate::ui::render(&e));
             return SETUP_FAILED;
         }
     };
@@ -268,7 +268,7 @@ pub fn spawn_and_wait(
                 (None, _) => supervise(pid, signals, reap_all, forward),
             };
             waited.unwrap_or_else(|e| {
-                eprintln!("{}", crate::ui::render(&e));
+                crate::ui::note(crate::ui::render(&e));
                 SETUP_FAILED
             })
         }
@@ -293,7 +293,7 @@ pub fn spawn_and_wait(
                     ),
                 ),
             };
-            eprintln!("{}", crate::ui::render(&err));
+            crate::ui::note(crate::ui::render(&err));
             code
         }
     }
@@ -310,17 +310,21 @@ fn command_ids(plan: &SandboxPlan) -> (u32, u32) {
 
 /// The env's tree, hostname and user entries, as init (pid 1) sets them up.
 fn setup(plan: &SandboxPlan) -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
+    sys::process::pdeathsig(Some(Signal::SIGKILL))?;
     // The command runs as the user; init must not be open to it through /proc/1 (its exe is the
     // host's `dev` binary).
-    nix::sys::prctl::set_dumpable(false).context("cannot make init non-dumpable")?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("cannot create init's mount namespace")?;
-    execute(&mut sys::Linux, &plan.steps)?;
-    nix::unistd::sethostname(&plan.hostname).context("cannot set the hostname")?;
+    sys::process::not_dumpable()?;
+    tree(&mut sys::Linux, plan)?;
     let shell = choose_shell(plan)?;
     write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
+}
+
+/// Init's mount namespace, the env's tree in it (see [`execute`]) and its hostname.
+pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
+    sys.unshare(sys::ns::CloneFlags::CLONE_NEWNS)
+        .context("cannot create init's mount namespace")?;
+    execute(sys, &plan.steps)?;
+    sys.set_hostname(&plan.hostname)
 }
 
 /// A session's command, ready to start.
@@ -376,9 +380,8 @@ pub fn command(plan: &SandboxPlan, in_place: bool) -> Result<Launch> {
     };
     if in_place {
         if plan.ids != IdMode::FlatRoot {
-            let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
-            nix::unistd::setresgid(gid, gid, gid).context("cannot take the user's group")?;
-            nix::unistd::setresuid(uid, uid, uid).context("cannot take the user's id")?;
+            sys::ids::set_gid(gid).context("cannot take the user's group")?;
+            sys::ids::set_uid(uid).context("cannot take the user's id")?;
         }
         sys::clean_for_exec().context("cannot prepare the command's exec")?;
         return Ok(Launch::Spawn(sys::SpawnArgs {
@@ -464,65 +467,9 @@ fn write_user_entries(plan: &SandboxPlan, shell: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::sandbox::plan::{mount_plan, Flag, Layout};
-
-    /// Records every call instead of making it.
-    #[derive(Default)]
-    struct Recorder {
-        calls: Vec<String>,
-        pivoted: bool,
-    }
-
-    impl Sys for Recorder {
-        type Tree = PathBuf;
-        fn clone_tree(&mut self, source: &Path, readonly: bool) -> Result<PathBuf> {
-            assert!(
-                !self.pivoted,
-                "host path {} read after the pivot",
-                source.display()
-            );
-            self.calls
-                .push(format!("clone {} ro={readonly}", source.display()));
-            Ok(source.to_path_buf())
-        }
-        fn pivot_root(&mut self, root: &Path) -> Result<()> {
-            self.pivoted = true;
-            self.calls.push(format!("pivot {}", root.display()));
-            Ok(())
-        }
-        fn mkdir_all(&mut self, path: &Path, mode: u32) -> Result<()> {
-            self.calls
-                .push(format!("mkdir {} {mode:o}", path.display()));
-            Ok(())
-        }
-        fn create_file(&mut self, path: &Path) -> Result<()> {
-            self.calls.push(format!("file {}", path.display()));
-            Ok(())
-        }
-        fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()> {
-            self.calls.push(format!(
-                "mount {fstype} {} {flags:?} {data}",
-                target.display()
-            ));
-            Ok(())
-        }
-        fn attach(&mut self, tree: &PathBuf, target: &Path) -> Result<()> {
-            self.calls
-                .push(format!("attach {} {}", tree.display(), target.display()));
-            Ok(())
-        }
-        fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
-            self.calls.push(format!(
-                "symlink {} -> {}",
-                link.display(),
-                target.display()
-            ));
-            Ok(())
-        }
-    }
+    use crate::sandbox::plan::{mount_plan, Layout};
+    use crate::sandbox::sys::Recorder;
 
     #[test]
     fn plan_runs_in_order_against_the_fake() {
@@ -537,11 +484,12 @@ mod tests {
         };
         let mut rec = Recorder::default();
         execute(&mut rec, &mount_plan(&layout)).expect("runs");
+        let calls = rec.lines();
         let pos = |prefix: &str| {
-            rec.calls
+            calls
                 .iter()
                 .position(|c| c.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no `{prefix}` in {:#?}", rec.calls))
+                .unwrap_or_else(|| panic!("no `{prefix}` in {calls:#?}"))
         };
         assert!(pos("clone /sys ro=true") < pos("pivot /s/env/merged"));
         assert!(pos("pivot") < pos("mount tmpfs /dev "));
@@ -550,10 +498,7 @@ mod tests {
         assert!(pos("attach /s/env/home /home/ann") < pos("attach /home/ann/app /home/ann/app"));
         assert!(pos("file /etc/resolv.conf") < pos("attach /etc/resolv.conf /etc/resolv.conf"));
         assert_eq!(
-            rec.calls
-                .iter()
-                .filter(|c| c.starts_with("mount proc"))
-                .count(),
+            calls.iter().filter(|c| c.starts_with("mount proc")).count(),
             1
         );
     }

@@ -22,7 +22,7 @@ pub const SESSION: &str = "session";
 pub const PERSIST: &str = "persist";
 pub const STOP: &str = "stop";
 pub const STATUS: &str = "status";
-/// What the starter sends the keeper with the env's lock (see `spawn::start_env`).
+/// What the starter sends the keeper with the env's lock (see `parent::start_env`).
 pub const LOCK: &[u8] = b"lock";
 
 /// The keeper's side of the env before init is up: its control socket, listening (not yet
@@ -196,7 +196,7 @@ pub fn serve(
     // ends init only once that `dev` has reaped its command, and it exits right after, but it
     // may be slow to (a loaded machine): the env's lock, which lets the next start mount the
     // layer, goes only once it has hung up, which it does as it exits, after it has left the
-    // namespace (see `spawn::join`).
+    // namespace (see `join::join`).
     drop(namespaces);
     let deadline = std::time::Instant::now() + SESSIONS_LEAVE;
     while !sessions.is_empty() {

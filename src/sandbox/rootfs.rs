@@ -4,20 +4,17 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::signal::Signal;
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{Backend, RootfsPlan};
-use super::sys;
+use super::sys::Sys;
 
 /// A mounted root filesystem; unmount with [`Mounted::release`].
-pub struct Mounted {
+pub struct Mounted<S: Sys> {
     pub backend: Backend,
-    fuse: Option<Child>,
+    fuse: Option<S::Fuse>,
 }
 
 /// The probe's answer, cached per store and kernel.
@@ -34,18 +31,18 @@ pub fn kernel_release() -> String {
 }
 
 /// Mounts `plan`'s root filesystem at `plan.merged`.
-pub fn mount(plan: &RootfsPlan) -> Result<Mounted> {
+pub fn mount<S: Sys>(sys: &mut S, plan: &RootfsPlan) -> Result<Mounted<S>> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(&plan.merged)
         .with_context(|| format!("cannot create `{}`", plan.merged.display()))?;
     if let Some(backend) = plan.backend {
-        return mount_with(plan, backend);
+        return mount_with(sys, plan, backend);
     }
     let mut errors = Vec::new();
     for backend in [Backend::Native, Backend::Fuse, Backend::Copy] {
-        match mount_with(plan, backend) {
+        match mount_with(sys, plan, backend) {
             Ok(m) => {
                 let cache = ProbeCache {
                     kernel: kernel_release(),
@@ -70,7 +67,7 @@ pub fn mount(plan: &RootfsPlan) -> Result<Mounted> {
     )
 }
 
-fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
+fn mount_with<S: Sys>(sys: &mut S, plan: &RootfsPlan, backend: Backend) -> Result<Mounted<S>> {
     for d in [&plan.upper, &plan.work] {
         fs::DirBuilder::new()
             .recursive(true)
@@ -80,53 +77,18 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
     }
     match backend {
         Backend::Native => {
-            std::env::set_current_dir(&plan.layers_dir)
-                .with_context(|| format!("cannot enter `{}`", plan.layers_dir.display()))?;
-            sys::mount_overlay(&plan.overlay_options(true), &plan.merged)
-                .map_err(|e| anyhow!("kernel overlayfs in a user namespace: {e}"))?;
+            sys.mount_overlay(&plan.layers_dir, &plan.overlay_options(true), &plan.merged)?;
             Ok(Mounted {
                 backend,
                 fuse: None,
             })
         }
         Backend::Fuse => {
-            let program = which::which("fuse-overlayfs").map_err(|_| {
-                anyhow!("`fuse-overlayfs` is not installed (Debian/Ubuntu: `apt install fuse-overlayfs`)")
-            })?;
-            let mut cmd = Command::new(program);
-            cmd.arg("-f")
-                .arg("-o")
-                .arg(format!("{},allow_other", plan.overlay_options(false)))
-                .arg(&plan.merged)
-                .current_dir(&plan.layers_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            // If the helper dies, fuse-overlayfs unmounts and exits instead of keeping the mount alive.
-            sys::die_with_parent(&mut cmd, Signal::SIGTERM);
-            if !nix::unistd::getuid().is_root() {
-                sys::keep_capabilities(&mut cmd);
-            }
-            let mut child = cmd.spawn().context("cannot start fuse-overlayfs")?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !sys::is_mount_point(&plan.merged) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                    }
-                    bail!("fuse-overlayfs failed ({status}): {}", err.trim());
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("fuse-overlayfs did not mount within 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            let fuse =
+                sys.start_fuse(&plan.layers_dir, &plan.overlay_options(false), &plan.merged)?;
             Ok(Mounted {
                 backend,
-                fuse: Some(child),
+                fuse: Some(fuse),
             })
         }
         Backend::Copy => {
@@ -146,7 +108,7 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
                     .context("cannot move the copied root into place")?;
                 fs::write(&done, b"").context("cannot mark the copy complete")?;
             }
-            sys::bind_self(&plan.copy)?;
+            sys.bind_self(&plan.copy)?;
             std::fs::remove_dir(&plan.merged).ok();
             Ok(Mounted {
                 backend,
@@ -156,7 +118,7 @@ fn mount_with(plan: &RootfsPlan, backend: Backend) -> Result<Mounted> {
     }
 }
 
-impl Mounted {
+impl<S: Sys> Mounted<S> {
     /// The directory the root filesystem is at.
     pub fn root(&self, plan: &RootfsPlan) -> PathBuf {
         match self.backend {
@@ -166,21 +128,10 @@ impl Mounted {
     }
 
     /// Unmounts, waits for fuse-overlayfs to exit, and removes a `--rm` scratch dir.
-    pub fn release(mut self, plan: &RootfsPlan) {
-        let _ = sys::detach(&self.root(plan));
-        if let Some(mut child) = self.fuse.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
+    pub fn release(mut self, sys: &mut S, plan: &RootfsPlan) {
+        let _ = sys.detach(&self.root(plan));
+        if let Some(fuse) = self.fuse.take() {
+            sys.stop_fuse(fuse);
         }
         if let Some(scratch) = &plan.scratch {
             let _ = crate::unpack::remove_tree(scratch);
@@ -248,4 +199,137 @@ pub fn copy_layer(src: &Path, dest: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::sandbox::sys::Recorder;
+
+    /// A root filesystem plan under `dir` with one layer holding `/etc/os-release`.
+    pub(in crate::sandbox) fn plan_in(dir: &Path, backend: Option<Backend>) -> RootfsPlan {
+        let layers = dir.join("layers");
+        fs::create_dir_all(layers.join("a/root/etc")).expect("layer");
+        fs::write(layers.join("a/root/etc/os-release"), "ID=test\n").expect("layer file");
+        RootfsPlan {
+            backend,
+            probe_cache: dir.join("overlay.json"),
+            layers_dir: layers,
+            lowers: vec!["a/root".into()],
+            upper: dir.join("env/upper"),
+            work: dir.join("env/work"),
+            copy: dir.join("env/rootfs"),
+            merged: dir.join("env/merged"),
+            scratch: None,
+        }
+    }
+
+    fn cached(plan: &RootfsPlan) -> Option<Backend> {
+        let json = fs::read(&plan.probe_cache).ok()?;
+        serde_json::from_slice::<ProbeCache>(&json)
+            .ok()
+            .map(|c| c.backend)
+    }
+
+    /// A backend the store knows already is the only one tried, and nothing is cached.
+    #[test]
+    fn a_known_backend_is_the_only_one_mounted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = plan_in(dir.path(), Some(Backend::Native));
+        let mut rec = Recorder::default();
+        let mounted = mount(&mut rec, &plan).expect("mounts");
+        assert_eq!(mounted.backend, Backend::Native);
+        mounted.release(&mut rec, &plan);
+        let merged = plan.merged.display();
+        assert_eq!(
+            rec.lines(),
+            [
+                format!(
+                    "overlay {merged} in {} {}",
+                    plan.layers_dir.display(),
+                    plan.overlay_options(true)
+                ),
+                format!("detach {merged}"),
+            ]
+        );
+        assert!(plan.upper.is_dir() && plan.work.is_dir());
+        assert_eq!(cached(&plan), None);
+    }
+
+    /// With no backend known, kernel overlayfs is tried first, then fuse-overlayfs (without
+    /// the kernel-only options); the first that mounts is cached for the next start. Its mount
+    /// is detached before fuse-overlayfs is waited for.
+    #[test]
+    fn with_no_backend_known_the_first_that_mounts_is_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = plan_in(dir.path(), None);
+        let mut rec = Recorder::failing(&["overlay"]);
+        let mounted = mount(&mut rec, &plan).expect("mounts");
+        assert_eq!(mounted.backend, Backend::Fuse);
+        assert_eq!(cached(&plan), Some(Backend::Fuse));
+        mounted.release(&mut rec, &plan);
+        let (merged, layers) = (plan.merged.display(), plan.layers_dir.display());
+        assert_eq!(
+            rec.lines(),
+            [
+                format!(
+                    "overlay {merged} in {layers} {}",
+                    plan.overlay_options(true)
+                ),
+                format!("fuse {merged} in {layers} {}", plan.overlay_options(false)),
+                format!("detach {merged}"),
+                format!("stop-fuse {merged}"),
+            ]
+        );
+    }
+
+    /// Neither overlay: the layers are copied once, and the copy (bound onto itself) is the
+    /// root; a second start binds the finished copy without copying again.
+    #[test]
+    fn without_overlays_the_copy_is_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = plan_in(dir.path(), None);
+        let mut rec = Recorder::failing(&["overlay", "fuse"]);
+        let mounted = mount(&mut rec, &plan).expect("mounts");
+        assert_eq!(mounted.backend, Backend::Copy);
+        assert_eq!(mounted.root(&plan), plan.copy);
+        assert_eq!(
+            fs::read_to_string(plan.copy.join("etc/os-release")).expect("copied"),
+            "ID=test\n"
+        );
+        assert_eq!(cached(&plan), Some(Backend::Copy));
+        mounted.release(&mut rec, &plan);
+        let copy = plan.copy.display().to_string();
+        assert_eq!(
+            rec.lines()[2..],
+            [format!("bind {copy}"), format!("detach {copy}")]
+        );
+
+        fs::write(plan.copy.join("etc/os-release"), "ID=changed\n").expect("write");
+        let plan = RootfsPlan {
+            backend: Some(Backend::Copy),
+            ..plan
+        };
+        let mut rec = Recorder::default();
+        mount(&mut rec, &plan).expect("mounts again");
+        assert_eq!(rec.lines(), [format!("bind {copy}")]);
+        assert_eq!(
+            fs::read_to_string(plan.copy.join("etc/os-release")).expect("kept"),
+            "ID=changed\n"
+        );
+    }
+
+    /// When nothing mounts, the error names each backend and why it failed.
+    #[test]
+    fn when_nothing_mounts_each_backend_says_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan = plan_in(dir.path(), None);
+        let mut rec = Recorder::failing(&["overlay", "fuse", "bind"]);
+        let err = mount(&mut rec, &plan).err().expect("no backend mounts");
+        let msg = format!("{err:#}");
+        for name in ["native: overlay", "fuse: fuse", "copy: bind"] {
+            assert!(msg.contains(name), "{msg}");
+        }
+        assert_eq!(cached(&plan), None);
+    }
 }

@@ -10,11 +10,10 @@ use super::prepare::{env_fingerprint, prepare, Prepared};
 use super::{EnterOptions, Update};
 use crate::ids::Identity;
 use crate::oci::Digest;
+use crate::sandbox::join::{join, KeeperGone, Session};
 use crate::sandbox::keeper::{request, PERSIST};
+use crate::sandbox::parent::{keep_speculative, run_sandbox, start_env, take_speculative, Helper};
 use crate::sandbox::plan::KeepPlan;
-use crate::sandbox::spawn::{
-    join, keep_speculative, run_sandbox, start_env, take_speculative, Helper, KeeperGone, Session,
-};
 use crate::store::Store;
 use crate::ui::{ExitCode, UserError};
 

@@ -56,7 +56,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// The lock's open file, for the env's keeper to hold (see `sandbox::spawn::start_env`).
+    /// The lock's open file, for the env's keeper to hold (see `sandbox::parent::start_env`).
     pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.lock.as_fd()

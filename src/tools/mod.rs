@@ -14,10 +14,10 @@ use crate::config::project::DevToml;
 use crate::ids::Identity;
 use crate::ids::Ownership;
 use crate::oci::Digest;
+use crate::sandbox::parent::run_sandbox;
 use crate::sandbox::plan::{
     self, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan, UserPlan,
 };
-use crate::sandbox::spawn::run_sandbox;
 use crate::store::images::ImageRecord;
 use crate::store::tools::ToolsRecord;
 use crate::store::Store;

@@ -5,7 +5,7 @@ pub mod print;
 pub mod progress;
 
 pub use error::{render, ExitCode, UserError};
-pub use print::{json, note, out, prompt, Table};
+pub use print::{json, note, out, prompt, raw_err, Table};
 
 /// Human-readable byte counts, as `docker images` shows them.
 pub fn human_bytes(n: u64) -> String {

@@ -2,6 +2,8 @@
 //! `print_stderr` are denied everywhere else). Output for programs goes to stdout (`out`,
 //! `json`, tables); what a person reads while dev works goes to stderr (`note`, `prompt`).
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::fmt::Display;
 use std::io::Write;
 
@@ -13,6 +15,14 @@ pub fn out(line: impl Display) {
 /// A line for the person at the terminal (stderr): progress, notes, what dev did.
 pub fn note(line: impl Display) {
     eprintln!("{line}");
+}
+
+/// Bytes on stderr as they are: what another process of dev rendered (init's error, passed on
+/// by the helper).
+pub fn raw_err(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
 }
 
 /// A question on stderr, without a newline, flushed before the answer is read.

@@ -41,7 +41,7 @@ impl PullProgress {
             }
             PullProgress::Lines(lock) => {
                 let _g = lock.lock();
-                eprintln!("{msg}");
+                super::print::note(msg);
             }
             PullProgress::Quiet => {}
         }
@@ -60,7 +60,7 @@ impl PullProgress {
                 LayerProgress::Bar(bar)
             }
             PullProgress::Lines(_) => {
-                eprintln!("{short}: downloading {}", human_bytes(size));
+                super::print::note(format!("{short}: downloading {}", human_bytes(size)));
                 LayerProgress::Line {
                     short: short.to_string(),
                     size,
@@ -81,7 +81,7 @@ impl LayerProgress {
     pub fn phase(&self, what: &str) {
         match self {
             LayerProgress::Bar(b) => b.set_message(what.to_string()),
-            LayerProgress::Line { short, .. } => eprintln!("{short}: {what}"),
+            LayerProgress::Line { short, .. } => super::print::note(format!("{short}: {what}")),
             LayerProgress::Quiet => {}
         }
     }
@@ -90,7 +90,7 @@ impl LayerProgress {
         match self {
             LayerProgress::Bar(b) => b.finish_with_message(what.to_string()),
             LayerProgress::Line { short, size } => {
-                eprintln!("{short}: {what} ({})", human_bytes(*size))
+                super::print::note(format!("{short}: {what} ({})", human_bytes(*size)))
             }
             LayerProgress::Quiet => {}
         }

@@ -1,7 +1,11 @@
-//! Starting the user-namespace helper: the parent re-executes `dev` as a hidden subcommand, the
-//! child unshares its user namespace and stops itself; the parent writes the id maps with
-//! `newuidmap`/`newgidmap` (checking their exit status) and lets it go on as root inside.
-//! (A stop, not a pipe, is the handshake, so the helper's stdio can be the user's terminal.)
+//! `dev`'s side of starting a sandbox: the user-namespace helper, re-executed (`dev
+//! __userns-helper`, which unshares its user namespace and stops itself while this process
+//! writes its id maps with `newuidmap`/`newgidmap`, checking their exit status) or forked
+//! ahead into a user namespace of its own ([`Helper`], and the speculative one `dev shell`
+//! forks first thing); then a one-shot sandbox ([`run_sandbox`]), a project's env whose keeper
+//! outlives this process ([`start_env`]), or one store operation ([`run_helper`]).
+//! (A stop, not a pipe, is the re-executed helper's handshake, so its stdio can be the user's
+//! terminal.)
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -13,6 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::init::Forward;
+use super::join::Session;
 use super::plan::SandboxPlan;
 use super::pty;
 use crate::ids::{IdMap, IdMode, Identity, Ownership};
@@ -185,94 +190,6 @@ pub fn run_helper(identity: &Identity, request: &[u8]) -> Result<Vec<u8>> {
         ));
     }
     Ok(out.stdout)
-}
-
-/// The helper's side: unshare the user namespace and get mapped (stopped, by the parent, with
-/// the full mapping; by itself with a single id), then become the inside id `mode` asks for.
-/// Must run before the process starts any thread.
-pub fn enter_as_helper(mode: IdMode) -> Result<()> {
-    unshare_user(mode)?;
-    if mode != IdMode::Subordinate {
-        return Ok(());
-    }
-    // A stray SIGCONT (job control) can wake us before the maps are written: stop again.
-    while !is_mapped() {
-        nix::sys::signal::raise(Signal::SIGSTOP).context("cannot stop for the id maps")?;
-    }
-    become_root_inside()
-}
-
-/// A helper must never outlive the `dev` that started it: a killed pull must not leave an
-/// unpack running that races the next one.
-pub fn die_with_parent() -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
-    if nix::unistd::getppid().as_raw() == 1 {
-        bail!("the parent `dev` is gone");
-    }
-    Ok(())
-}
-
-/// Unshares the user namespace; with a single id, writes its map too (the full map is
-/// newuidmap's and newgidmap's, from outside).
-pub fn unshare_user(mode: IdMode) -> Result<()> {
-    use nix::sched::{unshare, CloneFlags};
-    die_with_parent()?;
-    let (uid, gid) = (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
-    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
-        UserError::with_hint(
-            format!("cannot create a user namespace: {e}"),
-            userns_hint(),
-        )
-    })?;
-    if mode == IdMode::Subordinate {
-        return Ok(());
-    }
-    write_own_map(mode, uid, gid)
-}
-
-/// With a single id: this process maps its own host ids `uid` and `gid` (read before it
-/// unshared; inside an unmapped namespace they read as the overflow id).
-pub fn write_own_map(mode: IdMode, uid: u32, gid: u32) -> Result<()> {
-    let inside = match mode {
-        IdMode::Subordinate => bail!("internal error: the full map is written from outside"),
-        IdMode::FlatUser => uid,
-        IdMode::FlatRoot => 0,
-    };
-    let write = |file: &str, text: String| {
-        std::fs::write(file, text).with_context(|| format!("cannot write {file}"))
-    };
-    write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
-    let gid_inside = if mode == IdMode::FlatRoot { 0 } else { gid };
-    write("/proc/self/gid_map", format!("{gid_inside} {gid} 1\n"))?;
-    Ok(())
-}
-
-/// Whether this process's user namespace has its uid map.
-pub fn is_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !m.trim().is_empty())
-}
-
-/// Once the full map is written: root inside, with no supplementary group.
-pub fn become_root_inside() -> Result<()> {
-    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .context("cannot become group 0 in the user namespace")?;
-    setgroups(&[]).context("cannot drop supplementary groups in the user namespace")?;
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .context("cannot become root in the user namespace")?;
-    // A credential change clears the parent-death signal: set it again, then make sure the
-    // parent did not die in between.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
-    if nix::unistd::getppid().as_raw() == 1 {
-        bail!("the parent `dev` is gone");
-    }
-    Ok(())
 }
 
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.
@@ -527,122 +444,7 @@ fn exit_code_of(pid: Pid) -> i32 {
     }
 }
 
-/// A session of a running env: its connection to the keeper (open while the session lasts) and
-/// the env's user, mount, uts, ipc and pid namespaces, in setns order.
-pub struct Session {
-    // Dropped in this order: the namespaces (and the env's mounts they hold) before the
-    // keeper learns that the session left.
-    namespaces: Vec<(std::os::fd::OwnedFd, nix::sched::CloneFlags)>,
-    _keeper: std::os::unix::net::UnixStream,
-}
-
-impl Session {
-    /// Connects to the keeper of the env whose runtime files are in `run_dir`.
-    pub fn connect(run_dir: &std::path::Path) -> Result<Session> {
-        use std::io::Write;
-        let gone = |_| anyhow::Error::new(KeeperGone);
-        let mut stream =
-            std::os::unix::net::UnixStream::connect(run_dir.join("control.sock")).map_err(gone)?;
-        stream
-            .write_all(format!("{}\n", super::keeper::SESSION).as_bytes())
-            .map_err(gone)?;
-        Session::from_keeper(stream)
-    }
-
-    /// Reads the keeper's answer: "ok" and the namespaces, or nothing when it is stopping the
-    /// env (its last session just left).
-    fn from_keeper(stream: std::os::unix::net::UnixStream) -> Result<Session> {
-        use nix::sched::CloneFlags;
-        let (answer, fds) = super::sys::recv_fds(&stream).map_err(|_| KeeperGone)?;
-        if answer != b"ok" || fds.len() != 5 {
-            return Err(KeeperGone.into());
-        }
-        let flags = [
-            CloneFlags::CLONE_NEWUSER,
-            CloneFlags::CLONE_NEWNS,
-            CloneFlags::CLONE_NEWUTS,
-            CloneFlags::CLONE_NEWIPC,
-            CloneFlags::CLONE_NEWPID,
-        ];
-        Ok(Session {
-            _keeper: stream,
-            namespaces: fds.into_iter().zip(flags).collect(),
-        })
-    }
-}
-
-/// Runs the plan's command in a running env: joins its namespaces (as `nsenter` does) for as
-/// long as the session lasts. When this is the `last` thing it does, a single-threaded `dev`
-/// joins them itself and forks the command from there (afterwards it sees the env's files, not
-/// the host's); otherwise a child joins them (setns into a user namespace needs one thread).
-pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
-    use std::io::Write;
-    let enter = |session: &mut Session| -> Result<super::init::Launch> {
-        for (f, flag) in &session.namespaces {
-            nix::sched::setns(f, *flag).context("cannot enter the env's namespaces")?;
-        }
-        // Only this process holds the env's mount namespace now: it leaves it as it exits.
-        session.namespaces.clear();
-        if plan.ids == IdMode::Subordinate {
-            let gid = if plan.user.root { 0 } else { plan.user.gid };
-            nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(gid)])
-                .context("cannot set the groups in the env")?;
-        }
-        // This process only waits for the command from here on.
-        super::init::command(plan, true)
-    };
-    let signals = super::init::block_signals()?;
-    if last && single_threaded() {
-        let mut session = session;
-        let cmd = enter(&mut session)?;
-        let code = super::init::spawn_and_wait(cmd, plan, &signals, false, None);
-        // The keeper lets the env's lock go once every session has hung up (see
-        // `keeper::serve`): this one hangs up as it exits. The kernel releases an exiting
-        // process's files after the mounts of its namespaces (both in its deferred work, the
-        // mounts queued last and run first), so the keeper hears of it once they are gone.
-        std::mem::forget(session);
-        return Ok(code);
-    }
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // The child relays the command's pty; were it killed, the user's terminal would stay in
-    // raw mode. (The child exits without dropping its copy.)
-    let terminal = pty::UserTerminal::save();
-    match super::sys::fork()? {
-        nix::unistd::ForkResult::Child => {
-            let code = (|| -> Result<i32> {
-                // The parent holds the session open: this process must not outlive it.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .context("cannot set the parent-death signal")?;
-                if nix::unistd::getppid().as_raw() == 1 {
-                    bail!("the parent `dev` is gone");
-                }
-                let mut session = session;
-                let cmd = enter(&mut session)?;
-                Ok(super::init::spawn_and_wait(
-                    cmd, plan, &signals, false, None,
-                ))
-            })()
-            .unwrap_or_else(|e| {
-                eprintln!("{}", crate::ui::render(&e));
-                super::init::SETUP_FAILED
-            });
-            std::process::exit(code)
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            let code = super::init::supervise(child, &signals, false, Forward::Sent);
-            drop((terminal, session));
-            code
-        }
-    }
-}
-
-/// The env's keeper stopped (or is stopping) before this session got in; nothing ran yet.
-#[derive(Debug, thiserror::Error)]
-#[error("the env stopped while this session was joining it")]
-pub struct KeeperGone;
-
-fn single_threaded() -> bool {
+pub(super) fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
