@@ -14,8 +14,8 @@ use crate::cli::Format;
 use crate::config::project::Project;
 use crate::ids::{is_setuid_root, IdMode, Identity, Ownership};
 use crate::oci::Reference;
+use crate::sandbox::parent::HELPER_COMMAND;
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
-use crate::sandbox::spawn::HELPER_COMMAND;
 use crate::store::Store;
 use crate::ui::Table;
 

@@ -12,7 +12,6 @@ use crate::config::lock::{self, DevLock, LockedImage, LockedLayer};
 use crate::config::project::{no_project, DevToml, Project};
 use crate::ids::Identity;
 use crate::oci::{ImageConfig, Reference};
-use crate::sandbox::parent::take_speculative;
 use crate::sandbox::plan::{check_working_dir, Backend};
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
 use crate::store::images::ImageRecord;
