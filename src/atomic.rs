@@ -47,11 +47,23 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> io
         Mode::empty(),
     )
     .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    write_in(dir.as_fd(), name, bytes, mode, durability)
+}
+
+/// Replaces the file `name` in the open directory `dir` with `bytes`, atomically: for a
+/// directory resolved beneath an untrusted tree (`beneath::Tree`), so its path is never walked.
+pub fn write_in(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> io::Result<()> {
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", random_suffix()?));
     let fd = rustix::fs::openat(
-        &dir,
+        dir,
         &tmp_name,
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(mode),
@@ -70,15 +82,15 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> io
             Durability::Volatile => Ok(()),
         })
         .and_then(|()| {
-            rustix::fs::renameat(&dir, &tmp_name, &dir, name)
+            rustix::fs::renameat(dir, &tmp_name, dir, name)
                 .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))
         });
     if let Err(e) = written {
-        let _ = rustix::fs::unlinkat(&dir, &tmp_name, rustix::fs::AtFlags::empty());
+        let _ = rustix::fs::unlinkat(dir, &tmp_name, rustix::fs::AtFlags::empty());
         return Err(e);
     }
     if durability == Durability::Durable {
-        rustix::fs::fsync(&dir).map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+        rustix::fs::fsync(dir).map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
     }
     Ok(())
 }

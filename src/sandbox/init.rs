@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use super::plan::{check_image_user, merge_entry, IdMode, SandboxPlan, Step};
 use super::pty;
 use super::sys::{self, Sys};
+use crate::beneath::Tree;
 use crate::ui::UserError;
 
 /// Exit status when the sandbox itself failed (as podman uses it).
@@ -449,17 +450,46 @@ fn write_user_entries(plan: &SandboxPlan, shell: &str) -> Result<()> {
         return Ok(());
     }
     let u = &plan.user;
-    for (file, entry) in [
-        ("/etc/passwd", u.passwd_entry(shell)),
-        ("/etc/group", u.group_entry()),
+    // The image shaped this tree: `/etc` and the files in it are resolved beneath the root
+    // with no symlink followed, and written through a temp file of a random name (an image
+    // could plant a symlink at any fixed name, into the project or the home bound in).
+    let root = Tree::open(std::path::Path::new("/")).context("cannot open the env's root")?;
+    match root.lstat(std::path::Path::new("etc")) {
+        Ok(None) => root
+            .mkdir(std::path::Path::new("etc"), 0o755)
+            .context("cannot create /etc in the env")?,
+        Ok(Some(st)) if crate::beneath::file_type(&st) == rustix::fs::FileType::Directory => {}
+        _ => {
+            return Err(UserError::with_hint(
+                format!(
+                    "image `{}` is not usable: its /etc is not a directory",
+                    plan.image
+                ),
+                "use another image, or fix the image's /etc",
+            ))
+        }
+    }
+    let etc = root
+        .dir(std::path::Path::new("etc"))
+        .context("cannot open /etc in the env")?;
+    for (name, entry) in [
+        ("passwd", u.passwd_entry(shell)),
+        ("group", u.group_entry()),
     ] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
+        // A symlink there (or no file) is replaced by a file of its own.
+        let text = etc
+            .read_bounded(std::path::Path::new(name), 16 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         if let Some(new) = merge_entry(&text, &entry) {
-            std::fs::create_dir_all("/etc").context("cannot create /etc in the env")?;
-            let tmp = format!("{file}.dev-new");
-            std::fs::write(&tmp, new)
-                .and_then(|()| std::fs::rename(&tmp, file))
-                .with_context(|| format!("cannot add `{}` to {file} in the env", u.name))?;
+            crate::atomic::write_in(
+                etc.fd(),
+                std::ffi::OsStr::new(name),
+                new.as_bytes(),
+                0o644,
+                crate::atomic::Durability::Volatile,
+            )
+            .with_context(|| format!("cannot add `{}` to /etc/{name} in the env", u.name))?;
         }
     }
     Ok(())

@@ -428,3 +428,41 @@ e2e!(
         assert_eq!(fs::read("/etc/hosts").unwrap(), before);
     }
 );
+
+// init adds the user to the image's /etc/passwd and /etc/group. An image that plants a symlink
+// at the temp name that write used (`/etc/passwd.dev-new`), pointing into the project bound in,
+// must not make init (root inside) overwrite the project's file.
+e2e!(
+    user_entries_never_write_through_a_planted_symlink,
+    |env: Env| {
+        let reg = Registry::start();
+        let victim = env.path("project/victim.txt");
+        fs::write(&victim, SENTINEL).unwrap();
+        env.chown_all(&env.path("project"));
+        let mut layers = crate::common::image::busybox_layers();
+        let target = victim.display().to_string();
+        layers.push(Layer::new(vec![
+            Entry::Symlink("etc/passwd.dev-new".into(), target.clone()),
+            Entry::Symlink("etc/group.dev-new".into(), target),
+        ]));
+        ImageBuilder::new(layers).push(&reg, "hostile/etc", Some("1"));
+        env.write_dev_toml(&format!("image = \"{}/hostile/etc:1\"\n", reg.host()));
+        let out = env.ok(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "id -un; grep -c \"^$(id -un):\" /etc/passwd",
+        ]);
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            SENTINEL,
+            "the project's file was overwritten"
+        );
+        let said = crate::common::stdout(&out);
+        assert!(
+            said.ends_with(":\n1\n") || said.lines().nth(1) == Some("1"),
+            "{said}"
+        );
+    }
+);
