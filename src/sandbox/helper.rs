@@ -401,6 +401,7 @@ mod tests {
             shares: vec![("/home/ann".into(), dir.join("env/home"))],
             ssh_agent: None,
             etc_files: vec!["/etc/resolv.conf".into()],
+            kept: Vec::new(),
         };
         SandboxPlan {
             ids: IdMode::Subordinate,

@@ -511,6 +511,7 @@ mod tests {
             ],
             ssh_agent: None,
             etc_files: vec!["/etc/resolv.conf".into()],
+            kept: Vec::new(),
         };
         let mut rec = Recorder::default();
         execute(&mut rec, &mount_plan(&layout)).expect("runs");

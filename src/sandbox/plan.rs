@@ -141,6 +141,16 @@ pub struct Layout {
     pub ssh_agent: Option<PathBuf>,
     /// Host files shared read-only at the same path (`/etc/resolv.conf`, `/etc/hosts`).
     pub etc_files: Vec<PathBuf>,
+    /// What the image has under `/tmp` and `/run` (directories and symlinks, parents first),
+    /// made again in their fresh tmpfs, as podman shows them.
+    pub kept: Vec<Kept>,
+}
+
+/// A directory or symlink of the image's `/tmp` or `/run`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kept {
+    Dir { path: PathBuf, mode: u32 },
+    Symlink { link: PathBuf, target: PathBuf },
 }
 
 /// Where `SSH_AUTH_SOCK` points inside.
@@ -255,6 +265,18 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
     steps.push(mount("tmpfs", "/tmp", vec![NoSuid, NoDev], "mode=1777"));
     steps.push(mkdir("/run", 0o755));
     steps.push(mount("tmpfs", "/run", vec![NoSuid, NoDev], "mode=755"));
+    for k in &l.kept {
+        steps.push(match k {
+            Kept::Dir { path, mode } => Step::Mkdir {
+                path: path.clone(),
+                mode: *mode,
+            },
+            Kept::Symlink { link, target } => Step::Symlink {
+                target: target.clone(),
+                link: link.clone(),
+            },
+        });
+    }
     if let Some(handle) = ssh {
         steps.push(mkdir("/run/dev", 0o755));
         steps.push(Step::File {
@@ -520,7 +542,36 @@ mod tests {
             ],
             ssh_agent: Some("/tmp/ssh-x/agent.1".into()),
             etc_files: vec!["/etc/resolv.conf".into(), "/etc/hosts".into()],
+            kept: vec![
+                Kept::Dir {
+                    path: "/run/lock".into(),
+                    mode: 0o1777,
+                },
+                Kept::Symlink {
+                    link: "/run/shm".into(),
+                    target: "/dev/shm".into(),
+                },
+            ],
         }
+    }
+
+    #[test]
+    fn the_images_run_entries_are_made_in_the_fresh_tmpfs() {
+        let steps = mount_plan(&layout());
+        let at = |want: &Step| steps.iter().position(|s| s == want).expect("step");
+        let tmpfs = steps
+            .iter()
+            .position(|s| matches!(s, Step::Mount { fstype, target, .. } if fstype == "tmpfs" && target == Path::new("/run")))
+            .expect("tmpfs on /run");
+        let lock = at(&Step::Mkdir {
+            path: "/run/lock".into(),
+            mode: 0o1777,
+        });
+        let shm = at(&Step::Symlink {
+            target: "/dev/shm".into(),
+            link: "/run/shm".into(),
+        });
+        assert!(tmpfs < lock && lock < shm, "{steps:#?}");
     }
 
     #[test]

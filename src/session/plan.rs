@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{EnterOptions, Prepared};
+use crate::beneath::Tree;
 use crate::ids::Identity;
 use crate::ids::Ownership;
 use crate::sandbox::plan::{
-    environment, mount_plan, Backend, IdMode, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
+    environment, mount_plan, Backend, IdMode, Kept, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
     UserPlan, RESERVED,
 };
 use crate::store::envs::EnvDirs;
@@ -59,6 +60,121 @@ pub struct EnvPlace {
     pub probe_cache: PathBuf,
     /// The env's name (`HOSTNAME` is the project's; `DEV_ENV` is this).
     pub name: String,
+    /// The image's directories and symlinks under `/tmp` and `/run` (see [`kept_entries`]).
+    pub kept: Vec<Kept>,
+}
+
+/// At most this many entries of the image's `/tmp` and `/run` are made again, this deep.
+const KEPT_MAX: usize = 256;
+const KEPT_DEPTH: usize = 3;
+
+/// The directories and symlinks the image's layers (`lowers`, top first, relative to
+/// `layers_dir`) have under `/tmp` and `/run`, as the stacked layers show them (a higher layer
+/// wins, whiteouts hide, opaque directories hide what is below them), parents first. Read
+/// beneath each layer's fd, no symlink followed; files are left out (a pid file of the build
+/// means nothing in the env).
+pub fn kept_entries(layers_dir: &Path, lowers: &[PathBuf]) -> Vec<Kept> {
+    let mut seen: BTreeMap<PathBuf, Option<Kept>> = BTreeMap::new();
+    let mut opaque: Vec<PathBuf> = Vec::new();
+    for lower in lowers {
+        let Ok(tree) = Tree::open(&layers_dir.join(lower)) else {
+            continue;
+        };
+        let mut found_opaque = Vec::new();
+        for top in ["run", "tmp"] {
+            walk_kept(
+                &tree,
+                Path::new(top),
+                0,
+                &mut seen,
+                &opaque,
+                &mut found_opaque,
+            );
+        }
+        opaque.extend(found_opaque);
+        if seen.len() >= KEPT_MAX {
+            break;
+        }
+    }
+    seen.into_values().flatten().take(KEPT_MAX).collect()
+}
+
+fn is_opaque(dir: &crate::beneath::Entry) -> bool {
+    let mut flag = [0u8; 2];
+    dir.open_dir().is_ok_and(|d| {
+        rustix::fs::fgetxattr(d.fd(), "user.overlay.opaque", &mut flag[..]).ok() == Some(1)
+            && flag[0] == b'y'
+    })
+}
+
+fn walk_kept(
+    tree: &Tree,
+    dir: &Path,
+    depth: usize,
+    seen: &mut BTreeMap<PathBuf, Option<Kept>>,
+    opaque: &[PathBuf],
+    found_opaque: &mut Vec<PathBuf>,
+) {
+    let inside = |rel: &Path| Path::new("/").join(rel);
+    // Below a directory a higher layer made opaque, or replaced: nothing of this layer shows.
+    let hidden = |rel: &Path| {
+        rel.ancestors().skip(1).any(|a| {
+            opaque.iter().any(|o| o == a)
+                || matches!(
+                    seen.get(&inside(a)),
+                    Some(None) | Some(Some(Kept::Symlink { .. }))
+                )
+        })
+    };
+    if depth >= KEPT_DEPTH || hidden(dir) || opaque.iter().any(|o| o == dir) {
+        return;
+    }
+    match tree.lstat(dir) {
+        Ok(Some(st)) if crate::beneath::file_type(&st) == rustix::fs::FileType::Directory => {}
+        _ => return,
+    }
+    let Ok(names) = tree.names(dir) else { return };
+    for name in names {
+        let rel = dir.join(&name);
+        let path = inside(&rel);
+        if seen.contains_key(&path) || seen.len() >= KEPT_MAX {
+            if seen
+                .get(&path)
+                .is_some_and(|k| matches!(k, Some(Kept::Dir { .. })))
+            {
+                walk_kept(tree, &rel, depth + 1, seen, opaque, found_opaque);
+            }
+            continue;
+        }
+        let Ok(entry) = tree.dir(dir).and_then(|d| d.entry(&name)) else {
+            continue;
+        };
+        match entry.file_type() {
+            rustix::fs::FileType::Directory => {
+                let mode = entry.stat.st_mode & 0o7777;
+                seen.insert(path.clone(), Some(Kept::Dir { path, mode }));
+                if is_opaque(&entry) {
+                    found_opaque.push(rel.clone());
+                }
+                walk_kept(tree, &rel, depth + 1, seen, opaque, found_opaque);
+            }
+            rustix::fs::FileType::Symlink => {
+                if let Ok(target) = entry.read_link() {
+                    seen.insert(
+                        path.clone(),
+                        Some(Kept::Symlink {
+                            link: path,
+                            target: target.into(),
+                        }),
+                    );
+                }
+            }
+            rustix::fs::FileType::CharacterDevice if entry.stat.st_rdev == 0 => {
+                seen.insert(path, None);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// How ids map for this user, as themselves or as root inside.
@@ -108,6 +224,7 @@ pub fn plan(
         shares,
         ssh_agent: host.ssh_agent.clone(),
         etc_files: host.etc_files.clone(),
+        kept: place.kept.clone(),
     };
     let extra = env
         .project

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::plan::{id_mode, layer_stack, plan, EnvPlace, Host};
+use super::plan::{id_mode, kept_entries, layer_stack, plan, EnvPlace, Host};
 use super::prepare::{env_fingerprint, prepare, Prepared};
 use super::{EnterOptions, Update};
 use crate::ids::Identity;
@@ -189,13 +189,23 @@ pub fn session(
         (None, true) => store.env_name(&mapping, root),
         (None, false) => crate::config::project::hostname(root),
     };
+    let layers_dir = store.layers_dir(&mapping);
+    // Only a start mounts the env's /tmp and /run (a join finds them made): the walk of the
+    // image's layers is left out of the join's path.
+    let starts = !persistent || store.running(&store.run_dir(&mapping, root)).is_none();
+    let kept = if starts {
+        kept_entries(&layers_dir, &layer_stack(env, opts).lowers())
+    } else {
+        Vec::new()
+    };
     let place = EnvPlace {
         dirs,
         scratch,
         current,
-        layers_dir: store.layers_dir(&mapping),
+        layers_dir,
         probe_cache: store.overlay_probe_path(),
         name: env_name.clone(),
+        kept,
     };
     let ssh_agent = crate::config::trust::ssh_agent_socket(
         opts.ssh_agent,

@@ -308,6 +308,8 @@ fn build_plan(
             .map(PathBuf::from)
             .filter(|p| p.exists())
             .collect(),
+        // A build needs none of the image's /tmp and /run.
+        kept: Vec::new(),
     };
     SandboxPlan {
         ids: match identity.ownership {

@@ -654,3 +654,38 @@ fn newuidmap_not_setuid_falls_back_with_the_fix() {
         stderr(&out)
     );
 }
+
+// The env's /run and /tmp are fresh tmpfs, but what the image has there (directories such as
+// /run/lock, symlinks) is made again in them, as podman shows it; a higher layer's whiteout or
+// opaque directory still hides what is below.
+e2e!(the_images_run_and_tmp_entries_are_there, |env: Env| {
+    use crate::common::{Entry, Layer};
+    let reg = Registry::start();
+    let mut layers = crate::common::image::busybox_layers();
+    layers.push(Layer::new(vec![
+        Entry::Dir("run/".into(), 0o755),
+        Entry::Dir("run/lock/".into(), 0o1777),
+        Entry::Dir("run/gone/".into(), 0o755),
+        Entry::Dir("run/old/".into(), 0o755),
+        Entry::Dir("run/old/below/".into(), 0o755),
+        Entry::Symlink("run/shm".into(), "/dev/shm".into()),
+        Entry::Dir("tmp/".into(), 0o1777),
+        Entry::Dir("tmp/keep/".into(), 0o700),
+        Entry::File("run/app.pid".into(), b"1\n".to_vec(), 0o644),
+    ]));
+    layers.push(Layer::new(vec![
+        Entry::File("run/.wh.gone".into(), Vec::new(), 0o644),
+        Entry::Dir("run/old/".into(), 0o755),
+        Entry::File("run/old/.wh..wh..opq".into(), Vec::new(), 0o644),
+    ]));
+    crate::common::ImageBuilder::new(layers).push(&reg, "fixture/run", Some("1"));
+    env.write_dev_toml(&format!("image = \"{}/fixture/run:1\"\n", reg.host()));
+    let script = "stat -c '%a' /run/lock; readlink /run/shm; stat -c '%a' /tmp/keep; \
+                  test -e /run/gone || echo no-gone; test -e /run/old/below || echo no-below; \
+                  test -d /run/old && echo old; test -e /run/app.pid || echo no-pid";
+    let out = env.ok(&["run", "--rm", "--", "sh", "-c", script]);
+    assert_eq!(
+        stdout(&out),
+        "1777\n/dev/shm\n700\nno-gone\nno-below\nold\nno-pid\n"
+    );
+});

@@ -205,7 +205,10 @@ impl Sys for Linux {
                     "cannot create the mount point `{}` in the image",
                     path.display()
                 )
-            })
+            })?;
+        // The mode asked for, not the umask's cut of it (an image's /run/lock is 1777).
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of `{}`", path.display()))
     }
 
     fn create_file(&mut self, path: &Path) -> Result<()> {
