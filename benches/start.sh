@@ -34,8 +34,12 @@ BWRAP="bwrap --unshare-user --unshare-pid --bind $CACHE/rootfs / --proc /proc --
 UNSHARE="unshare --map-auto --map-root-user --mount --pid --fork chroot $CACHE/rootfs"
 
 # The same set-up for the user without a range: own store, own podman storage.
-sed "s/$USER_NAME/devtest-nosub/g; s|$WORK/home|$WORK/home-nosub|g; s|$WORK/run|$WORK/run-nosub|g" \
+# Its own project too: dev refuses a dev.toml another user owns.
+sed "s/$USER_NAME/devtest-nosub/g; s|$WORK/home|$WORK/home-nosub|g; s|$WORK/run|$WORK/run-nosub|g; s|cd $WORK/project\$|cd $WORK/project-nosub|" \
     "$AS" > "$WORK/as-nosub"
+mkdir -p "$WORK/project-nosub"
+cp "$WORK/project/dev.toml" "$WORK/project-nosub/"
+chown -R devtest-nosub: "$WORK/project-nosub"
 chmod 0755 "$WORK/as-nosub"
 mkdir -p "$WORK/run-nosub"
 cp -a "$WORK/home" "$WORK/home-nosub"
