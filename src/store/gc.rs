@@ -144,7 +144,16 @@ impl Store {
         let mut g = Garbage::default();
         let mut live_layers = BTreeSet::new();
         for (dir, rec) in self.env_records(&key) {
-            let running = self.running(&self.run_dir(&key, &rec.project)).is_some();
+            let run_dir = self.run_dir(&key, &rec.project);
+            let mut running = self.running(&run_dir).is_some();
+            // An env whose last session just left is stopping: its keeper withdraws state.json
+            // within milliseconds. `prune --envs` right after `dev run` waits for that (up to
+            // 200 ms) rather than keep the env as running.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+            while running && envs == EnvPrune::Stopped && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                running = self.running(&run_dir).is_some();
+            }
             let pointed_at = rec
                 .project
                 .join(crate::config::project::FILE_NAME)
@@ -159,7 +168,7 @@ impl Store {
             // Held until the env is deleted: a session starting it meanwhile waits, and then
             // makes it afresh. One that is stopping is waited for; one starting is in use.
             let lock = wanted
-                .then(|| self.lock_stopped_env(&dir, &self.run_dir(&key, &rec.project)))
+                .then(|| self.lock_stopped_env(&dir, &run_dir))
                 .flatten();
             if wanted && (lock.is_some() || !dir.join("lock").exists()) {
                 g.env_locks.extend(lock);
