@@ -5,6 +5,7 @@ pub mod common;
 
 mod auth;
 mod debian;
+mod durability;
 mod hostile;
 mod lifecycle;
 mod output;
