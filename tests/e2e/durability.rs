@@ -240,3 +240,30 @@ e2e!(
         env.ok(&["pull", &format!("{}/fixture/small:v1", reg.host())]);
     }
 );
+
+e2e!(a_commit_is_durable_once_it_returns, |env: Env| {
+    let reg = Registry::start();
+    let _disk = Ext4::new(&env, 128);
+    crate::shell::busybox_project(&env, &reg, "");
+    env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /opt/app && seq 1 100000 > /opt/app/v",
+    ]);
+    env.ok(&["commit", "--tag", "snap:1"]);
+    _disk.crash_and_remount();
+    let out = env.ok_in(
+        &env.path("outside"),
+        &["run", "--image", "snap:1", "--", "cat", "/opt/app/v"],
+    );
+    let want: String = (1..=100000).map(|n| format!("{n}\n")).collect();
+    assert!(
+        crate::common::stdout(&out) == want,
+        "the committed file holds {} bytes after the power cut, not {}",
+        out.stdout.len(),
+        want.len()
+    );
+});
