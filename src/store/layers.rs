@@ -433,3 +433,47 @@ fn strip_overlay_xattrs_in(dir: &Tree, stats: &mut LayerStats) -> std::io::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_marked_unsynced_under_another_epoch_is_not_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_at(dir.path().join("dev")).expect("store");
+        let layers = store.layers_dir("m");
+        let epoch = cache_epoch(&store.root).expect("a boot id and a unique mount id (Linux 6.8+)");
+        let record = |d: &Digest, unsynced: Option<String>| {
+            let p = layers.join(d.hex());
+            fs::create_dir_all(p.join("root")).expect("mkdir");
+            let meta = LayerMeta {
+                diff_id: d.clone(),
+                stats: LayerStats::default(),
+                unsynced,
+            };
+            write_atomic(
+                &p.join("meta.json"),
+                &serde_json::to_vec(&meta).expect("json"),
+            )
+            .expect("meta");
+        };
+        let (synced, now, torn) = (
+            Digest::of_bytes(b"synced"),
+            Digest::of_bytes(b"now"),
+            Digest::of_bytes(b"torn"),
+        );
+        record(&synced, None);
+        record(&now, Some(epoch.clone()));
+        record(&torn, Some(format!("{epoch}-before-the-power-cut")));
+        assert!(store.layer_meta("m", &synced).is_some());
+        assert!(
+            store.layer_meta("m", &now).is_some(),
+            "written in this epoch"
+        );
+        assert!(store.layer_meta("m", &torn).is_none(), "written in another");
+        mark_synced(&layers, &[now.clone()]).expect("mark");
+        let meta = store.layer_meta("m", &now).expect("complete");
+        assert_eq!(meta.unsynced, None);
+    }
+}
