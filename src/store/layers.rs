@@ -472,7 +472,7 @@ mod tests {
             "written in this epoch"
         );
         assert!(store.layer_meta("m", &torn).is_none(), "written in another");
-        mark_synced(&layers, &[now.clone()]).expect("mark");
+        mark_synced(&layers, std::slice::from_ref(&now)).expect("mark");
         let meta = store.layer_meta("m", &now).expect("complete");
         assert_eq!(meta.unsynced, None);
     }
