@@ -108,6 +108,9 @@ pub fn pull(
         .zip(config.rootfs.diff_ids.iter().cloned())
         .collect();
     fetch_layers(store, identity, &endpoint, &jobs, progress)?;
+    // Before the image is recorded: after a power cut, a recorded image's layers are whole.
+    let diff_ids: Vec<_> = jobs.iter().map(|(_, d)| d.clone()).collect();
+    store.settle(identity, &diff_ids)?;
 
     if let Some((bytes, _)) = &index {
         store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
@@ -296,7 +299,15 @@ fn fetch_layer(
     let bar = progress.layer(&short, desc.size);
     if !store.has_blob(&desc.digest) {
         let partial = store.partial_path(&desc.digest);
-        endpoint.download(desc, &partial, &|done, _| bar.set(done))?;
+        if let Err(e) = endpoint.download(desc, &partial, &|done, _| bar.set(done)) {
+            // Kept for resuming, a partial download on a full disk would make every other
+            // pull fail too: the space goes back.
+            if matches!(&e, RegistryError::Io { source, .. } if crate::store::inside::is_disk_full(source))
+            {
+                let _ = std::fs::remove_file(&partial);
+            }
+            return Err(e.into());
+        }
         store.commit_partial(&desc.digest)?;
     }
     bar.phase("unpacking");

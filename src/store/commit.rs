@@ -71,6 +71,7 @@ impl Store {
         if self.layer_meta(&mapping, &digest).is_none() {
             let _layer = self.lock_layer(&digest)?;
             self.unpack_layer(identity, &self.blob_path(&digest), &digest)?;
+            self.settle(identity, std::slice::from_ref(&digest))?;
         }
         layers.push(LayerRecord {
             digest: digest.clone(),

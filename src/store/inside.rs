@@ -23,6 +23,15 @@ pub enum Op {
         layers_dir: PathBuf,
         blob: PathBuf,
         diff_id: Digest,
+        /// `dev`'s `cache_epoch` of the store: recorded in the layer unsynced (the helper may
+        /// see other mount ids); without one the layer is synced before it is recorded.
+        #[serde(default)]
+        epoch: Option<String>,
+    },
+    /// Clear the unsynced mark of these layers (their files were just flushed to disk).
+    Settle {
+        layers_dir: PathBuf,
+        diff_ids: Vec<Digest>,
     },
     /// Turn a build's writable layer into a layer of `layers_dir`.
     Capture { upper: PathBuf, layers_dir: PathBuf },
@@ -40,6 +49,7 @@ pub enum Reply {
     Captured { diff_id: Digest, stats: LayerStats },
     Packed { digest: Digest, size: u64 },
     Removed,
+    Settled,
     Failed(Failure),
 }
 
@@ -126,19 +136,25 @@ pub fn run(identity: &crate::ids::Identity, op: &Op) -> Result<Reply> {
 
 /// Does the work of `op` in this process (the helper's side, or `dev` itself without a range).
 pub fn execute(op: Op) -> Reply {
-    use super::layers::{capture_layer, pack_into, remove_paths, unpack_into};
+    use super::layers::{capture_layer, mark_synced, pack_into, remove_paths, unpack_into};
     let done = match op {
         Op::Unpack {
             layers_dir,
             blob,
             diff_id,
+            epoch,
         } => unpack_into(
             &layers_dir,
             &blob,
             &diff_id,
             crate::unpack::UnpackOptions { keep_owners: true },
+            epoch,
         )
         .map(|stats| Reply::Unpacked { stats }),
+        Op::Settle {
+            layers_dir,
+            diff_ids,
+        } => mark_synced(&layers_dir, &diff_ids).map(|()| Reply::Settled),
         Op::Capture { upper, layers_dir } => capture_layer(&upper, &layers_dir)
             .map(|(diff_id, stats)| Reply::Captured { diff_id, stats }),
         Op::Pack { tree, out } => {
@@ -159,6 +175,7 @@ mod tests {
             layers_dir: "/s/layers".into(),
             blob: "/s/blob".into(),
             diff_id: Digest::of_bytes(b"x"),
+            epoch: Some("boot/7".into()),
         };
         let back: Op = serde_json::from_str(&serde_json::to_string(&op).unwrap()).unwrap();
         assert_eq!(back, op);

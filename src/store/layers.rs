@@ -1,6 +1,14 @@
 //! Unpacked layers: one tree per (id mapping, diff id), made visible by a single rename once
 //! the content digest is verified, and removed through the user namespace when their files
 //! belong to subordinate ids.
+//!
+//! Durability: an unpacked layer is recorded at once with the `cache_epoch` it was written in
+//! (its files may still be only in the page cache) and the pull flushes the file system once,
+//! after all its layers are in place (`settle`), clearing the mark. A layer found marked under
+//! another epoch (a power cut, a disk shut down) is not complete: it is fetched again. Not
+//! re-verified instead: its diff id is of the original tar, which a tree cannot be packed back
+//! into, and a per-file hash in meta.json would cost a second hash of every byte of every pull
+//! for a case that needs the window of seconds between an unpack and the flush.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::images::ImageRecord;
 use super::inside;
-use super::{sync_dir, write_atomic, Store};
+use super::{cache_epoch, sync_dir, syncfs, write_atomic, Store};
 use crate::beneath::{self, Tree};
 use crate::ids::Identity;
 use crate::oci::Digest;
@@ -23,6 +31,9 @@ use crate::unpack::{self, LayerStats, UnpackOptions};
 pub struct LayerMeta {
     pub diff_id: Digest,
     pub stats: LayerStats,
+    /// The `cache_epoch` the layer's files were written in, until they are flushed to disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<String>,
 }
 
 impl Store {
@@ -30,10 +41,44 @@ impl Store {
         self.layers_dir(mapping).join(diff_id.hex())
     }
 
-    /// The layer's metadata if it is complete in this mapping.
+    /// The layer's metadata if it is complete in this mapping: recorded, and either flushed to
+    /// disk or written in this boot and mount of the store's file system.
     pub fn layer_meta(&self, mapping: &str, diff_id: &Digest) -> Option<LayerMeta> {
         let bytes = fs::read(self.layer_path(mapping, diff_id).join("meta.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let meta: LayerMeta = serde_json::from_slice(&bytes).ok()?;
+        match &meta.unsynced {
+            Some(epoch) if cache_epoch(&self.layers_dir(mapping)).as_ref() != Some(epoch) => None,
+            _ => Some(meta),
+        }
+    }
+
+    /// Makes these layers durable: one `syncfs` of the store's file system for all of them,
+    /// then their unsynced marks cleared. Called once a pull's layers are all in place, so the
+    /// flush overlaps nothing the pull still has to write.
+    pub fn settle(&self, identity: &Identity, diff_ids: &[Digest]) -> Result<()> {
+        let mapping = identity.store_key();
+        let pending: Vec<Digest> = diff_ids
+            .iter()
+            .filter(|d| {
+                self.layer_meta(&mapping, d)
+                    .is_some_and(|m| m.unsynced.is_some())
+            })
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let dir = self.layers_dir(&mapping);
+        syncfs(&dir)?;
+        if identity.has_subordinate() {
+            let op = inside::Op::Settle {
+                layers_dir: dir,
+                diff_ids: pending,
+            };
+            inside::run(identity, &op).map(drop)
+        } else {
+            mark_synced(&dir, &pending)
+        }
     }
 
     /// Bytes of file content an image's layers hold in this mapping (the compressed size for a
@@ -62,18 +107,26 @@ impl Store {
             .mode(0o700)
             .create(dir.join("tmp"))
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let epoch = cache_epoch(&dir);
         if identity.has_subordinate() {
             let op = inside::Op::Unpack {
                 layers_dir: dir,
                 blob: blob.to_path_buf(),
                 diff_id: diff_id.clone(),
+                epoch,
             };
             match inside::run(identity, &op)? {
                 inside::Reply::Unpacked { stats } => Ok(stats),
                 other => bail!("internal error: the helper answered {other:?} to an unpack"),
             }
         } else {
-            unpack_into(&dir, blob, diff_id, UnpackOptions { keep_owners: false })
+            unpack_into(
+                &dir,
+                blob,
+                diff_id,
+                UnpackOptions { keep_owners: false },
+                epoch,
+            )
         }
     }
 
@@ -162,6 +215,21 @@ impl Store {
     }
 }
 
+/// Clears the unsynced mark of these layers' meta.json (after their files were flushed).
+pub fn mark_synced(layers_dir: &Path, diff_ids: &[Digest]) -> Result<()> {
+    for d in diff_ids {
+        let p = layers_dir.join(d.hex()).join("meta.json");
+        let Ok(bytes) = fs::read(&p) else { continue };
+        let Ok(mut meta) = serde_json::from_slice::<LayerMeta>(&bytes) else {
+            continue;
+        };
+        if meta.unsynced.take().is_some() {
+            write_atomic(&p, &serde_json::to_vec(&meta)?)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn remove_paths(paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         unpack::remove_tree(p).with_context(|| format!("cannot remove `{}`", p.display()))?;
@@ -191,12 +259,15 @@ pub fn pack_into(tree: &Path, out: Option<&Path>) -> Result<(Digest, u64)> {
 }
 
 /// The unpack itself: staging dir → unpack → verify → meta.json → rename into place.
-/// Runs in the helper process (as root inside the user namespace) or in `dev` itself.
+/// Runs in the helper process (as root inside the user namespace) or in `dev` itself. With
+/// an `epoch` the layer is recorded unsynced (see `Store::settle`); without, it is flushed
+/// to disk before it is recorded.
 pub fn unpack_into(
     layers_dir: &Path,
     blob: &Path,
     diff_id: &Digest,
     opts: UnpackOptions,
+    epoch: Option<String>,
 ) -> Result<LayerStats> {
     let final_dir = layers_dir.join(diff_id.hex());
     let staging = layers_dir
@@ -210,9 +281,13 @@ pub fn unpack_into(
             .create(staging.join("root"))?;
         let stats = unpack::unpack_layer(blob, diff_id, &staging.join("root"), opts)
             .map_err(|e| anyhow!("layer {diff_id}: {e}"))?;
+        if epoch.is_none() {
+            syncfs(&staging)?;
+        }
         let meta = LayerMeta {
             diff_id: diff_id.clone(),
             stats: stats.clone(),
+            unsynced: epoch,
         };
         write_atomic(&staging.join("meta.json"), &serde_json::to_vec(&meta)?)?;
         // The caller found no readable meta.json: a tree here is damaged, so it is replaced.
@@ -298,9 +373,12 @@ pub fn capture_layer(upper: &Path, layers_dir: &Path) -> Result<(Digest, LayerSt
         .with_context(|| format!("cannot create `{}`", staging.display()))?;
     fs::rename(upper, staging.join("root"))
         .with_context(|| format!("cannot move `{}` into the store", upper.display()))?;
+    // A build takes minutes; one flush before the layer is recorded is nothing next to it.
+    syncfs(&staging)?;
     let meta = LayerMeta {
         diff_id: diff_id.clone(),
         stats: stats.clone(),
+        unsynced: None,
     };
     write_atomic(&staging.join("meta.json"), &serde_json::to_vec(&meta)?)?;
     let _ = unpack::remove_tree(&final_dir);
@@ -354,4 +432,48 @@ fn strip_overlay_xattrs_in(dir: &Tree, stats: &mut LayerStats) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_marked_unsynced_under_another_epoch_is_not_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_at(dir.path().join("dev")).expect("store");
+        let layers = store.layers_dir("m");
+        let epoch = cache_epoch(&store.root).expect("a boot id and a unique mount id (Linux 6.8+)");
+        let record = |d: &Digest, unsynced: Option<String>| {
+            let p = layers.join(d.hex());
+            fs::create_dir_all(p.join("root")).expect("mkdir");
+            let meta = LayerMeta {
+                diff_id: d.clone(),
+                stats: LayerStats::default(),
+                unsynced,
+            };
+            write_atomic(
+                &p.join("meta.json"),
+                &serde_json::to_vec(&meta).expect("json"),
+            )
+            .expect("meta");
+        };
+        let (synced, now, torn) = (
+            Digest::of_bytes(b"synced"),
+            Digest::of_bytes(b"now"),
+            Digest::of_bytes(b"torn"),
+        );
+        record(&synced, None);
+        record(&now, Some(epoch.clone()));
+        record(&torn, Some(format!("{epoch}-before-the-power-cut")));
+        assert!(store.layer_meta("m", &synced).is_some());
+        assert!(
+            store.layer_meta("m", &now).is_some(),
+            "written in this epoch"
+        );
+        assert!(store.layer_meta("m", &torn).is_none(), "written in another");
+        mark_synced(&layers, std::slice::from_ref(&now)).expect("mark");
+        let meta = store.layer_meta("m", &now).expect("complete");
+        assert_eq!(meta.unsynced, None);
+    }
 }

@@ -11,7 +11,9 @@
 //! │   └── tmp/<hex>.partial             downloads in progress, resumed by the next pull
 //! ├── layers-v1/<mapping>/              one tree per id mapping: owners on disk depend on it
 //! │   ├── <diff-id hex>/root/           an unpacked layer, shared by every image that has it
-//! │   ├── <diff-id hex>/meta.json       its file count and size
+//! │   ├── <diff-id hex>/meta.json       its file count and size; while its files may still be
+//! │   │                                 only in the page cache, the `cache_epoch` they were
+//! │   │                                 written in (not complete in any other: a crash lost them)
 //! │   └── tmp/<hex>.<pid>               an unpack in progress
 //! ├── images-v1/<sha256(name)>.json     one record per image name: manifest, config, layers
 //! ├── envs-v1/<mapping>/                one env per project (and mapping)
@@ -175,6 +177,47 @@ impl Store {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::atomic::write(path, bytes, 0o644, crate::atomic::Durability::Durable)
         .with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Flushes the whole file system that holds `dir` to the disk.
+pub fn syncfs(dir: &Path) -> Result<()> {
+    let d = File::open(dir).with_context(|| format!("cannot open `{}`", dir.display()))?;
+    rustix::fs::syncfs(&d)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+        .with_context(|| {
+            format!(
+                "cannot flush the file system of `{}` to disk",
+                dir.display()
+            )
+        })
+}
+
+/// What survives exactly as long as the page cache of `dir`'s file system: this boot and this
+/// mount of it (a disk shut down and mounted again, or a reboot, gives another). A write made
+/// under one epoch and found under another was lost if it was never synced. `None` where the
+/// kernel cannot tell a mount apart (before Linux 6.8, mount ids are reused): then every
+/// record is synced before it is written.
+pub fn cache_epoch(dir: &Path) -> Option<String> {
+    use std::sync::OnceLock;
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    // Never reused, unlike STATX_MNT_ID (rustix does not name it yet).
+    const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+    let boot = BOOT
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|b| b.trim().to_string())
+                .filter(|b| !b.is_empty())
+        })
+        .as_ref()?;
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        dir,
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )
+    .ok()?;
+    (st.stx_mask & STATX_MNT_ID_UNIQUE != 0).then(|| format!("{boot}/{}", st.stx_mnt_id))
 }
 
 pub fn sync_dir(dir: &Path) {

@@ -6,6 +6,7 @@ pub mod common;
 mod auth;
 mod debian;
 mod doctor;
+mod durability;
 mod hostile;
 mod lifecycle;
 mod output;

@@ -1,0 +1,269 @@
+//! The store under a power cut and on a full disk. A power cut is played the way xfstests
+//! does: the store on a loop-mounted ext4 image, shut down with no log flush
+//! (`EXT4_IOC_SHUTDOWN`, `EXT4_GOING_FLAGS_NOLOGFLUSH`: what was not on disk is lost, as in a
+//! crash), unmounted and mounted again.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::image::{basic_layers, Pushed};
+use crate::common::{Entry, Env, ImageBuilder, Layer, Registry};
+use crate::e2e;
+
+/// `_IOR('X', 125, __u32)`.
+const EXT4_IOC_SHUTDOWN: u64 = 0x8004_587D;
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+
+fn sh(what: &str, cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        crate::common::describe(what, &out)
+    );
+}
+
+/// An ext4 file system on a loop device, mounted at the test's data dir.
+struct Ext4 {
+    image: PathBuf,
+    at: PathBuf,
+}
+
+impl Ext4 {
+    fn new(env: &Env, mib: u64) -> Ext4 {
+        let image = env.path("ext4.img");
+        let f = fs::File::create(&image).unwrap();
+        f.set_len(mib << 20).unwrap();
+        drop(f);
+        sh(
+            "mkfs.ext4",
+            Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image),
+        );
+        let fs = Ext4 {
+            image,
+            at: env.path("data"),
+        };
+        fs.mount();
+        env.chown_all(&fs.at);
+        fs
+    }
+
+    fn mount(&self) {
+        sh(
+            "mount the ext4 image (the suite runs as root)",
+            Command::new("mount")
+                .args(["-t", "ext4", "-o", "loop"])
+                .arg(&self.image)
+                .arg(&self.at),
+        );
+    }
+
+    /// The power cut: everything not yet on the disk is lost, then the disk comes back.
+    fn crash_and_remount(&self) {
+        self.shut_down();
+        self.remount();
+    }
+
+    /// What is not on the disk now never will be; every later write fails.
+    fn shut_down(&self) {
+        let dir = fs::File::open(&self.at).unwrap();
+        let mut flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: EXT4_IOC_SHUTDOWN reads one u32 through the pointer, which lives across the call.
+        let rc = unsafe {
+            nix::libc::ioctl(
+                dir.as_raw_fd(),
+                EXT4_IOC_SHUTDOWN as _,
+                &mut flags as *mut u32,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "EXT4_IOC_SHUTDOWN: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Unmounts (once the processes that used it are gone) and mounts it again.
+    fn remount(&self) {
+        let start = Instant::now();
+        while !Command::new("umount")
+            .arg(&self.at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the shut-down file system stayed busy for 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.mount();
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// Four layers of distinct, incompressible-ish files (10 MiB each): a pull takes long enough to
+/// be cut in the middle.
+fn image(reg: &Registry, repo: &str) -> (Pushed, Vec<Layer>) {
+    let mut layers = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for l in 0..4 {
+        let mut entries = vec![Entry::Dir(format!("l{l}/"), 0o755)];
+        for f in 0..40 {
+            let mut data = Vec::with_capacity(256 << 10);
+            while data.len() < 256 << 10 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+            entries.push(Entry::File(format!("l{l}/f{f}"), data, 0o644));
+        }
+        layers.push(Layer::new(entries));
+    }
+    let pushed = ImageBuilder::new(layers.clone()).push(reg, repo, Some("v1"));
+    (pushed, layers)
+}
+
+/// Every layer of the image is in the store, and every file in it holds what was pushed.
+fn assert_layers_whole(env: &Env, pushed: &Pushed, layers: &[Layer]) {
+    for ((_, diff_id), layer) in pushed.layers.iter().zip(layers) {
+        let root = env.layer_root(diff_id);
+        for e in &layer.entries {
+            if let Entry::File(path, data, _) = e {
+                let got = fs::read(root.join(path)).unwrap_or_default();
+                assert!(
+                    &got == data,
+                    "layer {diff_id}: `{path}` holds {} bytes, not the {} pulled: a torn layer is in use",
+                    got.len(),
+                    data.len()
+                );
+            }
+        }
+    }
+}
+
+fn meta_files(store: &Path) -> usize {
+    let mut n = 0;
+    for map in fs::read_dir(store.join("layers-v1"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
+            if l.file_name() != "tmp" && l.path().join("meta.json").is_file() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+e2e!(a_pull_is_durable_once_it_returns, |env: Env| {
+    let reg = Registry::start();
+    let (pushed, layers) = image(&reg, "fixture/durable");
+    let disk = Ext4::new(&env, 256);
+    let r = format!("{}/fixture/durable:v1", reg.host());
+    env.ok(&["pull", &r]);
+    disk.crash_and_remount();
+    // What `dev` will run on after the power cut is what was pulled.
+    assert_layers_whole(&env, &pushed, &layers);
+    env.ok(&["pull", &r]);
+    assert_layers_whole(&env, &pushed, &layers);
+});
+
+e2e!(
+    a_layer_cut_off_in_the_middle_of_a_pull_is_fetched_again,
+    |env: Env| {
+        let reg = Registry::start();
+        let (pushed, layers) = image(&reg, "fixture/cut");
+        let disk = Ext4::new(&env, 256);
+        let r = format!("{}/fixture/cut:v1", reg.host());
+        let mut child = env
+            .dev(&["pull", &r])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The cut comes as soon as one layer is marked complete, while the others still unpack.
+        let start = Instant::now();
+        while meta_files(&env.store()) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no layer was unpacked in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        disk.shut_down();
+        let _ = child.kill();
+        let _ = child.wait();
+        disk.remount();
+        env.ok(&["pull", &r]);
+        assert_layers_whole(&env, &pushed, &layers);
+    }
+);
+
+e2e!(
+    a_pull_that_fills_the_disk_gives_its_space_back,
+    |env: Env| {
+        let reg = Registry::start();
+        let (_, _) = image(&reg, "fixture/huge");
+        ImageBuilder::new(basic_layers()).push(&reg, "fixture/small", Some("v1"));
+        // A 4 MiB file system for the store: the 40 MiB image cannot fit, the small one can.
+        let data = env.path("data");
+        sh(
+            "mount a small tmpfs (the suite runs as root)",
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs"])
+                .arg(&data),
+        );
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(data.clone());
+        env.chown_all(&data);
+        let err = env.fails(&["pull", &format!("{}/fixture/huge:v1", reg.host())]);
+        assert!(err.contains("No space left on device"), "{err}");
+        env.ok(&["pull", &format!("{}/fixture/small:v1", reg.host())]);
+    }
+);
+
+e2e!(a_commit_is_durable_once_it_returns, |env: Env| {
+    let reg = Registry::start();
+    let _disk = Ext4::new(&env, 128);
+    crate::shell::busybox_project(&env, &reg, "");
+    env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /opt/app && seq 1 100000 > /opt/app/v",
+    ]);
+    env.ok(&["commit", "--tag", "snap:1"]);
+    _disk.crash_and_remount();
+    let out = env.ok_in(
+        &env.path("outside"),
+        &["run", "--image", "snap:1", "--", "cat", "/opt/app/v"],
+    );
+    let want: String = (1..=100000).map(|n| format!("{n}\n")).collect();
+    assert!(
+        crate::common::stdout(&out) == want,
+        "the committed file holds {} bytes after the power cut, not {}",
+        out.stdout.len(),
+        want.len()
+    );
+});
