@@ -156,25 +156,37 @@ pub struct SpawnArgs {
     pub cwd: std::path::PathBuf,
 }
 
+impl SpawnArgs {
+    /// The program, working directory, argv and environment as C strings for exec (a NUL
+    /// inside any of them is invalid input).
+    fn c_strings(&self) -> io::Result<(CString, CString, Vec<CString>, Vec<CString>)> {
+        let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+        let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
+        let argv = self
+            .argv
+            .iter()
+            .map(|s| cstr(s.as_bytes()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok((
+            cstr(self.program.as_os_str().as_bytes())?,
+            cstr(self.cwd.as_os_str().as_bytes())?,
+            argv,
+            env,
+        ))
+    }
+}
+
 /// Starts `a.program` by posix_spawn: the child shares this process's memory until it execs,
 /// so nothing is copied. It starts in a session of its own with no controlling terminal, no
 /// blocked signal and SIGPIPE at its default; ids, capabilities and descriptors are this
 /// process's (see [`clean_for_exec`]).
 pub fn spawn_clean(a: &SpawnArgs) -> io::Result<nix::unistd::Pid> {
-    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
-    let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
-    let program = cstr(a.program.as_os_str().as_bytes())?;
-    let cwd = cstr(a.cwd.as_os_str().as_bytes())?;
-    let argv = a
-        .argv
-        .iter()
-        .map(|s| cstr(s.as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let env = a
-        .env
-        .iter()
-        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
+    let (program, cwd, argv, env) = a.c_strings()?;
     let ptrs = |v: &[CString]| -> Vec<*mut libc::c_char> {
         v.iter()
             .map(|s| s.as_ptr().cast_mut())
@@ -244,20 +256,7 @@ pub fn spawn_on_terminal(
     stderr: bool,
 ) -> io::Result<nix::unistd::Pid> {
     use std::sync::atomic::{AtomicI32, Ordering};
-    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
-    let cstr = |s: &[u8]| CString::new(s).map_err(invalid);
-    let program = cstr(a.program.as_os_str().as_bytes())?;
-    let cwd = cstr(a.cwd.as_os_str().as_bytes())?;
-    let argv = a
-        .argv
-        .iter()
-        .map(|s| cstr(s.as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let env = a
-        .env
-        .iter()
-        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
-        .collect::<io::Result<Vec<_>>>()?;
+    let (program, cwd, argv, env) = a.c_strings()?;
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|s| s.as_ptr())
