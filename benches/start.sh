@@ -31,7 +31,7 @@ PER=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
 
 DEV="$WORK/bin/dev"
 BWRAP="bwrap --unshare-user --unshare-pid --bind $CACHE/rootfs / --proc /proc --dev /dev"
-UNSHARE="unshare --map-auto --map-root-user --mount --pid --fork chroot $CACHE/rootfs"
+UNSHARE="unshare --map-auto --map-root-user --mount --pid --fork /usr/sbin/chroot $CACHE/rootfs"
 
 # The same set-up for the user without a range: own store, own podman storage.
 # Its own project too: dev refuses a dev.toml another user owns.
