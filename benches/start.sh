@@ -190,7 +190,7 @@ lines = [
 for how, label in (("run --rm --", "a throwaway env (`--rm`)"), ("run --", "the project's env")):
     p = load(f"pty-{how.replace(' ', '').replace('-', '')}")
     plain, tty = p[f"dev {how} true"], p[f"dev {how} true, on a terminal"]
-    line = f"On a terminal (`script`), in {label}: {tty*1000:.1f} ms against {plain*1000:.1f} ms without one"
+    line = f"On a terminal (a pty the user holds), in {label}: {tty*1000:.1f} ms against {plain*1000:.1f} ms without one"
     if f"baseline {how} true, on a terminal" in p:
         base = p[f"baseline {how} true, on a terminal"]
         line += f"; the build before the pty relay takes {base*1000:.1f} ms on a terminal, so the command's own pty costs {(tty-base)*1000:+.2f} ms"
