@@ -190,15 +190,14 @@ pub fn session(
         (None, false) => crate::config::project::hostname(root),
     };
     let layers_dir = store.layers_dir(&mapping);
-    // Only a start mounts the env's /tmp and /run (a join finds them made): the walk of the
-    // image's layers is left out of the join's path.
-    let starts = !persistent || store.running(&store.run_dir(&mapping, root)).is_none();
-    let kept = if starts {
-        kept_entries(&layers_dir, &layer_stack(env, opts).lowers())
-    } else {
+    // Only a start mounts the env's /tmp and /run (a join finds them made): a throwaway env
+    // always starts; the project's env walks the image's layers below, once it knows it starts.
+    let kept = if persistent {
         Vec::new()
+    } else {
+        kept_entries(&layers_dir, &layer_stack(env, opts).lowers())
     };
-    let place = EnvPlace {
+    let mut place = EnvPlace {
         dirs,
         scratch,
         current,
@@ -217,7 +216,7 @@ pub fn session(
     if &host.user.home == root && last {
         crate::ui::note(format_args!("note: your home directory is not shared with the env, which has a home of its own; run dev in a project directory to share that"));
     }
-    let mut sandbox = plan(env, opts, &host, &place, argv, cwd);
+    let mut sandbox = plan(env, opts, &host, &place, argv.clone(), cwd.clone());
     if !persistent {
         return run_sandbox(identity, &sandbox);
     }
@@ -255,6 +254,10 @@ pub fn session(
             }
             None => {
                 let stack = layer_stack(env, opts);
+                if place.kept.is_empty() {
+                    place.kept = kept_entries(&place.layers_dir, &stack.lowers());
+                    sandbox.steps = plan(env, opts, &host, &place, argv.clone(), cwd.clone()).steps;
+                }
                 let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
                 let env = store.open_env(
                     &mapping,

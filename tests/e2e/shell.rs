@@ -688,4 +688,16 @@ e2e!(the_images_run_and_tmp_entries_are_there, |env: Env| {
         stdout(&out),
         "1777\n/dev/shm\n700\nno-gone\nno-below\nold\nno-pid\n"
     );
+    // The project's env too, when a session starts it; a second session joins what it made.
+    let lock = "stat -c '%a' /run/lock; readlink /run/shm";
+    env.ok(&["start"]);
+    assert_eq!(
+        stdout(&env.ok(&["run", "--", "sh", "-c", lock])),
+        "1777\n/dev/shm\n"
+    );
+    env.ok(&["stop"]);
+    assert_eq!(
+        stdout(&env.ok(&["run", "--", "sh", "-c", lock])),
+        "1777\n/dev/shm\n"
+    );
 });
