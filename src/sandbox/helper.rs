@@ -402,6 +402,7 @@ mod tests {
             ssh_agent: None,
             etc_files: vec!["/etc/resolv.conf".into()],
             kept: Vec::new(),
+            binds: Vec::new(),
         };
         SandboxPlan {
             ids: IdMode::Subordinate,

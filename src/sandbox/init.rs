@@ -512,6 +512,7 @@ mod tests {
             ssh_agent: None,
             etc_files: vec!["/etc/resolv.conf".into()],
             kept: Vec::new(),
+            binds: Vec::new(),
         };
         let mut rec = Recorder::default();
         execute(&mut rec, &mount_plan(&layout)).expect("runs");

@@ -144,6 +144,30 @@ pub struct Layout {
     /// What the image has under `/tmp` and `/run` (directories and symlinks, parents first),
     /// made again in their fresh tmpfs, as podman shows them.
     pub kept: Vec<Kept>,
+    /// What the user or the project opened of the host: mounts, volumes, GUI sockets, GPU
+    /// devices and libraries. Attached last, in this order, so they land on top of the home
+    /// and the project.
+    pub binds: Vec<Bind>,
+}
+
+/// A host path bound into the env on request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// On the host, resolved there once (no symlink left to swap).
+    pub source: PathBuf,
+    /// Inside the env, absolute.
+    pub target: PathBuf,
+    pub readonly: bool,
+    pub kind: BindKind,
+}
+
+/// What a bind's mount point is made as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BindKind {
+    /// A directory.
+    Dir,
+    /// Anything else: a file, a socket, a device node.
+    File,
 }
 
 /// A directory or symlink of the image's `/tmp` or `/run`.
@@ -193,6 +217,11 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
     let binds: Vec<(PathBuf, usize)> = binds
         .into_iter()
         .map(|(target, source)| (target, clone(&mut steps, source, false)))
+        .collect();
+    let opened: Vec<(&Bind, usize)> = l
+        .binds
+        .iter()
+        .map(|b| (b, clone(&mut steps, b.source.clone(), b.readonly)))
         .collect();
 
     // A new proc mount needs the host's /proc still visible in the mount namespace (the kernel's
@@ -300,6 +329,21 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
             mode: 0o755,
         });
         steps.push(Step::Attach { handle, target });
+    }
+    for (bind, handle) in opened {
+        steps.push(match bind.kind {
+            BindKind::Dir => Step::Mkdir {
+                path: bind.target.clone(),
+                mode: 0o755,
+            },
+            BindKind::File => Step::File {
+                path: bind.target.clone(),
+            },
+        });
+        steps.push(Step::Attach {
+            handle,
+            target: bind.target.clone(),
+        });
     }
     steps
 }
@@ -552,7 +596,54 @@ mod tests {
                     target: "/dev/shm".into(),
                 },
             ],
+            binds: Vec::new(),
         }
+    }
+
+    #[test]
+    fn opened_binds_land_last_and_keep_their_kind_and_mode() {
+        let mut l = layout();
+        l.binds = vec![
+            Bind {
+                source: "/home/ann/.cargo/registry".into(),
+                target: "/home/ann/.cargo/registry".into(),
+                readonly: false,
+                kind: BindKind::Dir,
+            },
+            Bind {
+                source: "/tmp/.X11-unix/X0".into(),
+                target: "/tmp/.X11-unix/X0".into(),
+                readonly: true,
+                kind: BindKind::File,
+            },
+        ];
+        let steps = mount_plan(&l);
+        assert!(steps.contains(&Step::Clone {
+            source: "/tmp/.X11-unix/X0".into(),
+            readonly: true,
+        }));
+        let n = steps.len();
+        assert_eq!(
+            steps[n - 4..],
+            [
+                Step::Mkdir {
+                    path: "/home/ann/.cargo/registry".into(),
+                    mode: 0o755
+                },
+                // Six devices, /sys, two /etc files, the agent, two shares: then the binds.
+                Step::Attach {
+                    handle: 12,
+                    target: "/home/ann/.cargo/registry".into()
+                },
+                Step::File {
+                    path: "/tmp/.X11-unix/X0".into()
+                },
+                Step::Attach {
+                    handle: 13,
+                    target: "/tmp/.X11-unix/X0".into()
+                },
+            ]
+        );
     }
 
     #[test]

@@ -225,6 +225,7 @@ pub fn plan(
         ssh_agent: host.ssh_agent.clone(),
         etc_files: host.etc_files.clone(),
         kept: place.kept.clone(),
+        binds: Vec::new(),
     };
     let extra = env
         .project

@@ -310,6 +310,7 @@ fn build_plan(
             .collect(),
         // A build needs none of the image's /tmp and /run.
         kept: Vec::new(),
+        binds: Vec::new(),
     };
     SandboxPlan {
         ids: match identity.ownership {
