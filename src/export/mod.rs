@@ -2,4 +2,6 @@
 //! (`layer`), and any blob of a stored image as a verified stream (`source`). It never
 //! recompresses a base layer: base layers keep the digests their registry gave them.
 
+pub mod build;
+pub mod layer;
 pub mod source;
