@@ -38,7 +38,11 @@ pub fn run(tag: Option<&str>, quiet: bool) -> Result<()> {
         config: &project.config,
         base: &prepared.record,
         tools: prepared.tools.as_ref().map(|t| &t.diff_id),
-        fingerprint: prepared.fingerprint(),
+        // As `dev status` shows it: whole digests.
+        fingerprint: match &prepared.tools {
+            Some(t) => format!("{} + {}", prepared.record.manifest_digest, t.diff_id),
+            None => prepared.record.manifest_digest.to_string(),
+        },
         name,
     })?;
     if !quiet {

@@ -33,6 +33,18 @@ pub fn run(reference: Option<&str>, quiet: bool) -> Result<()> {
 /// or, in a project, the destination of the project's built image; no REF: the project's
 /// built image, to its own name.
 fn what_to_push(store: &Store, reference: Option<&str>) -> Result<(ImageRecord, Reference)> {
+    let (image, dest) = find(store, reference)?;
+    // `localhost/NAME` without a port is dev's own name for a build, not a registry.
+    if dest.registry == "localhost" {
+        return Err(UserError::with_hint(
+            format!("`{}` names no registry to push to", dest.name()),
+            "name the destination: `dev push REGISTRY/NAME:TAG`, or build with `dev build --tag REGISTRY/NAME:TAG`",
+        ));
+    }
+    Ok((image, dest))
+}
+
+fn find(store: &Store, reference: Option<&str>) -> Result<(ImageRecord, Reference)> {
     let built = crate::export::build::project_image_name()?;
     let query = match (reference, &built) {
         (Some(r), _) => r.to_string(),

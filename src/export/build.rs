@@ -35,7 +35,7 @@ pub struct BuildInput<'a> {
     pub base: &'a ImageRecord,
     /// The tools layer's key in the store (its diff id there), if dev.toml has tools.
     pub tools: Option<&'a Digest>,
-    /// Base manifest and tools layer, as `dev status` shows it.
+    /// Base manifest digest and tools layer digest, as `dev status` shows them.
     pub fingerprint: String,
     /// The name the image is filed under.
     pub name: String,

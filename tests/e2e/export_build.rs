@@ -387,6 +387,12 @@ e2e!(
 
         // The base's registry goes away; its layers were kept only unpacked.
         env.ok(&["build"]);
+        let err = env.fails(&["push"]);
+        assert!(
+            err.contains("`localhost/project:latest` names no registry")
+                && err.contains("dev push REGISTRY/NAME:TAG"),
+            "{err}"
+        );
         let other = Registry::start();
         let gone = reg.host();
         drop(reg);
@@ -403,3 +409,83 @@ e2e!(
         );
     }
 );
+
+/// A registry that takes uploads only in chunks (`OCI-Chunk-Min-Length`), as some do: it
+/// keeps what is sent in memory and accepts a blob only when its bytes match the digest.
+fn chunked_registry() -> (
+    crate::common::http::Server,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use crate::common::http::{Response, Server};
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    let blobs: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+    let upload: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let server = Server::start(move |req| {
+        log.lock()
+            .expect("log")
+            .push(format!("{} {} {}", req.method, req.path, req.body.len()));
+        let path = req.path.split('?').next().unwrap_or("");
+        let digest = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
+        match req.method.as_str() {
+            "GET" if path == "/v2/" => Response::new(200, "{}"),
+            "HEAD" if path.contains("/blobs/sha256:") => {
+                let have = blobs.lock().expect("blobs").contains_key(&digest(path));
+                Response::new(if have { 200 } else { 404 }, "")
+            }
+            "POST" if path.ends_with("/blobs/uploads/") => {
+                upload.lock().expect("upload").clear();
+                Response::new(202, "")
+                    .header("Location", "/v2/team/chunked/blobs/uploads/u1")
+                    .header("OCI-Chunk-Min-Length", "1024")
+            }
+            "PATCH" => {
+                upload.lock().expect("upload").extend_from_slice(&req.body);
+                Response::new(202, "").header("Location", "/v2/team/chunked/blobs/uploads/u1")
+            }
+            "PUT" if path.contains("/blobs/uploads/") => {
+                let want = req.path.split("digest=").nth(1).unwrap_or("").to_string();
+                let got = std::mem::take(&mut *upload.lock().expect("upload"));
+                if !req.body.is_empty() || format!("sha256:{}", sha256_hex(&got)) != want {
+                    return Response::new(400, "DIGEST_INVALID");
+                }
+                blobs.lock().expect("blobs").insert(want, got);
+                Response::new(201, "")
+            }
+            "PUT" if path.contains("/manifests/") => Response::new(201, ""),
+            _ => Response::new(404, ""),
+        }
+    });
+    (server, seen)
+}
+
+// A registry that asks for chunks gets PATCHes and a final PUT with only the digest; every
+// blob it accepts matched its digest.
+e2e!(push_in_chunks_when_the_registry_asks, |env: Env| {
+    let reg = Registry::start();
+    let base = push_busybox(&reg);
+    env.write_dev_toml(&format!("image = \"{base}\"\n"));
+    env.ok(&["build", "-q"]);
+    let (server, seen) = chunked_registry();
+    let target = format!("127.0.0.1:{}/team/chunked:1", server.port);
+    env.ok(&["push", "-q", &target]);
+    let seen = seen.lock().expect("log").clone();
+    let patches = seen.iter().filter(|l| l.starts_with("PATCH ")).count();
+    assert!(
+        patches >= 2,
+        "the layer and the config go up in PATCHes: {seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with("PUT /v2/team/chunked/blobs/") && !l.ends_with(" 0")),
+        "the closing PUT carries no bytes: {seen:#?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.starts_with("PUT /v2/team/chunked/manifests/1 ")),
+        "the manifest goes last: {seen:#?}"
+    );
+});
