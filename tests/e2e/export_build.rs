@@ -198,6 +198,9 @@ fn push_fake_apt(reg: &Registry) -> String {
     let script = |body: &str| format!("#!/bin/sh\n{body}\n").into_bytes();
     let mut layers = image::busybox_layers();
     layers.push(Layer::new(vec![
+        Entry::File("etc/motd".into(), b"hi\n".to_vec(), 0o644),
+        Entry::Dir("etc/old/".into(), 0o755),
+        Entry::File("etc/old/a".into(), b"a\n".to_vec(), 0o644),
         Entry::File("usr/bin/apt-get".into(), script("exit 0"), 0o755),
         Entry::File("usr/bin/dpkg".into(), script("exit 0"), 0o755),
         Entry::File(
@@ -243,7 +246,7 @@ fn tools_listing(env: &Env, manifest: &str) -> String {
     stdout(&out)
 }
 
-const SETUP_OWNED: &str = "mkdir -p /opt/app && echo v1 > /opt/app/version && chown 123:456 /opt/app/version && chmod 640 /opt/app/version";
+const SETUP_OWNED: &str = "mkdir -p /opt/app && echo v1 > /opt/app/version && chown 123:456 /opt/app/version && chmod 640 /opt/app/version && rm /etc/motd && rm -r /etc/old && mkdir /etc/old";
 
 // Teammates with separate stores, the same dev.toml and dev.lock, get the same image digest,
 // with SOURCE_DATE_EPOCH and without; the tools layer's owners are as inside the image and its
@@ -275,6 +278,14 @@ fn teammates_get_the_same_digest() {
     assert!(
         version.starts_with("-rw-r----- 123/456 ") && version.contains("2023-11-14 22:13:20"),
         "owner as inside the image, mtime clamped to SOURCE_DATE_EPOCH: {version}"
+    );
+    // What the setup deleted is a whiteout; the directory it made again is opaque.
+    assert!(
+        listing.lines().any(|l| l.ends_with(" etc/.wh.motd"))
+            && listing
+                .lines()
+                .any(|l| l.ends_with(" etc/old/.wh..wh..opq")),
+        "{listing}"
     );
     let labels_time = stdout(&one.ok(&["inspect", "localhost/project:latest"]));
     assert!(
