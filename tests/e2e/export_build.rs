@@ -422,8 +422,11 @@ e2e!(
 );
 
 /// A registry that takes uploads only in chunks (`OCI-Chunk-Min-Length`), as some do: it
-/// keeps what is sent in memory and accepts a blob only when its bytes match the digest.
-fn chunked_registry() -> (
+/// keeps what is sent in memory and accepts a blob only when its bytes match the digest. With
+/// `bearer`, every request needs a token from its `/token`, whose queries it logs too.
+fn chunked_registry(
+    bearer: bool,
+) -> (
     crate::common::http::Server,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -431,13 +434,27 @@ fn chunked_registry() -> (
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
     let blobs: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
-    let upload: Arc<Mutex<Vec<u8>>> = Arc::default();
+    // Upload id -> what its PATCHes sent (dev sends blobs in parallel).
+    let uploads: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = seen.clone();
-    let server = Server::start(move |req| {
+    let port = crate::common::free_port();
+    let server = Server::start_at(port, move |req| {
         log.lock()
             .expect("log")
             .push(format!("{} {} {}", req.method, req.path, req.body.len()));
+        if bearer && req.path.starts_with("/token") {
+            return Response::new(200, "{\"token\":\"push-token\"}")
+                .header("Content-Type", "application/json");
+        }
+        let authorized =
+            req.headers.get("authorization").map(String::as_str) == Some("Bearer push-token");
+        if bearer && !authorized {
+            let challenge = format!(
+                "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\",scope=\"repository:team/chunked:pull\""
+            );
+            return Response::new(401, "").header("WWW-Authenticate", &challenge);
+        }
         let path = req.path.split('?').next().unwrap_or("");
         let digest = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
         match req.method.as_str() {
@@ -447,18 +464,29 @@ fn chunked_registry() -> (
                 Response::new(if have { 200 } else { 404 }, "")
             }
             "POST" if path.ends_with("/blobs/uploads/") => {
-                upload.lock().expect("upload").clear();
+                let mut all = uploads.lock().expect("uploads");
+                let id = format!("u{}", all.len());
+                all.insert(id.clone(), Vec::new());
                 Response::new(202, "")
-                    .header("Location", "/v2/team/chunked/blobs/uploads/u1")
+                    .header("Location", &format!("/v2/team/chunked/blobs/uploads/{id}"))
                     .header("OCI-Chunk-Min-Length", "1024")
             }
             "PATCH" => {
-                upload.lock().expect("upload").extend_from_slice(&req.body);
-                Response::new(202, "").header("Location", "/v2/team/chunked/blobs/uploads/u1")
+                let mut all = uploads.lock().expect("uploads");
+                let Some(sent) = all.get_mut(&digest(path)) else {
+                    return Response::new(404, "BLOB_UPLOAD_UNKNOWN");
+                };
+                sent.extend_from_slice(&req.body);
+                Response::new(202, "").header("Location", path)
             }
             "PUT" if path.contains("/blobs/uploads/") => {
                 let want = req.path.split("digest=").nth(1).unwrap_or("").to_string();
-                let got = std::mem::take(&mut *upload.lock().expect("upload"));
+                let got = uploads
+                    .lock()
+                    .expect("uploads")
+                    .get_mut(&digest(path))
+                    .map(std::mem::take)
+                    .unwrap_or_default();
                 if !req.body.is_empty() || format!("sha256:{}", sha256_hex(&got)) != want {
                     return Response::new(400, "DIGEST_INVALID");
                 }
@@ -479,7 +507,7 @@ e2e!(push_in_chunks_when_the_registry_asks, |env: Env| {
     let base = push_busybox(&reg);
     env.write_dev_toml(&format!("image = \"{base}\"\n"));
     env.ok(&["build", "-q"]);
-    let (server, seen) = chunked_registry();
+    let (server, seen) = chunked_registry(false);
     let target = format!("127.0.0.1:{}/team/chunked:1", server.port);
     env.ok(&["push", "-q", &target]);
     let seen = seen.lock().expect("log").clone();
@@ -498,5 +526,36 @@ e2e!(push_in_chunks_when_the_registry_asks, |env: Env| {
         seen.last()
             .is_some_and(|l| l.starts_with("PUT /v2/team/chunked/manifests/1 ")),
         "the manifest goes last: {seen:#?}"
+    );
+});
+
+// A push asks its token for `pull,push` on the repository, in the first scope (some registries
+// read only that one), not for the challenge's `pull`.
+e2e!(push_asks_for_a_push_token_first, |env: Env| {
+    let reg = Registry::start();
+    let base = push_busybox(&reg);
+    env.write_dev_toml(&format!("image = \"{base}\"\n"));
+    env.ok(&["build", "-q"]);
+    let (server, seen) = chunked_registry(true);
+    let target = format!("127.0.0.1:{}/team/chunked:1", server.port);
+    env.ok(&["push", "-q", &target]);
+    let seen = seen.lock().expect("log").clone();
+    let token = seen
+        .iter()
+        .find(|l| l.starts_with("GET /token"))
+        .unwrap_or_else(|| panic!("no token asked for: {seen:#?}"));
+    let query = token.split_once('?').map_or("", |(_, q)| q);
+    let first_scope = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("scope="))
+        .unwrap_or_default();
+    assert_eq!(
+        first_scope, "repository%3Ateam%2Fchunked%3Apull%2Cpush",
+        "{token}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("PUT /v2/team/chunked/manifests/1 ")),
+        "{seen:#?}"
     );
 });
