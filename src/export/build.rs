@@ -22,7 +22,7 @@ use crate::store::images::{ImageRecord, LayerRecord};
 use crate::store::Store;
 use crate::ui::UserError;
 
-/// The label prefix of dev's own labels.
+/// dev's own labels: the env's fingerprint, and the sha256 of dev.lock.
 pub const LABEL_FINGERPRINT: &str = "dev.fingerprint";
 pub const LABEL_LOCK: &str = "dev.lock.digest";
 
