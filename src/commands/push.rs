@@ -77,7 +77,7 @@ fn find(store: &Store, reference: Option<&str>) -> Result<(ImageRecord, Referenc
         None => Err(UserError::with_hint(
             format!("no image `{query}` in the store"),
             match &built {
-                Some(_) => "build the project's image first: `dev build`",
+                Some(_) => "build the project's image first (`dev build`), or name the image to push: `dev push REF`",
                 None => "pull it, or build one with `dev build --tag REF` in a project",
             },
         )),
