@@ -169,6 +169,14 @@ fn built_image_runs_in_podman_and_a_second_push_sends_nothing() {
     );
     assert_eq!(stdout(&out), "Hello, world!\nhello from dev.toml\n");
 
+    // A teammate with its own store, the same checkout: the same image, real packages and all.
+    let mate = Env::new(Kind::Sub2);
+    fs::copy(env.path("project/dev.toml"), mate.path("project/dev.toml")).expect("dev.toml");
+    fs::copy(env.path("project/dev.lock"), mate.path("project/dev.lock")).expect("dev.lock");
+    fake_git(&mate);
+    let theirs = stdout(&dev_with(&mate, &[], &["build", "-q", "--tag", &target]));
+    assert_eq!(theirs.trim(), built, "the teammate builds the same digest");
+
     let labels = skopeo_labels(&env, &target, None);
     assert_eq!(labels["org.opencontainers.image.revision"], REVISION);
     assert_eq!(
