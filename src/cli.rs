@@ -111,6 +111,25 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
+    /// Make the project's image from dev.toml and dev.lock: the base image's layers, the tools
+    /// layer and the env's config. Reproducible: the same dev.toml and dev.lock give the same
+    /// digest (SOURCE_DATE_EPOCH sets its time).
+    Build {
+        /// The image's name (default: `localhost/<project directory>:latest`).
+        #[arg(long, short, value_name = "REF")]
+        tag: Option<String>,
+        /// Print only the image's manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Push an image of the store to the registry its name says (default: the project's
+    /// `dev build`; with REF not in the store, the project's image goes to REF).
+    Push {
+        reference: Option<String>,
+        /// Print only the pushed manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Trust what the project's dev.toml runs ([setup]) and exposes (ssh-agent); a change to
     /// those parts asks again.
     Trust {

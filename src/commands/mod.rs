@@ -1,5 +1,6 @@
 //! One file per command: glue between the command line, the library modules and the printer.
 
+pub mod build;
 pub mod commit;
 pub mod doctor;
 pub mod helper;
@@ -9,6 +10,7 @@ pub mod inspect;
 pub mod lock;
 pub mod ps;
 pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod status;
 pub mod system;
@@ -40,6 +42,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Build { tag, quiet } => build::run(tag.as_deref(), quiet),
+        Command::Push { reference, quiet } => push::run(reference.as_deref(), quiet),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
         Command::Doctor { format } => return doctor::run(format),

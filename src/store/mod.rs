@@ -7,7 +7,8 @@
 //! ├── CACHEDIR.TAG
 //! ├── store.lock                        shared by pulls, exclusive for prune
 //! ├── blobs-v1/
-//! │   ├── sha256/<hex>                  verified blobs: manifests, configs, layers awaiting unpack
+//! │   ├── sha256/<hex>                  verified blobs: manifests, configs, layers awaiting unpack,
+//! │   │                                 the layers dev made (`dev build`, `dev commit`)
 //! │   └── tmp/<hex>.partial             downloads in progress, resumed by the next pull
 //! ├── layers-v1/<mapping>/              one tree per id mapping: owners on disk depend on it
 //! │   ├── <diff-id hex>/root/           an unpacked layer, shared by every image that has it
