@@ -111,6 +111,19 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
+    /// Load the images of an archive that `dev save`, `podman save` or `docker save` wrote
+    /// (an OCI image layout or a docker-archive), every digest checked.
+    Load {
+        /// The archive.
+        #[arg(long, short, value_name = "FILE")]
+        input: std::path::PathBuf,
+    },
+    /// Print a Kubernetes Pod manifest that runs the project's image (or REF) with the project
+    /// mounted from a volume, its [env] and working directory (`podman kube play` runs it).
+    Kube {
+        /// The image to run instead of dev.toml's (pinned by dev.lock).
+        reference: Option<String>,
+    },
     /// Trust what the project's dev.toml runs ([setup]) and exposes (ssh-agent); a change to
     /// those parts asks again.
     Trust {

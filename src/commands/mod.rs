@@ -6,6 +6,8 @@ pub mod helper;
 pub mod images;
 pub mod init;
 pub mod inspect;
+pub mod kube;
+pub mod load;
 pub mod lock;
 pub mod ps;
 pub mod pull;
@@ -40,6 +42,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Load { input } => load::run(&input),
+        Command::Kube { reference } => kube::run(reference.as_deref()),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
         Command::Doctor { format } => return doctor::run(format),
