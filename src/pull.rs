@@ -134,6 +134,7 @@ pub fn pull(
                 diff_id: diff.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
+                source: None,
             })
             .collect(),
     };

@@ -1,6 +1,6 @@
 //! `dev kube`: a Kubernetes Pod manifest that runs a project's image as `dev shell` runs it:
 //! the project mounted from a `hostPath` volume at its own path, the working directory in it,
-//! the image's `Env` with the project's `[env]` over it, a terminal and stdin kept open (as
+//! the image's `Env` with the project's `[env]` over it, the host's network, a terminal and stdin kept open (as
 //! `podman kube generate` writes them for an interactive container). Pure: the YAML is built
 //! from data, every string a double-quoted scalar (JSON's escapes are YAML's), so no value
 //! from a dev.toml or an image can change the document's structure.
@@ -24,7 +24,11 @@ pub struct PodSpec<'a> {
 pub fn pod_yaml(spec: &PodSpec<'_>) -> String {
     let project = spec.project.to_string_lossy();
     let name = pod_name(spec.project);
-    let mut vars: Vec<(String, String)> = Vec::new();
+    // As the shell's: a PATH when the image sets none (`sandbox::plan::environment`).
+    let mut vars: Vec<(String, String)> = vec![(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    )];
     let mut set = |k: &str, v: &str| match vars.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_string(),
         None => vars.push((k.to_string(), v.to_string())),
@@ -45,7 +49,8 @@ pub fn pod_yaml(spec: &PodSpec<'_>) -> String {
     y.push_str("apiVersion: v1\nkind: Pod\nmetadata:\n");
     let _ = writeln!(y, "  name: {}", q(&name));
     let _ = writeln!(y, "  labels:\n    app: {}", q(&name));
-    y.push_str("spec:\n  restartPolicy: Never\n  containers:\n");
+    // The env shares the host's network, as a `dev shell` does.
+    y.push_str("spec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n");
     let _ = writeln!(y, "  - name: {}", q("dev"));
     let _ = writeln!(y, "    image: {}", q(spec.image));
     y.push_str("    stdin: true\n    tty: true\n");

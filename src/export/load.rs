@@ -9,7 +9,8 @@
 //! digest, names are only keys to look it up by. A name that says a digest (`blobs/sha256/<hex>`,
 //! `<hex>.json`, `<hex>.tar`) must be the content's; documents are read with a size cap; layers
 //! are unpacked by `Store::unpack_layer` under the rules of a pull and checked against the
-//! config's `diff_ids`. `load` never prints.
+//! config's `diff_ids`. The layer blobs are kept in the store (no registry has them to fetch
+//! again for `dev save` or `dev push`). `load` never prints.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -528,6 +529,14 @@ fn file_image(store: &Store, identity: &Identity, file: &Path, image: Found) -> 
             .unpack_layer(identity, path, diff_id)
             .with_context(|| format!("cannot unpack layer {}", desc.digest))?;
     }
+    // Kept, verified: no registry has these blobs for `dev save` or `dev push` to fetch again.
+    for (desc, path) in &image.layers {
+        if !store.has_blob(&desc.digest)
+            && fs::hard_link(path, store.blob_path(&desc.digest)).is_ok()
+        {
+            crate::store::sync_dir(&store.root().join("blobs-v1/sha256"));
+        }
+    }
     store.settle(identity, &config.rootfs.diff_ids)?;
     if let Some((bytes, digest)) = &image.index {
         store.write_blob(digest, bytes)?;
@@ -565,6 +574,7 @@ fn file_image(store: &Store, identity: &Identity, file: &Path, image: Found) -> 
                     diff_id: diff.clone(),
                     size: d.size,
                     media_type: d.media_type.clone(),
+                    source: None,
                 })
                 .collect(),
         };

@@ -1,5 +1,9 @@
-//! Images leaving and entering the machine without a registry: image archives written
-//! (`archive`) and read (`load`), and Kubernetes manifests (`kube`).
+//! Taking an image out of the store: the project's image (`build`), deterministic layer blobs
+//! (`layer`), and any blob of a stored image as a verified stream (`source`). It never
+//! recompresses a base layer: base layers keep the digests their registry gave them.
+//! Images leave and enter the machine without a registry too: image archives written
+//! (`archive`) and read (`load`); `kube` writes a Kubernetes Pod manifest for an image.
 
 pub mod kube;
 pub mod load;
+pub mod source;

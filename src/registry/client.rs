@@ -272,6 +272,18 @@ impl Endpoint {
         Ok(body)
     }
 
+    /// Opens a blob as a stream: the body as it arrives (after auth and redirects, with
+    /// retries until the first byte), at most `desc.size + 1` bytes of it, each read under the
+    /// stall watchdog. The caller verifies the digest as it reads (`export::source`).
+    pub fn blob_reader(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send>, RegistryError> {
+        let what = format!("blob {}", desc.digest);
+        let url = self.url(&format!("/v2/{}/blobs/{}", self.repository, desc.digest));
+        let resp = self.with_retries(|| self.get(&url, &[], &what))?;
+        Ok(Box::new(
+            Watchdog::new(resp.into_reader(), self.stall, None).take(desc.size + 1),
+        ))
+    }
+
     /// Reads a whole small body, each stall window moving enough and the whole within
     /// [`SMALL_BODY_WINDOWS`] windows; `None` when it is longer than `cap` (declared or sent).
     fn read_small(

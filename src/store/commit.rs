@@ -45,7 +45,16 @@ impl Store {
                     ),
                 )
             })?;
-        let mut layers = base.layers.clone();
+        // The base's blobs are not kept (only their unpacked trees): they are fetched again
+        // from where the base came from.
+        let mut layers: Vec<LayerRecord> = base
+            .layers
+            .iter()
+            .map(|l| LayerRecord {
+                source: Some(l.fetched_from(&base)),
+                ..l.clone()
+            })
+            .collect();
         // The tools layer (the env's layers the image does not have), bottom first.
         for t in env
             .layers
@@ -54,7 +63,8 @@ impl Store {
             .filter(|d| !base.layers.iter().any(|l| &l.diff_id == *d))
         {
             let root = self.layer_path(&mapping, t).join("root");
-            let (digest, size) = self.pack_tree(identity, &root, false)?;
+            // Kept: a push of the commit needs the blob.
+            let (digest, size) = self.pack_tree(identity, &root, true)?;
             anyhow::ensure!(
                 &digest == t,
                 "the tools layer {} changed on disk (it packs as {digest}); `dev reset` rebuilds it",
@@ -65,6 +75,7 @@ impl Store {
                 diff_id: t.clone(),
                 size,
                 media_type: MediaType::OCI_LAYER_TAR.to_string(),
+                source: None,
             });
         }
         let (digest, size) = self.pack_tree(identity, upper, true)?;
@@ -78,6 +89,7 @@ impl Store {
             diff_id: digest,
             size,
             media_type: MediaType::OCI_LAYER_TAR.to_string(),
+            source: None,
         });
 
         let now = std::time::SystemTime::now()

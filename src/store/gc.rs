@@ -188,6 +188,8 @@ impl Store {
             }
             for l in &img.layers {
                 live_layers.insert(l.diff_id.hex().to_string());
+                // The blobs of layers dev made (built, committed): nothing else has them.
+                live_blobs.insert(l.digest.hex().to_string());
             }
         }
         for t in self.tools_records(&key) {

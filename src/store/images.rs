@@ -30,6 +30,31 @@ pub struct LayerRecord {
     pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
+    /// Where the compressed blob can be fetched again (`registry/repository`), when that is
+    /// not the image's own name: a built or committed image's base layers name their base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl LayerRecord {
+    /// The `registry/repository` its compressed blob can be fetched from: its own source, or
+    /// the repository of `image`, the image it belongs to.
+    pub fn fetched_from(&self, image: &ImageRecord) -> String {
+        match &self.source {
+            Some(s) => s.clone(),
+            None => image.repository(),
+        }
+    }
+}
+
+impl ImageRecord {
+    /// `registry/repository` of the name it is filed under.
+    pub fn repository(&self) -> String {
+        match Reference::parse(&self.name) {
+            Ok(r) => format!("{}/{}", r.registry, r.repository),
+            Err(_) => self.name.clone(),
+        }
+    }
 }
 
 /// The name an image is filed under.

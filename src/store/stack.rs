@@ -48,6 +48,7 @@ mod tests {
             diff_id: d(s),
             size: 1,
             media_type: String::new(),
+            source: None,
         };
         let image = ImageRecord {
             name: "x".into(),
