@@ -111,6 +111,17 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
+    /// Write an image (REF, or the project's image as dev.lock pins it) to a tar file that
+    /// `podman load`, `docker load` and `dev load` read.
+    Save {
+        /// The archive to write.
+        #[arg(long, short, value_name = "FILE")]
+        output: std::path::PathBuf,
+        /// An OCI image layout, or a docker-archive (as `docker save` writes).
+        #[arg(long, value_enum, default_value_t = ArchiveFormat::Oci)]
+        format: ArchiveFormat,
+        reference: Option<String>,
+    },
     /// Load the images of an archive that `dev save`, `podman save` or `docker save` wrote
     /// (an OCI image layout or a docker-archive), every digest checked.
     Load {
@@ -200,6 +211,12 @@ pub enum SystemCommand {
         #[arg(long)]
         envs: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveFormat {
+    Oci,
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

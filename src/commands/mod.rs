@@ -12,6 +12,7 @@ pub mod lock;
 pub mod ps;
 pub mod pull;
 pub mod rmi;
+pub mod save;
 pub mod status;
 pub mod system;
 pub mod trust;
@@ -42,6 +43,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Save {
+            output,
+            format,
+            reference,
+        } => save::run(&output, format, reference.as_deref()),
         Command::Load { input } => load::run(&input),
         Command::Kube { reference } => kube::run(reference.as_deref()),
         Command::Trust { show } => trust::run(show),
