@@ -72,7 +72,11 @@ fn temp_beside(out: &Path) -> Result<(PathBuf, File)> {
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    // Random: the directory may be one others write to (a planted name only fails O_EXCL).
+    let mut random = [0u8; 8];
+    rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| io::Error::from_raw_os_error(e.raw_os_error()))?;
+    tmp_name.push(format!(".{}.tmp", crate::oci::digest::hex(&random)));
     let tmp = out.with_file_name(tmp_name);
     let file = OpenOptions::new()
         .write(true)

@@ -508,6 +508,23 @@ fn file_image(store: &Store, identity: &Identity, file: &Path, image: Found) -> 
             config.rootfs.diff_ids.len()
         )));
     }
+    let host = Platform::host();
+    let platform = image.platform.clone().unwrap_or(Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    });
+    if !platform.os.is_empty() && !host.accepts(&platform) {
+        return Err(UserError::with_hint(
+            format!(
+                "the image in `{}` is for {}/{}, not for this machine ({host})",
+                file.display(),
+                platform.os,
+                platform.architecture
+            ),
+            "save an image built for this machine's platform",
+        ));
+    }
     let mapping = identity.store_key();
     for ((desc, path), diff_id) in image.layers.iter().zip(&config.rootfs.diff_ids) {
         if Compression::from_media_type(&desc.media_type).is_none() {
@@ -548,11 +565,6 @@ fn file_image(store: &Store, identity: &Identity, file: &Path, image: Found) -> 
     if names.is_empty() {
         names.push(manifest_digest.to_string());
     }
-    let platform = image.platform.unwrap_or(Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
-    });
     let mut record = None;
     for name in &names {
         let rec = ImageRecord {

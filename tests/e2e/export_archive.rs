@@ -160,6 +160,9 @@ e2e!(dev_loads_and_runs_podman_save_output, |env: Env| {
             "cat /etc/marker; echo \"$FROM_IMAGE\"",
         ]);
         assert_eq!(stdout(&ran), format!("{MARKER}image value\n"), "{format}");
+        // The loaded image's blobs are kept: it saves again with no registry to fetch from.
+        let again = env.path(&format!("project/{format}-again.tar"));
+        env.ok(&["save", "-o", again.to_str().unwrap(), &image]);
         env.ok(&["rmi", &image]);
     }
     // Nothing of the archives is left behind in the store's temp dir.
