@@ -111,8 +111,8 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
-    /// Write an image (REF, or the project's image as dev.lock pins it) to a tar file that
-    /// `podman load`, `docker load` and `dev load` read.
+    /// Write an image (REF, or the project's `dev build`, or its base image as dev.lock pins
+    /// it) to a tar file that `podman load`, `docker load` and `dev load` read.
     Save {
         /// The archive to write.
         #[arg(long, short, value_name = "FILE")]
@@ -129,11 +129,31 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         input: std::path::PathBuf,
     },
-    /// Print a Kubernetes Pod manifest that runs the project's image (or REF) with the project
-    /// mounted from a volume, its [env] and working directory (`podman kube play` runs it).
+    /// Print a Kubernetes Pod manifest that runs the project's image (REF, or its `dev build`,
+    /// or its base image as dev.lock pins it) with the project mounted from a volume, its [env]
+    /// and working directory (`podman kube play` runs it).
     Kube {
-        /// The image to run instead of dev.toml's (pinned by dev.lock).
+        /// The image to run instead of the project's.
         reference: Option<String>,
+    },
+    /// Make the project's image from dev.toml and dev.lock: the base image's layers, the tools
+    /// layer and the env's config. Reproducible: the same dev.toml and dev.lock give the same
+    /// digest (SOURCE_DATE_EPOCH sets its time).
+    Build {
+        /// The image's name (default: `localhost/<project directory>:latest`).
+        #[arg(long, short, value_name = "REF")]
+        tag: Option<String>,
+        /// Print only the image's manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Push an image of the store to the registry its name says (default: the project's
+    /// `dev build`; with REF not in the store, the project's image goes to REF).
+    Push {
+        reference: Option<String>,
+        /// Print only the pushed manifest digest.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Trust what the project's dev.toml runs ([setup]) and exposes (ssh-agent); a change to
     /// those parts asks again.

@@ -24,9 +24,9 @@ pub fn run(reference: Option<&str>) -> Result<()> {
         .context("internal error: a project without an image")?;
     let config = ImageConfig::parse(&store.read_blob(&t.record.config_digest)?)
         .with_context(|| format!("the config of `{}` in the store is refused", t.record.name))?;
-    if reference.is_none() && project.config.has_tools() {
+    if reference.is_none() && !t.built && project.config.has_tools() {
         crate::ui::note(format_args!(
-            "warning: `{}` is the base image: it lacks the packages of dev.toml's [tools]; give an image that has them as REF",
+            "warning: `{}` is the base image: it lacks the packages of dev.toml's [tools]; `dev build --tag REGISTRY/NAME` and `dev push` make one that has them, to give as REF",
             t.shown
         ));
     }

@@ -1,5 +1,6 @@
 //! One file per command: glue between the command line, the library modules and the printer.
 
+pub mod build;
 pub mod commit;
 pub mod doctor;
 pub mod helper;
@@ -11,6 +12,7 @@ pub mod load;
 pub mod lock;
 pub mod ps;
 pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod save;
 pub mod status;
@@ -50,6 +52,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => save::run(&output, format, reference.as_deref()),
         Command::Load { input } => load::run(&input),
         Command::Kube { reference } => kube::run(reference.as_deref()),
+        Command::Build { tag, quiet } => build::run(tag.as_deref(), quiet),
+        Command::Push { reference, quiet } => push::run(reference.as_deref(), quiet),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
         Command::Doctor { format } => return doctor::run(format),

@@ -1,5 +1,5 @@
 //! `dev save -o FILE [--format oci|docker] [REF]`: an image of the store (REF, or the
-//! project's image as dev.lock pins it) as a tar that `podman load`, `docker load` and
+//! project's `dev build`, or its base image as dev.lock pins it) as a tar that `podman load`, `docker load` and
 //! `dev load` read.
 
 use std::path::Path;

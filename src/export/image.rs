@@ -1,5 +1,5 @@
-//! Which image an export command means: the one named, or the project's image as dev.lock
-//! pins it (so what leaves the machine is what every teammate's env runs).
+//! Which image an export command means: the one named, or the project's `dev build`, or the
+//! project's base image as dev.lock pins it (what every teammate's env starts from).
 
 use anyhow::Result;
 
@@ -16,9 +16,12 @@ use crate::ui::progress::PullProgress;
 pub struct Target {
     pub shown: Reference,
     pub record: ImageRecord,
+    /// The project's own `dev build` (not its base image).
+    pub built: bool,
 }
 
-/// `reference` when given, else `project`'s image pinned by its dev.lock.
+/// `reference` when given, else `project`'s built image (`dev build`), else its base image
+/// pinned by its dev.lock.
 pub fn target(
     store: &Store,
     identity: &Identity,
@@ -31,6 +34,15 @@ pub fn target(
             (r.clone(), r)
         }
         (None, Some(project)) => {
+            // The project's `dev build`, when there is one: it has the tools layer.
+            let built = super::build::default_name(&project.root);
+            if let Some(record) = store.find_image(&built)? {
+                return Ok(Some(Target {
+                    shown: Reference::parse(&built)?,
+                    record,
+                    built: true,
+                }));
+            }
             let mut r = Reference::parse(&project.config.image)?;
             let locked = DevLock::load(&project.root.join(lock::FILE_NAME))?;
             let manifest = locked.as_ref().and_then(|l| {
@@ -66,5 +78,9 @@ pub fn target(
         Some(rec) => rec,
         None => crate::pull::pull(store, identity, &wanted, &PullProgress::new(false))?,
     };
-    Ok(Some(Target { shown, record }))
+    Ok(Some(Target {
+        shown,
+        record,
+        built: false,
+    }))
 }

@@ -6,7 +6,9 @@
 //! `image` says which image an export command means.
 
 pub mod archive;
+pub mod build;
 pub mod image;
 pub mod kube;
+pub mod layer;
 pub mod load;
 pub mod source;

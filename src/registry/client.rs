@@ -57,20 +57,23 @@ pub enum Transport {
 }
 
 pub struct Endpoint {
-    agent: ureq::Agent,
+    pub(super) agent: ureq::Agent,
     /// The name credentials are filed under, e.g. `docker.io`.
-    registry: String,
+    pub(super) registry: String,
     /// Where requests go, e.g. `registry-1.docker.io`.
-    host: String,
-    repository: String,
-    transport: Transport,
+    pub(super) host: String,
+    pub(super) repository: String,
+    pub(super) transport: Transport,
     credential: Option<Credential>,
-    authorization: Mutex<Option<String>>,
+    pub(super) authorization: Mutex<Option<String>>,
+    /// The scopes a token is asked for, first the one some registries read alone; empty:
+    /// the challenge's own (a pull's).
+    pub(super) scopes: Vec<String>,
     /// Loopback hosts the user listed in `insecure-registries`: trusted whoever listens.
     vouched: Vec<String>,
     /// Set when credentials were kept from a token realm, to explain a refusal that follows.
     withheld: Mutex<Option<RegistryError>>,
-    stall: Duration,
+    pub(super) stall: Duration,
 }
 
 /// A manifest or index as fetched: its bytes, their digest, and the checked document.
@@ -119,6 +122,7 @@ impl Endpoint {
                 .cloned()
                 .collect(),
             withheld: Mutex::new(None),
+            scopes: Vec::new(),
             stall,
         };
         if settings.allows_http(registry) {
@@ -139,7 +143,7 @@ impl Endpoint {
         &self.registry
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         let scheme = match self.transport {
             Transport::Https => "https",
             Transport::Http => "http",
@@ -151,7 +155,11 @@ impl Endpoint {
     /// over plain HTTP to a loopback port whose listening socket belongs to this user or to
     /// root, or that the user vouched for in `insecure-registries`. Any local user can listen
     /// on a free loopback port first; what they would catch is kept from them.
-    fn may_send_secrets(&self, host: &str, transport: Transport) -> Result<(), RegistryError> {
+    pub(super) fn may_send_secrets(
+        &self,
+        host: &str,
+        transport: Transport,
+    ) -> Result<(), RegistryError> {
         if transport == Transport::Https {
             return Ok(());
         }
@@ -425,7 +433,7 @@ impl Endpoint {
         }
     }
 
-    fn with_retries<T>(
+    pub(super) fn with_retries<T>(
         &self,
         mut f: impl FnMut() -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
@@ -505,7 +513,7 @@ impl Endpoint {
     /// Sends `req`, waiting at most two stall windows for the response to begin. The call
     /// runs on a thread of its own, so a server that trickles its status line and headers
     /// cannot hold `dev`; the thread is left to the socket's read timeout.
-    fn send(
+    pub(super) fn send(
         &self,
         req: ureq::Request,
         what: &str,
@@ -529,7 +537,7 @@ impl Endpoint {
         })
     }
 
-    fn authenticate(&self, challenge: &str) -> Result<(), RegistryError> {
+    pub(super) fn authenticate(&self, challenge: &str) -> Result<(), RegistryError> {
         let bad = || RegistryError::BadChallenge {
             registry: self.registry.clone(),
             challenge: challenge.to_string(),
@@ -563,7 +571,13 @@ impl Endpoint {
                 // The token will be sent to the registry: no use asking for one it must not get.
                 self.may_send_secrets(&self.host, self.transport)?;
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-                let mut req = self.agent.get(&realm).query("scope", &scope);
+                let mut req = self.agent.get(&realm);
+                if self.scopes.is_empty() {
+                    req = req.query("scope", &scope);
+                }
+                for s in &self.scopes {
+                    req = req.query("scope", s);
+                }
                 if let Some(s) = &service {
                     req = req.query("service", s);
                 }
@@ -600,7 +614,7 @@ impl Endpoint {
         Ok(())
     }
 
-    fn status_error(&self, e: ureq::Error, what: &str) -> RegistryError {
+    pub(super) fn status_error(&self, e: ureq::Error, what: &str) -> RegistryError {
         let registry = self.registry.clone();
         let what = what.to_string();
         if let ureq::Error::Status(401 | 403, _) = e {
@@ -658,7 +672,7 @@ impl Endpoint {
         }
     }
 
-    fn malformed(&self, what: &str, message: &str) -> RegistryError {
+    pub(super) fn malformed(&self, what: &str, message: &str) -> RegistryError {
         RegistryError::Malformed {
             registry: self.registry.clone(),
             what: what.to_string(),
@@ -771,7 +785,7 @@ fn split_host_port(host: &str) -> (&str, u16) {
     }
 }
 
-fn backoff(attempt: u32) {
+pub(super) fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(100 << attempt.min(5)));
 }
 
@@ -787,13 +801,13 @@ impl Write for HashWriter<'_> {
 }
 
 /// The `host[:port]` of an absolute URL.
-fn url_host(url: &str) -> &str {
+pub(super) fn url_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap_or("")
 }
 
 /// Resolves a `Location` header against the URL it came from.
-fn join_url(base: &str, location: &str) -> String {
+pub(super) fn join_url(base: &str, location: &str) -> String {
     if location.contains("://") {
         return location.to_string();
     }

@@ -9,6 +9,8 @@ pub mod auth;
 mod client;
 mod error;
 mod loopback;
+mod push;
 
 pub use client::Endpoint;
 pub use error::RegistryError;
+pub use push::Pushed;

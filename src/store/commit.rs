@@ -180,7 +180,7 @@ fn derive_config<'a>(
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (the civil-from-days algorithm).
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

@@ -35,8 +35,16 @@ pub enum Op {
     },
     /// Turn a build's writable layer into a layer of `layers_dir`.
     Capture { upper: PathBuf, layers_dir: PathBuf },
-    /// Pack `tree` as a layer tar into the new file `out` (or only measure it).
-    Pack { tree: PathBuf, out: Option<PathBuf> },
+    /// Pack `tree` as a layer tar into the new file `out` (or only measure it), the file
+    /// then given to `out_owner` (the user, who reads it back).
+    Pack {
+        tree: PathBuf,
+        out: Option<PathBuf>,
+        #[serde(default)]
+        opts: crate::unpack::pack::PackOptions,
+        #[serde(default)]
+        out_owner: Option<(u32, u32)>,
+    },
     /// Remove these trees of the store.
     Remove { paths: Vec<PathBuf> },
 }
@@ -157,9 +165,13 @@ pub fn execute(op: Op) -> Reply {
         } => mark_synced(&layers_dir, &diff_ids).map(|()| Reply::Settled),
         Op::Capture { upper, layers_dir } => capture_layer(&upper, &layers_dir)
             .map(|(diff_id, stats)| Reply::Captured { diff_id, stats }),
-        Op::Pack { tree, out } => {
-            pack_into(&tree, out.as_deref()).map(|(digest, size)| Reply::Packed { digest, size })
-        }
+        Op::Pack {
+            tree,
+            out,
+            opts,
+            out_owner,
+        } => pack_into(&tree, out.as_deref(), opts, out_owner)
+            .map(|(digest, size)| Reply::Packed { digest, size }),
         Op::Remove { paths } => remove_paths(&paths).map(|()| Reply::Removed),
     };
     done.unwrap_or_else(|e| Reply::Failed(Failure::of(&e)))

@@ -25,6 +25,7 @@ use super::{cache_epoch, sync_dir, syncfs, write_atomic, Store};
 use crate::beneath::{self, Tree};
 use crate::ids::Identity;
 use crate::oci::Digest;
+use crate::unpack::pack::PackOptions;
 use crate::unpack::{self, LayerStats, UnpackOptions};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,13 +167,15 @@ impl Store {
             let op = inside::Op::Pack {
                 tree: tree.to_path_buf(),
                 out: out.clone(),
+                opts: PackOptions::default(),
+                out_owner: Some((identity.uid, identity.gid)),
             };
             inside::run(identity, &op).and_then(|reply| match reply {
                 inside::Reply::Packed { digest, size } => Ok((digest, size)),
                 other => bail!("internal error: the helper answered {other:?} to a pack"),
             })
         } else {
-            pack_into(tree, out.as_deref())
+            pack_into(tree, out.as_deref(), PackOptions::default(), None)
         };
         let (digest, size) = match result {
             Ok(r) => r,
@@ -237,12 +240,18 @@ pub fn remove_paths(paths: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `tree` as a layer tar to the new file `out` (or only measures it, without one).
-pub fn pack_into(tree: &Path, out: Option<&Path>) -> Result<(Digest, u64)> {
+/// Writes `tree` as a layer tar to the new file `out` (or only measures it, without one),
+/// then gives the file to `out_owner`.
+pub fn pack_into(
+    tree: &Path,
+    out: Option<&Path>,
+    opts: PackOptions,
+    out_owner: Option<(u32, u32)>,
+) -> Result<(Digest, u64)> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let Some(out) = out else {
-        return unpack::pack::write_layer(tree, std::io::sink());
+        return unpack::pack::write_layer_with(tree, std::io::sink(), opts);
     };
     let file = fs::OpenOptions::new()
         .write(true)
@@ -250,8 +259,20 @@ pub fn pack_into(tree: &Path, out: Option<&Path>) -> Result<(Digest, u64)> {
         .mode(0o600)
         .open(out)
         .with_context(|| format!("cannot create `{}`", out.display()))?;
+    if let Some((uid, gid)) = out_owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .with_context(|| format!("cannot hand `{}` to its user", out.display()))?;
+    }
     let mut w = std::io::BufWriter::new(file);
-    let result = unpack::pack::write_layer(tree, &mut w)?;
+    let result = if opts.gzip {
+        let mut z = unpack::pack::gzip(&mut w);
+        let r = unpack::pack::write_layer_with(tree, &mut z, opts)?;
+        z.try_finish()
+            .with_context(|| format!("cannot write `{}`", out.display()))?;
+        r
+    } else {
+        unpack::pack::write_layer_with(tree, &mut w, opts)?
+    };
     w.flush()
         .and_then(|()| w.get_ref().sync_all())
         .with_context(|| format!("cannot write `{}`", out.display()))?;

@@ -48,6 +48,15 @@ impl PullProgress {
     }
 
     pub fn layer(&self, short: &str, size: u64) -> LayerProgress {
+        self.transfer(short, size, "downloading")
+    }
+
+    /// A bar for a layer being sent (`dev push`).
+    pub fn upload(&self, short: &str, size: u64) -> LayerProgress {
+        self.transfer(short, size, "uploading")
+    }
+
+    fn transfer(&self, short: &str, size: u64, verb: &str) -> LayerProgress {
         match self {
             PullProgress::Bars(m) => {
                 let bar = m.add(ProgressBar::new(size));
@@ -60,7 +69,7 @@ impl PullProgress {
                 LayerProgress::Bar(bar)
             }
             PullProgress::Lines(_) => {
-                super::print::note(format!("{short}: downloading {}", human_bytes(size)));
+                super::print::note(format!("{short}: {verb} {}", human_bytes(size)));
                 LayerProgress::Line {
                     short: short.to_string(),
                     size,

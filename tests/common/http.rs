@@ -13,6 +13,8 @@ pub struct Request {
     pub path: String,
     /// Header names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// As many bytes as `Content-Length` said.
+    pub body: Vec<u8>,
 }
 
 /// Writes a streamed body; it returns when done or when the client has gone.
@@ -98,17 +100,19 @@ impl Server {
                             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                         }
                     }
+                    let mut body = Vec::new();
                     if let Some(n) = headers
                         .get("content-length")
                         .and_then(|v| v.parse::<usize>().ok())
                     {
-                        let mut body = vec![0; n];
+                        body = vec![0; n];
                         let _ = reader.read_exact(&mut body);
                     }
                     let req = Request {
                         method,
                         path,
                         headers,
+                        body,
                     };
                     log.lock().expect("log").push(req.clone());
                     let mut resp = handler(&req);

@@ -30,6 +30,24 @@ pub fn free_port() -> u16 {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with(|_| String::new())
+    }
+
+    /// A registry that demands basic credentials: `htpasswd` is the file's text (bcrypt).
+    pub fn start_htpasswd(htpasswd: &str) -> Registry {
+        let htpasswd = htpasswd.to_string();
+        Self::start_with(move |dir| {
+            let file = dir.join("htpasswd");
+            fs::write(&file, &htpasswd).expect("write htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            )
+        })
+    }
+
+    /// `extra` gives more of the config (top-level YAML) for the registry's directory.
+    fn start_with(extra: impl Fn(&Path) -> String) -> Registry {
         let bin = which::which("docker-registry").unwrap_or_else(|_| {
             panic!("`docker-registry` is not installed; run `./install.sh --dev` (Debian package docker-registry)")
         });
@@ -37,8 +55,9 @@ impl Registry {
         for _ in 0..5 {
             let port = free_port();
             let config = format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                dir.path().join("data").display(),
+                extra(dir.path())
             );
             let cfg = dir.path().join("config.yml");
             fs::write(&cfg, config).expect("write registry config");
@@ -53,10 +72,11 @@ impl Registry {
             let mut child = child;
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
-                    .call()
-                    .is_ok()
-                {
+                let up = match ureq::get(&format!("http://127.0.0.1:{port}/v2/")).call() {
+                    Ok(_) | Err(ureq::Error::Status(401, _)) => true,
+                    Err(_) => false,
+                };
+                if up {
                     return Registry { child, dir, port };
                 }
                 if let Ok(Some(_)) = child.try_wait() {

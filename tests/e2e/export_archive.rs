@@ -394,3 +394,50 @@ e2e!(podman_kube_play_runs_dev_kube_output, |env: Env| {
         )
     );
 });
+
+e2e!(
+    podman_runs_the_saved_project_build_and_its_pod,
+    |env: Env| {
+        let reg = Registry::start();
+        let image = push_image(&reg);
+        env.write_dev_toml(&format!(
+            "image = \"{image}\"\n[env]\nGREETING = \"built with [env]\"\n"
+        ));
+        fs::write(env.path("project/notes.txt"), "project file\n").unwrap();
+        env.chown_all(&env.path("project"));
+        env.ok(&["build"]);
+        // No REF: the project's build (`localhost/project:latest`), [env] in its config.
+        let file = env.path("project/build.tar");
+        env.ok(&["save", "-o", file.to_str().unwrap()]);
+        let podman = Podman::new(&env);
+        let loaded = podman.ok(&["load", "-i", file.to_str().unwrap()]);
+        assert!(loaded.contains("localhost/project:latest"), "{loaded}");
+        let ran = podman.ok(&[
+            "run",
+            "--rm",
+            "localhost/project:latest",
+            "/bin/sh",
+            "-c",
+            "cat /etc/marker; echo \"$GREETING\"",
+        ]);
+        assert_eq!(ran, format!("{MARKER}built with [env]\n"));
+        // And its pod, from the image podman now has.
+        let yaml = stdout(&env.ok(&["kube"]));
+        assert!(
+            yaml.contains("image: \"localhost/project:latest\""),
+            "{yaml}"
+        );
+        let pod = env.path("project/pod.yaml");
+        fs::write(&pod, &yaml).unwrap();
+        env.chown_all(&env.path("project"));
+        podman.ok(&["kube", "play", pod.to_str().unwrap()]);
+        let seen = podman.ok(&[
+            "exec",
+            "project-dev-dev",
+            "/bin/sh",
+            "-c",
+            "cat notes.txt; echo \"$GREETING\"",
+        ]);
+        assert_eq!(seen, "project file\nbuilt with [env]\n");
+    }
+);

@@ -8,6 +8,7 @@ mod debian;
 mod doctor;
 mod durability;
 mod export_archive;
+mod export_build;
 mod hostile;
 mod lifecycle;
 mod output;
