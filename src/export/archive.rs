@@ -347,3 +347,118 @@ impl Read for DiffIdCheck {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::Platform;
+    use crate::store::images::LayerRecord;
+
+    /// A store holding one image whose layer is an uncompressed tar (kept as a blob, as a
+    /// loaded or committed image's are).
+    fn store_with_image(dir: &Path) -> (Store, ImageRecord) {
+        let store = Store::open_at(dir.join("store")).expect("store");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("etc/marker").expect("path");
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"hi\n"[..]).expect("append");
+        let layer = b.into_inner().expect("tar");
+        let layer_digest = Digest::of_bytes(&layer);
+        store.write_blob(&layer_digest, &layer).expect("layer");
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+        }))
+        .expect("json");
+        let config_digest = Digest::of_bytes(&config);
+        store.write_blob(&config_digest, &config).expect("config");
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": MediaType::OCI_MANIFEST,
+            "config": {"mediaType": MediaType::OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": MediaType::OCI_LAYER_TAR, "digest": layer_digest.to_string(), "size": layer.len()}],
+        }))
+        .expect("json");
+        let manifest_digest = Digest::of_bytes(&manifest);
+        store
+            .write_blob(&manifest_digest, &manifest)
+            .expect("manifest");
+        let record = ImageRecord {
+            name: "localhost/saved:1".into(),
+            index_digest: None,
+            manifest_digest,
+            config_digest,
+            platform: Platform::host(),
+            created: None,
+            pulled: 0,
+            layers: vec![LayerRecord {
+                digest: layer_digest.clone(),
+                diff_id: layer_digest,
+                size: layer.len() as u64,
+                media_type: MediaType::OCI_LAYER_TAR.into(),
+                source: None,
+            }],
+        };
+        (store, record)
+    }
+
+    fn names(archive: &Path) -> Vec<String> {
+        let mut a = tar::Archive::new(File::open(archive).expect("open"));
+        a.entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn saves_the_same_bytes_twice_in_each_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, image) = store_with_image(dir.path());
+        for (format, expected) in [
+            (Format::Oci, vec!["oci-layout", "index.json"]),
+            (Format::Docker, vec!["manifest.json", "repositories"]),
+        ] {
+            let (a, b) = (dir.path().join("a.tar"), dir.path().join("b.tar"));
+            save(&store, "m", &image, format, &a).expect("save");
+            save(&store, "m", &image, format, &b).expect("save again");
+            assert_eq!(
+                fs::read(&a).expect("a"),
+                fs::read(&b).expect("b"),
+                "{format:?}"
+            );
+            let listed = names(&a);
+            for name in expected {
+                assert!(listed.iter().any(|n| n == name), "{format:?}: {listed:?}");
+            }
+            let layer = image.layers[0].digest.hex().to_string();
+            assert!(listed.iter().any(|n| n.contains(&layer)), "{listed:?}");
+        }
+        // Only the two archives: no temp file is left beside them.
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 3);
+    }
+
+    #[test]
+    fn a_blob_that_is_not_what_the_store_says_fails_the_save_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, image) = store_with_image(dir.path());
+        let blob = store.blob_path(&image.layers[0].digest);
+        let mut bytes = fs::read(&blob).expect("read");
+        bytes[600] ^= 1;
+        fs::write(&blob, bytes).expect("write");
+        for format in [Format::Oci, Format::Docker] {
+            let out = dir.path().join("out.tar");
+            let err = save(&store, "m", &image, format, &out).expect_err("refused");
+            assert!(format!("{err:#}").contains("has the content of"), "{err:#}");
+            assert!(!out.exists());
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
+    }
+}
