@@ -645,3 +645,88 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod archive_tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).expect("path");
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            if !link.is_empty() {
+                h.set_link_name(link).expect("link");
+            }
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    /// Reads `bytes` as an archive and hands the result to `check` while its spool exists.
+    fn read(bytes: &[u8], check: impl FnOnce(&Result<Contents>)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.tar");
+        fs::File::create(&file)
+            .and_then(|mut f| f.write_all(bytes))
+            .expect("write");
+        let spool = dir.path().join("spool");
+        fs::create_dir(&spool).expect("mkdir");
+        let contents = read_archive(&file, &spool);
+        // The spool holds exactly the regular files (none after a refusal).
+        let held = contents.as_ref().map_or(0, |c| c.files.len());
+        assert_eq!(fs::read_dir(&spool).expect("ls").count(), held);
+        check(&contents);
+        drop(contents);
+        assert_eq!(fs::read_dir(&spool).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn files_are_known_by_digest_and_links_by_name() {
+        use tar::EntryType as T;
+        let hex = Digest::of_bytes(b"layer").hex().to_string();
+        let layer_name = format!("{hex}.tar");
+        let link = format!("../{layer_name}");
+        let archive = tar_of(&[
+            (&layer_name, T::Regular, b"layer", ""),
+            ("abc/layer.tar", T::Symlink, b"", &link),
+            ("def/layer.tar", T::Link, b"", &layer_name),
+            ("abc/", T::Directory, b"", ""),
+        ]);
+        read(&archive, |c| {
+            let c = c.as_ref().expect("read");
+            for name in ["abc/layer.tar", "def/layer.tar", layer_name.as_str()] {
+                let f = c.lookup(name).expect(name);
+                assert_eq!(f.digest, Digest::of_bytes(b"layer"));
+                assert_eq!(f.size, 5);
+                assert_eq!(fs::read(&f.path).expect("spooled"), b"layer");
+            }
+            assert!(c.lookup("abc").is_none());
+        });
+    }
+
+    #[test]
+    fn a_name_that_says_another_digest_is_refused_and_nothing_is_kept() {
+        use tar::EntryType as T;
+        let hex = Digest::of_bytes(b"other").hex().to_string();
+        let name = format!("blobs/sha256/{hex}");
+        let archive = tar_of(&[
+            ("index.json", T::Regular, b"{}", ""),
+            (&name, T::Regular, b"layer", ""),
+        ]);
+        read(&archive, |c| {
+            let err = c.as_ref().err().expect("refused");
+            assert!(
+                err.to_string()
+                    .contains(&format!("entry `{name}` does not match its digest")),
+                "{err}"
+            );
+        });
+    }
+}

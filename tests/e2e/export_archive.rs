@@ -300,8 +300,11 @@ e2e!(load_refuses_hostile_layers_as_pull_does, |env: Env| {
         ),
         "through the symlink",
     );
-    // The same archive, harmless, loads and runs: the refusals above are about the layers.
-    let (ok, err) = load_archive(&env, &oci_archive(&busybox_layers(), |_, b| b));
+    // The same archive, harmless (and gzipped, as `podman save | gzip` makes it), loads and
+    // runs: the refusals above are about the layers.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &oci_archive(&busybox_layers(), |_, b| b)).unwrap();
+    let (ok, err) = load_archive(&env, &gz.finish().unwrap());
     assert!(ok, "{err}");
     let ran = env.ok(&[
         "run",
