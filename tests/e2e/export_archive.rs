@@ -235,6 +235,38 @@ fn oci_archive(layers: &[Layer], tamper: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> V
     tar.into_inner().unwrap()
 }
 
+/// A docker-archive of `layers` (uncompressed, named by diff id) tagged `localhost/archived:1`.
+fn docker_archive(layers: &[Layer]) -> Vec<u8> {
+    let tars: Vec<Vec<u8>> = layers.iter().map(Layer::tar).collect();
+    let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": crate::common::image::host_arch(), "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let config_name = format!("{}.json", hex(&sha256(&config)));
+    let names: Vec<String> = diff_ids.iter().map(|d| format!("{}.tar", hex(d))).collect();
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": config_name, "RepoTags": ["localhost/archived:1"], "Layers": names}
+    ]))
+    .unwrap();
+    let mut files = vec![(config_name, config)];
+    files.extend(names.into_iter().zip(tars));
+    files.push(("manifest.json".into(), manifest));
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(&name).unwrap();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &bytes[..]).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
 /// Loads `archive` as the test user; returns (succeeded, stderr). Nothing outside the store
 /// may change, and no layer of a refused archive is kept.
 fn load_archive(env: &Env, archive: &[u8]) -> (bool, String) {
@@ -300,6 +332,18 @@ e2e!(load_refuses_hostile_layers_as_pull_does, |env: Env| {
         ),
         "through the symlink",
     );
+    refused(
+        &env,
+        &docker_archive(&[Layer::new(vec![Entry::Hardlink(
+            "passwd".into(),
+            format!("../../../../../../../..{out}/sentinel"),
+        )])]),
+        "hard link",
+    );
+    let (ok, err) = load_archive(&env, &docker_archive(&busybox_layers()));
+    assert!(ok, "{err}");
+    env.ok(&["rmi", "localhost/archived:1"]);
+    env.ok(&["system", "prune"]);
     // The same archive, harmless (and gzipped, as `podman save | gzip` makes it), loads and
     // runs: the refusals above are about the layers.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
