@@ -25,6 +25,8 @@ as_root() {
 
 RUNTIME_PKGS="uidmap fuse-overlayfs"
 TEST_PKGS="docker-registry zstd hyperfine debootstrap podman runc util-linux busybox-static bubblewrap python3 gcc libc6-dev tar e2fsprogs"
+# catatonit: podman kube play builds its pod's pause image from it, with no network.
+TEST_PKGS="$TEST_PKGS catatonit"
 TEST_PKGS="$TEST_PKGS skopeo"
 
 missing=""

@@ -111,6 +111,31 @@ pub enum Command {
         #[arg(long, short, value_name = "REF")]
         tag: String,
     },
+    /// Write an image (REF, or the project's `dev build`, or its base image as dev.lock pins
+    /// it) to a tar file that `podman load`, `docker load` and `dev load` read.
+    Save {
+        /// The archive to write.
+        #[arg(long, short, value_name = "FILE")]
+        output: std::path::PathBuf,
+        /// An OCI image layout, or a docker-archive (as `docker save` writes).
+        #[arg(long, value_enum, default_value_t = ArchiveFormat::Oci)]
+        format: ArchiveFormat,
+        reference: Option<String>,
+    },
+    /// Load the images of an archive that `dev save`, `podman save` or `docker save` wrote
+    /// (an OCI image layout or a docker-archive), every digest checked.
+    Load {
+        /// The archive.
+        #[arg(long, short, value_name = "FILE")]
+        input: std::path::PathBuf,
+    },
+    /// Print a Kubernetes Pod manifest that runs the project's image (REF, or its `dev build`,
+    /// or its base image as dev.lock pins it) with the project mounted from a volume, its [env]
+    /// and working directory (`podman kube play` runs it).
+    Kube {
+        /// The image to run instead of the project's.
+        reference: Option<String>,
+    },
     /// Make the project's image from dev.toml and dev.lock: the base image's layers, the tools
     /// layer and the env's config. Reproducible: the same dev.toml and dev.lock give the same
     /// digest (SOURCE_DATE_EPOCH sets its time).
@@ -206,6 +231,12 @@ pub enum SystemCommand {
         #[arg(long)]
         envs: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveFormat {
+    Oci,
+    Docker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,11 +7,14 @@ pub mod helper;
 pub mod images;
 pub mod init;
 pub mod inspect;
+pub mod kube;
+pub mod load;
 pub mod lock;
 pub mod ps;
 pub mod pull;
 pub mod push;
 pub mod rmi;
+pub mod save;
 pub mod status;
 pub mod system;
 pub mod trust;
@@ -42,6 +45,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Save {
+            output,
+            format,
+            reference,
+        } => save::run(&output, format, reference.as_deref()),
+        Command::Load { input } => load::run(&input),
+        Command::Kube { reference } => kube::run(reference.as_deref()),
         Command::Build { tag, quiet } => build::run(tag.as_deref(), quiet),
         Command::Push { reference, quiet } => push::run(reference.as_deref(), quiet),
         Command::Trust { show } => trust::run(show),

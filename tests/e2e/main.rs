@@ -7,6 +7,7 @@ mod auth;
 mod debian;
 mod doctor;
 mod durability;
+mod export_archive;
 mod export_build;
 mod hostile;
 mod lifecycle;
