@@ -165,8 +165,15 @@ pub struct EnterArgs {
     pub ssh_agent: bool,
     /// Mount a host path or a named volume (`~` and `${VAR}` expanded; `~` in DST is the env's
     /// home): `SRC:DST[:ro]`, or `type=bind,source=SRC,target=DST[,readonly]`
-    /// (`type=volume,source=NAME,…`). Applies when the env starts. Repeatable.
-    #[arg(long = "mount", value_name = "SRC:DST[:ro]", value_parser = crate::config::mounts::MountSpec::parse_cli)]
+    /// (`type=volume,source=NAME,…`), as podman's `-v` and `--mount` read them. Applies when
+    /// the env starts. Repeatable.
+    #[arg(
+        long = "mount",
+        short = 'v',
+        visible_alias = "volume",
+        value_name = "SRC:DST[:ro]",
+        value_parser = crate::config::mounts::MountSpec::parse_cli
+    )]
     pub mounts: Vec<crate::config::mounts::MountSpec>,
 }
 

@@ -65,7 +65,7 @@ pub fn speculate(args: &[std::ffi::OsString]) {
                 throwaway = true;
                 rest.next();
             }
-            "--name" | "--mount" => {
+            "--name" | "--mount" | "--volume" | "-v" => {
                 rest.next();
             }
             a if a.starts_with("--image=") => throwaway = true,

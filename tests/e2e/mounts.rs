@@ -81,11 +81,11 @@ e2e!(
             stderr(&out)
         );
         assert!(!data.join("h").exists());
-        // `SRC:DST:ro` too.
+        // `-v SRC:DST:ro`, as podman writes it.
         let out = env.run(&[
             "run",
             "--rm",
-            "--mount",
+            "-v",
             &format!("{rw}:ro"),
             "--",
             "touch",
