@@ -171,6 +171,46 @@ e2e!(a_missing_source_is_named, |env: Env| {
     assert_eq!(errors(&err), 1, "{err}");
 });
 
+e2e!(doctor_names_a_missing_mount_source, |env: Env| {
+    let reg = Registry::start();
+    let gone = env.path("outside/gone");
+    busybox_dev_toml(
+        &env,
+        &reg,
+        &env.path("project"),
+        &format!(
+            "[[mounts]]\nsource = \"{}\"\ntarget = \"/g\"\n",
+            gone.display()
+        ),
+    );
+    let out = env.run(&["doctor", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let checks: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let m = checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["check"] == "mounts"))
+        .unwrap_or_else(|| panic!("no mounts check: {checks}"));
+    assert_eq!(m["status"], "fail", "{m}");
+    assert_eq!(
+        m["detail"],
+        format!(
+            "the mount source `{}` (from dev.toml) does not exist",
+            gone.display()
+        )
+    );
+    assert_eq!(m["fix"], "create it, or change the mount in dev.toml");
+    fs::create_dir_all(&gone).expect("mkdir");
+    let out = env.run(&["doctor", "--format", "json"]);
+    let checks: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let m = checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["check"] == "mounts"))
+        .unwrap_or_else(|| panic!("no mounts check: {checks}"));
+    assert_eq!(m["status"], "ok", "{m}");
+    // The missing source was all that failed.
+    assert_eq!(out.status.code(), Some(0), "{checks}");
+});
+
 e2e!(a_symlink_source_is_resolved_once_on_the_host, |env: Env| {
     let reg = Registry::start();
     busybox_dev_toml(&env, &reg, &env.path("project"), "");
