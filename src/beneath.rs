@@ -284,6 +284,141 @@ impl Tree {
     }
 }
 
+/// Why a mount point could not be made beneath a tree.
+#[derive(Debug)]
+pub enum MountPointError {
+    /// `rel`'s component at this path (relative to the tree) is a symbolic link.
+    Symlink(std::path::PathBuf),
+    /// This component is there but is not a directory.
+    NotDir(std::path::PathBuf),
+    Io(std::path::PathBuf, io::Error),
+}
+
+impl std::fmt::Display for MountPointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountPointError::Symlink(p) => write!(f, "`/{}` is a symbolic link", p.display()),
+            MountPointError::NotDir(p) => write!(f, "`/{}` is not a directory", p.display()),
+            MountPointError::Io(p, e) => write!(f, "`/{}`: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for MountPointError {}
+
+impl Tree {
+    /// Opens `rel` as a place to mount on (an `O_PATH` descriptor), making what is missing:
+    /// directories on the way, and the last component a directory (`dir`) or an empty file.
+    /// Each component is looked up in the descriptor of its parent with `O_NOFOLLOW`, so no
+    /// symlink is followed in any; what this makes is owned by `owner` where given (where the
+    /// id map lets it be). The caller mounts onto the descriptor, not onto the path.
+    pub fn mount_point(
+        &self,
+        rel: &Path,
+        dir: bool,
+        owner: Option<(u32, u32)>,
+    ) -> Result<OwnedFd, MountPointError> {
+        let io_err = |p: &Path, e: io::Error| MountPointError::Io(p.to_path_buf(), e);
+        let parts = parts(rel).map_err(|e| io_err(rel, e))?;
+        let Some(last) = parts.len().checked_sub(1) else {
+            return Err(io_err(
+                rel,
+                io::Error::new(io::ErrorKind::InvalidInput, "the root is not a mount point"),
+            ));
+        };
+        let chown = |at: BorrowedFd<'_>, name: &OsStr| {
+            if let Some((uid, gid)) = owner {
+                // Best effort: with a single-id map for root inside (`--root`), the user's own
+                // id is not mapped, and what init makes stays its own.
+                let _ = rustix::fs::chownat(
+                    at,
+                    name,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
+            }
+        };
+        let mut here = std::path::PathBuf::new();
+        let mut at: OwnedFd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(rel, err(e)))?;
+        for (i, name) in parts.iter().enumerate() {
+            here.push(name);
+            let want_dir = i < last || dir;
+            match rustix::fs::statat(&at, *name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if file_type(&st) == FileType::Symlink => {
+                    return Err(MountPointError::Symlink(here))
+                }
+                Ok(st) if want_dir && file_type(&st) != FileType::Directory => {
+                    return Err(MountPointError::NotDir(here))
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::NOENT) => {
+                    let made = if want_dir {
+                        rustix::fs::mkdirat(&at, *name, Mode::from_raw_mode(0o755))
+                    } else {
+                        rustix::fs::openat(
+                            &at,
+                            *name,
+                            OFlags::WRONLY
+                                | OFlags::CREATE
+                                | OFlags::EXCL
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC,
+                            Mode::from_raw_mode(0o644),
+                        )
+                        .map(drop)
+                    };
+                    match made {
+                        Ok(()) => chown(at.as_fd(), name),
+                        // Made meanwhile: the open below checks what it is.
+                        Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_err(&here, err(e))),
+                    }
+                }
+                Err(e) => return Err(io_err(&here, err(e))),
+            }
+            let flags = OFlags::PATH
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC
+                | if want_dir {
+                    OFlags::DIRECTORY
+                } else {
+                    OFlags::empty()
+                };
+            let next = match rustix::fs::openat(&at, *name, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                // Swapped for a symlink since the look: O_NOFOLLOW|O_DIRECTORY refuses it.
+                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                    return Err(
+                        match rustix::fs::statat(&at, *name, AtFlags::SYMLINK_NOFOLLOW) {
+                            Ok(st) if file_type(&st) != FileType::Symlink => {
+                                MountPointError::NotDir(here)
+                            }
+                            _ => MountPointError::Symlink(here),
+                        },
+                    )
+                }
+                Err(e) => return Err(io_err(&here, err(e))),
+            };
+            if !want_dir {
+                // O_PATH|O_NOFOLLOW on a symlink opens the link itself: never mount on one.
+                let st = rustix::fs::fstat(&next).map_err(|e| io_err(&here, err(e)))?;
+                if file_type(&st) == FileType::Symlink {
+                    return Err(MountPointError::Symlink(here));
+                }
+            }
+            at = next;
+        }
+        Ok(at)
+    }
+}
+
 /// One entry of a directory, held by an `O_PATH` fd: whatever the tree does to the name
 /// afterwards, this is the inode that was there, and it is never a symlink's target.
 #[derive(Debug)]
@@ -516,6 +651,48 @@ mod tests {
         assert!(outside.path().join("victim/secret").exists());
         t.remove(Path::new("nothing/here"))
             .expect("nothing is fine");
+    }
+
+    #[test]
+    fn mount_points_are_made_beneath_and_never_through_a_symlink() {
+        let (root, outside, t) = setup();
+        let fd = t.mount_point(Path::new("a/b/c"), true, None).expect("made");
+        assert!(root.path().join("a/b/c").is_dir());
+        let st = rustix::fs::fstat(&fd).expect("fstat");
+        assert_eq!(file_type(&st), FileType::Directory);
+        t.mount_point(Path::new("a/sock"), false, None)
+            .expect("a file");
+        assert!(root.path().join("a/sock").is_file());
+        // Again: found, not made.
+        t.mount_point(Path::new("a/b/c"), true, None)
+            .expect("again");
+        for (rel, bad) in [
+            ("link/victim/x", "link"),
+            ("abs/tmp/x", "abs"),
+            ("d/up/x", "d/up"),
+            ("d/up", "d/up"),
+        ] {
+            match t.mount_point(Path::new(rel), true, None) {
+                Err(MountPointError::Symlink(p)) => assert_eq!(p, Path::new(bad), "{rel}"),
+                other => panic!("{rel}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            t.mount_point(Path::new("a/sock/x"), true, None),
+            Err(MountPointError::NotDir(_))
+        ));
+        assert!(t.mount_point(Path::new("../x"), true, None).is_err());
+        assert_eq!(
+            std::fs::read_dir(outside.path().join("victim"))
+                .expect("victim")
+                .count(),
+            1,
+            "nothing was made outside the tree"
+        );
+        assert_eq!(
+            MountPointError::Symlink("home/ann/.cache".into()).to_string(),
+            "`/home/ann/.cache` is a symbolic link"
+        );
     }
 
     #[test]

@@ -169,6 +169,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Named volumes: directories of the store that envs mount (`[[mounts]] volume = "NAME"`),
+    /// shared by every env that names them and kept across `dev reset`.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
     /// Manage the store as a whole.
     System {
         #[command(subcommand)]
@@ -201,6 +207,18 @@ pub struct EnterArgs {
     /// Forward your ssh agent (SSH_AUTH_SOCK) into the env.
     #[arg(long)]
     pub ssh_agent: bool,
+    /// Mount a host path or a named volume (`~` and `${VAR}` expanded; `~` in DST is the env's
+    /// home): `SRC:DST[:ro]`, or `type=bind,source=SRC,target=DST[,readonly]`
+    /// (`type=volume,source=NAME,…`), as podman's `-v` and `--mount` read them. Applies when
+    /// the env starts. Repeatable.
+    #[arg(
+        long = "mount",
+        short = 'v',
+        visible_alias = "volume",
+        value_name = "SRC:DST[:ro]",
+        value_parser = crate::config::mounts::MountSpec::parse_cli
+    )]
+    pub mounts: Vec<crate::config::mounts::MountSpec>,
 }
 
 /// An env name: letters, digits, `_`, `.` and `-`, starting with a letter or digit (as
@@ -230,6 +248,25 @@ pub enum SystemCommand {
         /// Also remove every stopped env whose project is still there.
         #[arg(long)]
         envs: bool,
+        /// Also remove the named volumes no env uses (as `podman system prune --volumes`).
+        #[arg(long)]
+        volumes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List the volumes: name, size, and the envs that mount them.
+    Ls {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove volumes (refused while an env that mounts one runs, unless --force).
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short, long)]
+        force: bool,
     },
 }
 

@@ -53,4 +53,7 @@ pub struct RunState {
     /// session's `dev` that joined it. 0 when unknown.
     #[serde(default)]
     pub userns: u64,
+    /// The binds the env started with, one line each (source, target, read-only).
+    #[serde(default)]
+    pub mounts: Vec<String>,
 }

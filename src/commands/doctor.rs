@@ -1,6 +1,7 @@
 //! `dev doctor`: one screen of what dev needs on this machine — user namespaces, subordinate id
 //! ranges, newuidmap/newgidmap, the overlay backend, /dev/fuse, the runtime directory, the
-//! store's free space, credentials (names only) and the project's registry — each with the fix
+//! store's free space, credentials (names only), the project's registry and the mounts it and
+//! config.toml ask for — each with the fix
 //! when it is missing. Exits non-zero when something a session needs is missing.
 
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ pub fn run(format: Format) -> Result<i32> {
     if let Some(c) = project_registry() {
         checks.push(c);
     }
+    checks.extend(mounts());
     match format {
         Format::Json => crate::ui::json(&checks)?,
         Format::Table => {
@@ -431,6 +433,56 @@ fn project_registry() -> Option<Check> {
             format!("{what}: nothing answers"),
         )
         .fix("check the network, or set a mirror for it in ~/.config/dev/config.toml ([mirrors])")
+    })
+}
+
+/// The mounts config.toml and the project's dev.toml ask for: every host source must be there
+/// (a missing one stops every session). Volumes are made on first use, so they need nothing.
+fn mounts() -> Option<Check> {
+    use crate::session::mounts::{resolve, Context, Origin};
+    let settings = crate::config::Settings::load().ok()?;
+    let cwd = std::env::current_dir().ok()?;
+    let project = Project::discover(&cwd).ok().flatten();
+    let asked: Vec<_> = settings
+        .mounts
+        .iter()
+        .map(|m| (Origin::Settings, m))
+        .chain(
+            project
+                .iter()
+                .flat_map(|p| p.config.mounts.iter().map(|m| (Origin::Project, m))),
+        )
+        .collect();
+    if asked.is_empty() {
+        return None;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let vars = std::env::vars().collect();
+    let volume = |name: &str| Ok(PathBuf::from(name));
+    let root = project.as_ref().map_or(cwd.clone(), |p| p.root.clone());
+    let cx = Context {
+        home: &home,
+        vars: &vars,
+        project: &root,
+        cwd: &cwd,
+        volume: &volume,
+    };
+    Some(match resolve(&asked, &cx) {
+        Ok(found) => check(
+            "mounts",
+            Status::Ok,
+            format!("{} asked for; every source is there", found.len()),
+        ),
+        Err(e) => {
+            let hint = e
+                .downcast_ref::<crate::ui::UserError>()
+                .and_then(|u| u.hint.clone());
+            let c = check("mounts", Status::Fail, e.to_string());
+            match hint {
+                Some(h) => c.fix(h),
+                None => c,
+            }
+        }
     })
 }
 

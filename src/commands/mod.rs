@@ -18,10 +18,11 @@ pub mod save;
 pub mod status;
 pub mod system;
 pub mod trust;
+pub mod volume;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, SystemCommand};
+use crate::cli::{Cli, Command, SystemCommand, VolumeCommand};
 use crate::ui::ExitCode;
 
 /// Runs a command; returns the exit code.
@@ -61,8 +62,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             command: SystemCommand::Df { format },
         } => system::df(format),
         Command::System {
-            command: SystemCommand::Prune { envs },
-        } => system::prune(envs),
+            command: SystemCommand::Prune { envs, volumes },
+        } => system::prune(envs, volumes),
+        Command::Volume {
+            command: VolumeCommand::Ls { format },
+        } => volume::ls(format),
+        Command::Volume {
+            command: VolumeCommand::Rm { names, force },
+        } => volume::rm(&names, force),
         Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
     }
     .map(|()| 0)
@@ -85,6 +92,7 @@ impl From<crate::cli::EnterArgs> for crate::session::EnterOptions {
             start_only: false,
             name: a.name,
             ssh_agent: a.ssh_agent,
+            mounts: a.mounts,
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn df(format: Format) -> Result<()> {
             row("  tools", u.tools_layers.to_string(), u.tools_bytes);
             row("  unused", u.unused_layers.to_string(), u.unused_bytes);
             row("Envs", u.envs.to_string(), u.envs_bytes);
+            row("Volumes", u.volumes.to_string(), u.volumes_bytes);
             row("Reclaimable", String::new(), u.reclaimable_bytes);
             t.print();
         }
@@ -32,16 +33,36 @@ pub fn df(format: Format) -> Result<()> {
     Ok(())
 }
 
-pub fn prune(all_envs: bool) -> Result<()> {
+pub fn prune(all_envs: bool, volumes: bool) -> Result<()> {
     let store = Store::open()?;
     let envs = if all_envs {
         EnvPrune::Stopped
     } else {
         EnvPrune::Orphaned
     };
-    let g = store.prune(&Identity::detect(), true, envs)?;
+    let identity = Identity::detect();
+    let g = store.prune(&identity, true, envs)?;
     for dir in &g.envs {
         crate::ui::note(format_args!("deleted env {}", dir.display()));
+    }
+    if volumes {
+        // As `podman system prune --volumes`: the volumes no env (running or stopped) uses.
+        let unused: Vec<_> = store
+            .volumes(&identity.store_key())
+            .into_iter()
+            .filter(|v| v.env_dirs.is_empty())
+            .collect();
+        store.remove_volumes(
+            &identity,
+            &unused.iter().map(|v| v.dir.clone()).collect::<Vec<_>>(),
+        )?;
+        for v in &unused {
+            crate::ui::note(format_args!(
+                "deleted volume {} ({})",
+                v.name,
+                human_bytes(v.size_bytes)
+            ));
+        }
     }
     crate::ui::out(format_args!(
         "Deleted {} env(s), {} layer(s), {} blob(s), {} leftover(s) of interrupted runs; reclaimed {}",

@@ -2,6 +2,7 @@
 //! (`$XDG_CONFIG_HOME/dev/config.toml`). Parsing and discovery only.
 
 pub mod lock;
+pub mod mounts;
 pub mod project;
 pub mod settings;
 pub mod trust;

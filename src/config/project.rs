@@ -32,6 +32,9 @@ pub struct DevToml {
     /// Forward the user's ssh agent into the env (needs the user's trust, like `[setup]`).
     #[serde(default, rename = "ssh-agent")]
     pub ssh_agent: bool,
+    /// `[[mounts]]`: host paths and named volumes mounted into the env (need trust).
+    #[serde(default)]
+    pub mounts: Vec<super::mounts::MountSpec>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -220,7 +223,7 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`) and `[setup]` (`root`, `user`)",
+                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`) and `[[mounts]]` (`source` or `volume`, `target`, `readonly`)",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }
@@ -310,6 +313,27 @@ mod tests {
             e.contains("unknown key `frobnicate`") && !e.contains("did you mean"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mounts_errors_have_line_and_column() {
+        let e =
+            err("image = \"x\"\n[[mounts]]\nsource = \"/a\"\ntarget = \"/b\"\nredonly = true\n");
+        assert!(
+            e.contains("/p/dev.toml:5:1: unknown key `redonly`; did you mean `readonly`?"),
+            "{e}"
+        );
+        let e = err("image = \"x\"\n[[mounts]]\nvolume = \"Cargo\"\ntarget = \"/b\"\n");
+        assert!(
+            e.starts_with("/p/dev.toml:") && e.contains("`Cargo` is not a volume name"),
+            "{e}"
+        );
+        let c = parse(
+            Path::new("dev.toml"),
+            "image = \"x\"\n[[mounts]]\nvolume = \"cargo\"\ntarget = \"~/.cargo/registry\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.mounts.len(), 1);
     }
 
     #[test]

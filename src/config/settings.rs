@@ -1,5 +1,5 @@
 //! The user's own settings, `$XDG_CONFIG_HOME/dev/config.toml`: registry mirrors, insecure
-//! registries, paths whose projects are trusted, the ssh agent. Only this file (never a
+//! registries, paths whose projects are trusted, the ssh agent, mounts for every env. Only this file (never a
 //! project's dev.toml) can loosen transport security or trust a project.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,9 @@ pub struct Settings {
     /// Forward the ssh agent into every env, as `--ssh-agent` does.
     #[serde(default)]
     pub ssh_agent: bool,
+    /// `[[mounts]]` in every env (host paths and volumes, as in dev.toml; no trust asked).
+    #[serde(default)]
+    pub mounts: Vec<super::mounts::MountSpec>,
 }
 
 impl Settings {

@@ -36,6 +36,10 @@ pub struct Parts {
     /// `ssh-agent = true`: the user's agent socket inside the env.
     #[serde(default)]
     pub ssh_agent: bool,
+    /// `[[mounts]]`: host paths (and named volumes, which other projects' envs share), one line
+    /// each. Left out of the record when empty, so records made before mounts still hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
 }
 
 impl Parts {
@@ -44,6 +48,7 @@ impl Parts {
             setup_root: config.setup.root.clone(),
             setup_user: config.setup.user.clone(),
             ssh_agent: config.ssh_agent,
+            mounts: config.mounts.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -242,6 +247,11 @@ pub fn describe(parts: &Parts, before: Option<&Parts>) -> Vec<String> {
             &parts.setup_user,
             before.map(|b| &b.setup_user),
         ),
+        (
+            "[[mounts]], host paths and shared volumes mounted into the env:",
+            &parts.mounts,
+            before.map(|b| &b.mounts),
+        ),
     ];
     for (title, now, was) in lists {
         if now.is_empty() && was.is_none_or(|w| w.is_empty()) {
@@ -319,6 +329,7 @@ mod tests {
             setup_root: root.iter().map(|s| s.to_string()).collect(),
             setup_user: user.iter().map(|s| s.to_string()).collect(),
             ssh_agent: agent,
+            mounts: Vec::new(),
         }
     }
 
@@ -376,6 +387,31 @@ mod tests {
         assert_eq!(
             describe(&parts(&[], &["x"], false), None),
             ["[setup] user, run as you in the project:", "    x"]
+        );
+    }
+
+    #[test]
+    fn mounts_need_trust_and_records_without_them_still_hold() {
+        let c = super::super::project::parse(
+            Path::new("dev.toml"),
+            "image = \"x\"\n[[mounts]]\nsource = \"~/.ssh\"\ntarget = \"~/.ssh\"\nreadonly = true\n",
+        )
+        .expect("parses");
+        let p = Parts::of(&c);
+        assert!(!p.is_empty());
+        assert_eq!(p.mounts, ["`~/.ssh` at `~/.ssh` (read-only)"]);
+        assert_eq!(
+            describe(&p, None),
+            [
+                "[[mounts]], host paths and shared volumes mounted into the env:",
+                "    `~/.ssh` at `~/.ssh` (read-only)"
+            ]
+        );
+        // The hash of a record made before mounts existed is the same.
+        let old = parts(&["a"], &[], false);
+        assert_eq!(
+            serde_json::json!(old).to_string(),
+            r#"{"setup-root":["a"],"setup-user":[],"ssh-agent":false}"#
         );
     }
 

@@ -403,6 +403,7 @@ mod tests {
             etc_files: vec!["/etc/resolv.conf".into()],
             kept: Vec::new(),
             binds: Vec::new(),
+            bind_owner: None,
         };
         SandboxPlan {
             ids: IdMode::Subordinate,

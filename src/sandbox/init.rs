@@ -115,6 +115,17 @@ pub fn execute<S: Sys>(sys: &mut S, steps: &[Step]) -> Result<()> {
                 sys.attach(tree, target)?
             }
             Step::Symlink { target, link } => sys.symlink(target, link)?,
+            Step::Bind {
+                handle,
+                target,
+                kind,
+                owner,
+            } => {
+                let tree = trees
+                    .get(*handle)
+                    .ok_or_else(|| anyhow!("internal error: mount plan binds clone {handle}"))?;
+                sys.bind_beneath(tree, target, *kind, *owner)?
+            }
         }
     }
     Ok(())
@@ -513,6 +524,7 @@ mod tests {
             etc_files: vec!["/etc/resolv.conf".into()],
             kept: Vec::new(),
             binds: Vec::new(),
+            bind_owner: None,
         };
         let mut rec = Recorder::default();
         execute(&mut rec, &mount_plan(&layout)).expect("runs");
@@ -533,6 +545,59 @@ mod tests {
             calls.iter().filter(|c| c.starts_with("mount proc")).count(),
             1
         );
+    }
+
+    #[test]
+    fn opened_binds_are_cloned_before_the_pivot_and_placed_beneath_the_root_last() {
+        use crate::sandbox::plan::{Bind, BindKind};
+        let layout = Layout {
+            root: "/s/env/merged".into(),
+            shares: vec![
+                ("/home/ann".into(), "/s/env/home".into()),
+                ("/home/ann/app".into(), "/home/ann/app".into()),
+            ],
+            ssh_agent: None,
+            etc_files: Vec::new(),
+            kept: Vec::new(),
+            binds: vec![
+                Bind {
+                    source: "/s/volumes-v1/m/cargo/data".into(),
+                    target: "/home/ann/.cargo/registry".into(),
+                    readonly: false,
+                    kind: BindKind::Dir,
+                },
+                Bind {
+                    source: "/srv/data".into(),
+                    target: "/data".into(),
+                    readonly: true,
+                    kind: BindKind::Dir,
+                },
+            ],
+            bind_owner: Some((1500, 1500)),
+        };
+        let mut rec = Recorder::default();
+        execute(&mut rec, &mount_plan(&layout)).expect("runs");
+        let calls = rec.lines();
+        let pos = |line: &str| {
+            calls
+                .iter()
+                .position(|c| c == line)
+                .unwrap_or_else(|| panic!("no `{line}` in {calls:#?}"))
+        };
+        let pivot = pos("pivot /s/env/merged");
+        assert!(pos("clone /srv/data ro=true") < pivot);
+        assert!(pos("clone /s/volumes-v1/m/cargo/data ro=false") < pivot);
+        let cargo = pos(
+            "bind-beneath /s/volumes-v1/m/cargo/data /home/ann/.cargo/registry Dir owner=1500:1500",
+        );
+        let data = pos("bind-beneath /srv/data /data Dir owner=1500:1500");
+        // After the home and the project, in their order, and the last calls of the plan.
+        assert!(pos("attach /home/ann/app /home/ann/app") < cargo && cargo < data);
+        assert_eq!(data, calls.len() - 1);
+        // Nothing of the binds goes through a path-based mkdir or attach.
+        assert!(!calls
+            .iter()
+            .any(|c| c.starts_with("mkdir /home/ann/.cargo") || c.starts_with("mkdir /data")));
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn announce(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         userns: nix::sys::stat::fstat(user.as_raw_fd()).map_or(0, |st| st.st_ino),
+        mounts: keep.mounts.clone(),
     };
     // Runtime state: renamed into place whole, but not fsynced (it means nothing after a reboot).
     let state_file = keep.run_dir.join("state.json");

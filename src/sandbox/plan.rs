@@ -130,6 +130,17 @@ pub enum Step {
         target: PathBuf,
         link: PathBuf,
     },
+    /// Mount the tree of the `handle`-th `Clone` at `target`, whose missing components are made
+    /// (directories, and the last one as `kind`; owned by `owner` where given) beneath the new
+    /// root with no symlink followed in any component, and which is mounted on through the
+    /// descriptor that walk opened, never by its path again (mount-target swaps, runc
+    /// CVE-2021-30465). A symlink on the way is an error naming it.
+    Bind {
+        handle: usize,
+        target: PathBuf,
+        kind: BindKind,
+        owner: Option<(u32, u32)>,
+    },
 }
 
 /// Where things are, for the mount plan.
@@ -148,6 +159,9 @@ pub struct Layout {
     /// devices and libraries. Attached last, in this order, so they land on top of the home
     /// and the project.
     pub binds: Vec<Bind>,
+    /// Who owns the directories made for the binds' mount points (the user, so that a bind at
+    /// `~/.cargo/registry` leaves `~/.cargo` theirs); `None`: whoever init is.
+    pub bind_owner: Option<(u32, u32)>,
 }
 
 /// A host path bound into the env on request.
@@ -331,21 +345,38 @@ pub fn mount_plan(l: &Layout) -> Vec<Step> {
         steps.push(Step::Attach { handle, target });
     }
     for (bind, handle) in opened {
-        steps.push(match bind.kind {
-            BindKind::Dir => Step::Mkdir {
-                path: bind.target.clone(),
-                mode: 0o755,
-            },
-            BindKind::File => Step::File {
-                path: bind.target.clone(),
-            },
-        });
-        steps.push(Step::Attach {
+        steps.push(Step::Bind {
             handle,
             target: bind.target.clone(),
+            kind: bind.kind,
+            owner: l.bind_owner,
         });
     }
     steps
+}
+
+/// Checks where a mount may go inside: an absolute path without `..`, not `/` and not under
+/// the sandbox's own trees ([`RESERVED`]).
+pub fn check_bind_target(target: &Path) -> Result<(), String> {
+    if !target.is_absolute() {
+        return Err(format!("`{}` is not an absolute path", target.display()));
+    }
+    if target
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!("`{}` contains `..`", target.display()));
+    }
+    if target.parent().is_none() {
+        return Err("`/` is the env's root filesystem".to_string());
+    }
+    if let Some(r) = RESERVED.iter().find(|r| target.starts_with(r)) {
+        return Err(format!(
+            "`{}` is under {r}, which the sandbox provides itself",
+            target.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The user the session runs as, and the entries `/etc/passwd` and `/etc/group` need for them.
@@ -402,6 +433,10 @@ pub struct KeepPlan {
     pub fingerprint: String,
     /// Started by `dev start`: it runs without sessions until `dev stop`.
     pub persist: bool,
+    /// The binds it starts with, one line each (`session::mounts::key`): a later session that
+    /// asks for others is told to restart the env.
+    #[serde(default)]
+    pub mounts: Vec<String>,
 }
 
 /// Host variables that describe the terminal and locale, passed through as they are.
@@ -597,6 +632,7 @@ mod tests {
                 },
             ],
             binds: Vec::new(),
+            bind_owner: Some((1500, 1500)),
         }
     }
 
@@ -624,26 +660,48 @@ mod tests {
         }));
         let n = steps.len();
         assert_eq!(
-            steps[n - 4..],
+            steps[n - 2..],
             [
-                Step::Mkdir {
-                    path: "/home/ann/.cargo/registry".into(),
-                    mode: 0o755
-                },
-                // Six devices, /sys, two /etc files, the agent, two shares: then the binds.
-                Step::Attach {
+                // Six devices, /sys, two /etc files, the agent, two shares: then the binds,
+                // each made and mounted on beneath the root in one step, as the user.
+                Step::Bind {
                     handle: 12,
-                    target: "/home/ann/.cargo/registry".into()
+                    target: "/home/ann/.cargo/registry".into(),
+                    kind: BindKind::Dir,
+                    owner: Some((1500, 1500)),
                 },
-                Step::File {
-                    path: "/tmp/.X11-unix/X0".into()
-                },
-                Step::Attach {
+                Step::Bind {
                     handle: 13,
-                    target: "/tmp/.X11-unix/X0".into()
+                    target: "/tmp/.X11-unix/X0".into(),
+                    kind: BindKind::File,
+                    owner: Some((1500, 1500)),
                 },
             ]
         );
+        // No path-based mkdir, file or attach is left for an opened bind.
+        assert!(!steps.iter().any(|s| matches!(s,
+            Step::Mkdir { path, .. } | Step::File { path } | Step::Attach { target: path, .. }
+                if path.starts_with("/home/ann/.cargo") || path.starts_with("/tmp/.X11-unix"))));
+    }
+
+    #[test]
+    fn bind_targets_stay_out_of_the_sandboxs_own_trees() {
+        assert!(check_bind_target(Path::new("/home/ann/.cache")).is_ok());
+        assert!(check_bind_target(Path::new("/opt/data")).is_ok());
+        for bad in [
+            "relative",
+            "/a/../etc",
+            "/",
+            "/proc/1",
+            "/run/dev/x",
+            "/dev",
+            "/sys/fs",
+        ] {
+            assert!(check_bind_target(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert!(check_bind_target(Path::new("/dev/shm"))
+            .unwrap_err()
+            .contains("under /dev"));
     }
 
     #[test]

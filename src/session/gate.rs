@@ -52,6 +52,10 @@ pub fn gate(project: &Project) -> Result<()> {
             format!("dev.toml in `{root}` runs commands you have not trusted"),
             "review them with `dev trust --show`, then run `dev trust`",
         ),
+        None if !parts.mounts.is_empty() => (
+            format!("dev.toml in `{root}` mounts host paths or volumes you have not trusted"),
+            "review them with `dev trust --show`, then run `dev trust`",
+        ),
         None => (
             format!("dev.toml in `{root}` asks for your ssh agent, which you have not trusted"),
             "review it with `dev trust --show`, then run `dev trust`",

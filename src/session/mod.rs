@@ -5,6 +5,7 @@
 //! `lock`, `update`) call these; nothing here parses a command line.
 
 mod gate;
+pub mod mounts;
 mod named;
 pub mod plan;
 mod prepare;
@@ -28,6 +29,8 @@ pub struct EnterOptions {
     pub name: Option<String>,
     /// Forward the ssh agent (`--ssh-agent`).
     pub ssh_agent: bool,
+    /// `--mount`: on top of config.toml's and dev.toml's.
+    pub mounts: Vec<crate::config::mounts::MountSpec>,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.

@@ -12,8 +12,8 @@ use crate::beneath::Tree;
 use crate::ids::Identity;
 use crate::ids::Ownership;
 use crate::sandbox::plan::{
-    environment, mount_plan, Backend, IdMode, Kept, Layout, ProcessPlan, RootfsPlan, SandboxPlan,
-    UserPlan, RESERVED,
+    environment, mount_plan, Backend, Bind, IdMode, Kept, Layout, ProcessPlan, RootfsPlan,
+    SandboxPlan, UserPlan, RESERVED,
 };
 use crate::store::envs::EnvDirs;
 use crate::store::stack::LayerStack;
@@ -30,6 +30,8 @@ pub struct Host {
     pub etc_files: Vec<PathBuf>,
     /// The ssh agent's socket, when the session forwards it.
     pub ssh_agent: Option<PathBuf>,
+    /// The mounts the user and the project asked for, resolved (see `session::mounts`).
+    pub mounts: Vec<Bind>,
 }
 
 impl Host {
@@ -44,6 +46,7 @@ impl Host {
                 .filter(|p| p.exists())
                 .collect(),
             ssh_agent,
+            mounts: Vec::new(),
         })
     }
 }
@@ -225,7 +228,10 @@ pub fn plan(
         ssh_agent: host.ssh_agent.clone(),
         etc_files: host.etc_files.clone(),
         kept: place.kept.clone(),
-        binds: Vec::new(),
+        binds: host.mounts.clone(),
+        // The mount points made for them are the user's (not with one id mapped to root).
+        bind_owner: (id_mode(&env.identity, opts.root) != IdMode::FlatRoot)
+            .then_some((user.uid, user.gid)),
     };
     let extra = env
         .project

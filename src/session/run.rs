@@ -65,7 +65,7 @@ pub fn speculate(args: &[std::ffi::OsString]) {
                 throwaway = true;
                 rest.next();
             }
-            "--name" => {
+            "--name" | "--mount" | "--volume" | "-v" => {
                 rest.next();
             }
             a if a.starts_with("--image=") => throwaway = true,
@@ -99,6 +99,42 @@ pub fn speculate(args: &[std::ffi::OsString]) {
         return;
     }
     keep_speculative(helper);
+}
+
+/// The mounts of config.toml, then dev.toml's (trusted by now), then `--mount`, resolved.
+fn resolve_mounts(
+    env: &Prepared,
+    opts: &EnterOptions,
+    host: &Host,
+) -> Result<Vec<super::mounts::Resolved>> {
+    use super::mounts::{resolve, Context, Origin};
+    let settings = crate::config::Settings::load()?;
+    let project = env
+        .project
+        .as_ref()
+        .map_or(&[][..], |p| &p.config.mounts[..]);
+    let asked: Vec<(Origin, &crate::config::mounts::MountSpec)> = settings
+        .mounts
+        .iter()
+        .map(|m| (Origin::Settings, m))
+        .chain(project.iter().map(|m| (Origin::Project, m)))
+        .chain(opts.mounts.iter().map(|m| (Origin::CommandLine, m)))
+        .collect();
+    if asked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mapping = env.identity.store_key();
+    let volume = |name: &str| env.store.volume_data(&mapping, name);
+    resolve(
+        &asked,
+        &Context {
+            home: &host.user.home,
+            vars: &host.vars,
+            project: &env.root,
+            cwd: &env.cwd,
+            volume: &volume,
+        },
+    )
 }
 
 /// dev.toml's `[setup] user` commands, run as the user in the project once per env and
@@ -210,7 +246,9 @@ pub fn session(
         opts.ssh_agent,
         project.as_ref().map(|p| &p.config),
     )?;
-    let host = Host::read(identity, ssh_agent)?;
+    let mut host = Host::read(identity, ssh_agent)?;
+    let mounts = resolve_mounts(env, opts, &host)?;
+    host.mounts = mounts.iter().map(|m| m.bind.clone()).collect();
     // The env's home is always its own: run from the home directory itself, it takes the
     // project's place rather than the real home (dotfiles, keys) being bound read-write.
     if &host.user.home == root && last {
@@ -245,6 +283,12 @@ pub fn session(
                         "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
                     ));
                 }
+                if last && state.mounts != super::mounts::key(&host.mounts) {
+                    crate::ui::note(format_args!(
+                        "note: the env `{}` runs with other mounts than this session asks for; they apply when it starts again (`dev stop`, then a new session)",
+                        state.name
+                    ));
+                }
                 if opts.start_only {
                     // `dev start`: the env keeps running without sessions until `dev stop`.
                     request(&run_dir, PERSIST)?;
@@ -274,7 +318,11 @@ pub fn session(
                     image: image.clone(),
                     fingerprint: env_fingerprint(record, env_tools),
                     persist: opts.start_only,
+                    mounts: super::mounts::key(&host.mounts),
                 });
+                for name in mounts.iter().filter_map(|m| m.volume.as_deref()) {
+                    store.note_volume_user(&mapping, name, &store.env_dir(&mapping, root))?;
+                }
                 let session = match start_env(identity, &sandbox, env.lock_fd())? {
                     Ok(session) => session,
                     Err(code) => return Ok(code),

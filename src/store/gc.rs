@@ -29,6 +29,9 @@ pub struct Usage {
     pub unused_bytes: u64,
     pub envs: usize,
     pub envs_bytes: u64,
+    /// Named volumes (`dev volume ls`); prune keeps them unless asked (`--volumes`).
+    pub volumes: usize,
+    pub volumes_bytes: u64,
     pub reclaimable_bytes: u64,
 }
 
@@ -109,6 +112,10 @@ impl Store {
             u.envs += 1;
             u.envs_bytes += super::envs::tree_bytes(&dir.join("upper"))
                 + super::envs::tree_bytes(&dir.join("home"));
+        }
+        for v in self.volumes(&key) {
+            u.volumes += 1;
+            u.volumes_bytes += v.size_bytes;
         }
         let g = self.garbage(identity, EnvPrune::Orphaned)?;
         u.reclaimable_bytes = g.bytes;

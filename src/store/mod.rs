@@ -22,6 +22,9 @@
 //! │   │                                 home/, env.json (project, image), lock (held by a session)
 //! │   └── tmp/                          `--rm` envs in use, and envs set aside for prune
 //! ├── tools-v1/<mapping>/<key>.json     which layer a tools key was built into, and the versions
+//! ├── volumes-v1/<mapping>/<name>/      a named volume: data/ (what envs mount), envs/<env> (one
+//! │                                     empty file per env that mounted it); kept by `dev reset`
+//! │                                     and by prune (but `--volumes`: those no env uses)
 //! ├── overlay-v1.json                   which overlay backend works here (per kernel)
 //! └── locks/<hex>.lock                  one per layer being fetched
 //! ```
@@ -34,6 +37,7 @@ pub mod inside;
 pub mod layers;
 pub mod stack;
 pub mod tools;
+pub mod volumes;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

@@ -311,6 +311,7 @@ fn build_plan(
         // A build needs none of the image's /tmp and /run.
         kept: Vec::new(),
         binds: Vec::new(),
+        bind_owner: None,
     };
     SandboxPlan {
         ids: match identity.ownership {

@@ -11,6 +11,7 @@ mod export_archive;
 mod export_build;
 mod hostile;
 mod lifecycle;
+mod mounts;
 mod output;
 mod project_safety;
 mod pull;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::plan::Flag;
+use super::plan::{BindKind, Flag};
 
 pub mod caps;
 pub mod fds;
@@ -61,4 +61,14 @@ pub trait Sys {
     fn mount(&mut self, fstype: &str, target: &Path, flags: &[Flag], data: &str) -> Result<()>;
     fn attach(&mut self, tree: &Self::Tree, target: &Path) -> Result<()>;
     fn symlink(&mut self, target: &Path, link: &Path) -> Result<()>;
+    /// Mounts `tree` at `target` of the root (after the pivot): the missing components made
+    /// beneath `/` (owned by `owner`), no symlink followed in any, and the mount made onto the
+    /// descriptor of what was found, not onto a path.
+    fn bind_beneath(
+        &mut self,
+        tree: &Self::Tree,
+        target: &Path,
+        kind: BindKind,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()>;
 }

@@ -18,7 +18,7 @@ use nix::unistd::{chdir, pivot_root};
 
 use super::ns::CloneFlags;
 use super::Sys;
-use crate::sandbox::plan::Flag;
+use crate::sandbox::plan::{BindKind, Flag};
 
 /// The real kernel.
 pub struct Linux;
@@ -26,6 +26,7 @@ pub struct Linux;
 // From <linux/mount.h>; the libc crate does not export them on every target yet.
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 const MOUNT_ATTR_RDONLY: u64 = 1;
 
 #[repr(C)]
@@ -274,6 +275,47 @@ impl Sys for Linux {
                 libc::AT_FDCWD,
                 to.as_ptr(),
                 MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("cannot mount onto `{}`", target.display()));
+        }
+        Ok(())
+    }
+
+    fn bind_beneath(
+        &mut self,
+        tree: &OwnedFd,
+        target: &Path,
+        kind: BindKind,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
+        let rel = target.strip_prefix("/").unwrap_or(target);
+        let root =
+            crate::beneath::Tree::open(Path::new("/")).context("cannot open the env's root")?;
+        let place = root
+            .mount_point(rel, kind == BindKind::Dir, owner)
+            .map_err(|e| match e {
+                crate::beneath::MountPointError::Symlink(_)
+                | crate::beneath::MountPointError::NotDir(_) => crate::ui::UserError::with_hint(
+                    format!("cannot mount onto `{}` in the env: {e} there", target.display()),
+                    "dev follows no symlink to place a mount (the image shapes that tree); choose a target whose every directory is a real one in the image",
+                ),
+                e => anyhow!("cannot make the mount point `{}` in the env: {e}", target.display()),
+            })?;
+        let empty = c"";
+        // SAFETY: move_mount(2) reads two empty NUL-terminated paths that live for the call;
+        // `tree` is a valid descriptor from open_tree and `place` one from the walk above, so
+        // the mount lands on the inode that walk found, with no path resolved again.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                empty.as_ptr(),
+                place.as_raw_fd(),
+                empty.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
             )
         };
         if r < 0 {

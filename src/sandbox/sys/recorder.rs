@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use super::ns::CloneFlags;
 use super::Sys;
-use crate::sandbox::plan::Flag;
+use crate::sandbox::plan::{BindKind, Flag};
 
 /// One call made through [`Sys`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +66,12 @@ pub enum Call {
         target: PathBuf,
         link: PathBuf,
     },
+    BindBeneath {
+        tree: PathBuf,
+        target: PathBuf,
+        kind: BindKind,
+        owner: Option<(u32, u32)>,
+    },
 }
 
 /// One line per call, as the tests read them.
@@ -115,6 +121,23 @@ impl fmt::Display for Call {
             }
             Call::Symlink { target, link } => {
                 write!(f, "symlink {} -> {}", link.display(), target.display())
+            }
+            Call::BindBeneath {
+                tree,
+                target,
+                kind,
+                owner,
+            } => {
+                write!(
+                    f,
+                    "bind-beneath {} {} {kind:?}",
+                    tree.display(),
+                    target.display()
+                )?;
+                if let Some((uid, gid)) = owner {
+                    write!(f, " owner={uid}:{gid}")?;
+                }
+                Ok(())
             }
         }
     }
@@ -231,6 +254,21 @@ impl Sys for Recorder {
         self.record(Call::Attach {
             tree: tree.clone(),
             target: target.into(),
+        })
+    }
+    fn bind_beneath(
+        &mut self,
+        tree: &PathBuf,
+        target: &Path,
+        kind: BindKind,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
+        assert!(self.pivoted, "a bind is placed only inside the new root");
+        self.record(Call::BindBeneath {
+            tree: tree.clone(),
+            target: target.into(),
+            kind,
+            owner,
         })
     }
     fn symlink(&mut self, target: &Path, link: &Path) -> Result<()> {
