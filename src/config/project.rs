@@ -32,6 +32,9 @@ pub struct DevToml {
     /// Forward the user's ssh agent into the env (needs the user's trust, like `[setup]`).
     #[serde(default, rename = "ssh-agent")]
     pub ssh_agent: bool,
+    /// Dev Container Features: reference → options (a string is the `version` option).
+    #[serde(default)]
+    pub features: BTreeMap<String, crate::features::FeatureOptions>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -220,7 +223,7 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`) and `[setup]` (`root`, `user`)",
+                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`) and `[features]`",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }

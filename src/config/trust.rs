@@ -36,6 +36,10 @@ pub struct Parts {
     /// `ssh-agent = true`: the user's agent socket inside the env.
     #[serde(default)]
     pub ssh_agent: bool,
+    /// `[features]`: each Feature's install.sh runs as root inside its layer's build
+    /// (`reference options`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 impl Parts {
@@ -44,6 +48,11 @@ impl Parts {
             setup_root: config.setup.root.clone(),
             setup_user: config.setup.user.clone(),
             ssh_agent: config.ssh_agent,
+            features: config
+                .features
+                .iter()
+                .map(|(r, o)| format!("{r} {}", o.canonical()))
+                .collect(),
         }
     }
 
@@ -53,7 +62,7 @@ impl Parts {
     }
 
     pub fn runs_commands(&self) -> bool {
-        !self.setup_root.is_empty() || !self.setup_user.is_empty()
+        !self.setup_root.is_empty() || !self.setup_user.is_empty() || !self.features.is_empty()
     }
 }
 
@@ -242,6 +251,11 @@ pub fn describe(parts: &Parts, before: Option<&Parts>) -> Vec<String> {
             &parts.setup_user,
             before.map(|b| &b.setup_user),
         ),
+        (
+            "[features], each Feature's install.sh run as root inside when its layer is built:",
+            &parts.features,
+            before.map(|b| &b.features),
+        ),
     ];
     for (title, now, was) in lists {
         if now.is_empty() && was.is_none_or(|w| w.is_empty()) {
@@ -319,6 +333,7 @@ mod tests {
             setup_root: root.iter().map(|s| s.to_string()).collect(),
             setup_user: user.iter().map(|s| s.to_string()).collect(),
             ssh_agent: agent,
+            features: Vec::new(),
         }
     }
 

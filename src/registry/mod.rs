@@ -10,5 +10,5 @@ mod client;
 mod error;
 mod loopback;
 
-pub use client::Endpoint;
+pub use client::{stall_timeout, Endpoint};
 pub use error::RegistryError;
