@@ -7,6 +7,7 @@ mod auth;
 mod debian;
 mod doctor;
 mod durability;
+mod features;
 mod hostile;
 mod lifecycle;
 mod output;
