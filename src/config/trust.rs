@@ -56,6 +56,15 @@ impl Parts {
         }
     }
 
+    /// [`Parts::of`] the project at `root`: a local Feature is bound to its files as well,
+    /// since a change to its install.sh changes what runs.
+    pub fn of_project(config: &DevToml, root: &Path) -> Parts {
+        Parts {
+            features: crate::features::trust_lines(&config.features, root),
+            ..Parts::of(config)
+        }
+    }
+
     /// Nothing that runs and nothing that opens the host: no trust is needed.
     pub fn is_empty(&self) -> bool {
         *self == Parts::default()

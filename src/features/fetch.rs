@@ -289,6 +289,11 @@ fn get_tarball(url: &str, what: &str) -> Result<Vec<u8>> {
     Ok(tar)
 }
 
+/// The digest of a local Feature's files, as [`download`] packs them.
+pub fn local_digest(base: &Path, rel: &Path, what: &str) -> Result<Digest> {
+    pack_local(base, rel, what).map(|tar| Digest::of_bytes(&tar))
+}
+
 /// A local Feature directory as a deterministic tar: read beneath the config's directory, no
 /// symlink followed in any component, regular files and directories only, bounded.
 fn pack_local(base: &Path, rel: &Path, what: &str) -> Result<Vec<u8>> {

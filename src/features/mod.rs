@@ -139,6 +139,25 @@ pub struct Features {
     pub resolved: Vec<Resolved>,
 }
 
+/// What trust is bound to for each Feature: its reference and options, and for a local
+/// Feature the digest of its files (read beneath `base`; unreadable ones say so, and then
+/// `ensure` refuses them with the reason).
+pub fn trust_lines(features: &BTreeMap<String, FeatureOptions>, base: &Path) -> Vec<String> {
+    features
+        .iter()
+        .map(|(r, o)| {
+            let line = format!("{r} {}", o.canonical());
+            match FeatureRef::parse(r).map(|f| f.source) {
+                Ok(reference::Source::Local(rel)) => match fetch::local_digest(base, &rel, r) {
+                    Ok(d) => format!("{line} (files {d})"),
+                    Err(_) => format!("{line} (files unreadable)"),
+                },
+                _ => line,
+            }
+        })
+        .collect()
+}
+
 /// At most this many Features, dependencies included, in one env.
 const MAX_FEATURES: usize = 64;
 

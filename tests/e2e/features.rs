@@ -5,6 +5,7 @@
 
 use std::fs;
 
+use crate::common::http::{Response, Server};
 use crate::common::image::{push_blob, put_manifest, sha256, Compression, OCI_MANIFEST};
 use crate::common::{
     describe, push_busybox, snapshot, stderr, stdout, Entry, Env, Layer, Registry,
@@ -241,6 +242,64 @@ e2e!(features_need_trust, |env: Env| {
     write_project(&env, &image, &format!("\"{app}\" = \"2.1\"\n"));
     let err = env.fails(&["run", "--", "true"]);
     assert!(err.contains("changed what it runs or exposes"), "{err}");
+    // A local Feature is trusted with its files: an edit of its install.sh asks again.
+    let local = env.path("project/features/local");
+    fs::create_dir_all(&local).expect("mkdir");
+    fs::write(local.join("devcontainer-feature.json"), LOCAL_META).expect("write");
+    fs::write(local.join("install.sh"), "#!/bin/sh\ntrue\n").expect("write");
+    write_project(&env, &image, "\"./features/local\" = {}\n");
+    env.trust();
+    env.ok(&["run", "--", "true"]);
+    fs::write(local.join("install.sh"), "#!/bin/sh\ntouch /planted\n").expect("write");
+    env.chown_all(&local);
+    let err = env.fails(&["run", "--", "true"]);
+    assert!(err.contains("changed what it runs or exposes"), "{err}");
+});
+
+e2e!(a_tarball_feature_over_loopback_http, |env: Env| {
+    let reg = Registry::start();
+    let image = push_busybox(&reg);
+    let meta = serde_json::json!({"id": "tarred", "version": "3.0.0", "options": {"word": {"type": "string", "default": "tar"}}});
+    let layer = Layer::new(vec![
+        Entry::File(
+            "./devcontainer-feature.json".into(),
+            meta.to_string().into_bytes(),
+            0o644,
+        ),
+        Entry::File(
+            "./install.sh".into(),
+            b"#!/bin/sh\necho \"from $WORD\" > /tarred\n".to_vec(),
+            0o644,
+        ),
+    ]);
+    let (tgz, _) = layer.blob();
+    let digest = sha256(&tgz);
+    let server = Server::start(move |_| Response::new(200, tgz.clone()));
+    let url = format!(
+        "http://127.0.0.1:{}/devcontainer-feature-tarred.tgz",
+        server.port
+    );
+    write_project(
+        &env,
+        &image,
+        &format!("\"{url}\" = {{ word = \"http\" }}\n"),
+    );
+    env.trust();
+    let out = env.ok(&["run", "--", "cat", "/tarred"]);
+    assert_eq!(stdout(&out), "from http\n");
+    let lock = fs::read_to_string(env.path("project/dev.lock")).expect("dev.lock");
+    assert!(
+        lock.contains(&format!("[features.\"{url}\"]\nversion = \"3.0.0\"\nresolved = \"{url}\"\nintegrity = \"{digest}\"")),
+        "{lock}"
+    );
+    // Pinned and in the store: the next start does not download it again.
+    let before = server.requests().len();
+    env.ok(&["run", "--", "true"]);
+    assert_eq!(
+        server.requests().len(),
+        before,
+        "no download on a warm start"
+    );
 });
 
 e2e!(a_hostile_feature_tar_is_refused, |env: Env| {
