@@ -156,8 +156,17 @@ e2e!(
         );
         assert!(lock.contains("[features.\"./features/local\"]"), "{lock}");
 
-        // Second start: every layer is a cache hit, nothing of a Feature runs again.
+        // Second start: every layer is a cache hit, nothing of a Feature runs again, and
+        // the pinned Features are not asked of the registry.
+        let asked = |reg: &Registry| reg.log().matches("GET /v2/f/").count();
+        let before = asked(&reg);
+        assert!(before > 0, "the first start fetched them: {}", reg.log());
         let out = env.run(&["run", "--", "sh", "-c", script]);
+        assert_eq!(
+            asked(&reg),
+            before,
+            "a warm start asks the registry nothing"
+        );
         assert!(out.status.success(), "{}", describe("dev run", &out));
         assert_eq!(stdout(&out), expected);
         let err = stderr(&out);
