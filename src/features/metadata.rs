@@ -42,7 +42,7 @@ pub struct OptionSpec {
 
 /// Properties of a Feature that dev does not carry out; `init` needs nothing (dev's env has
 /// an init as pid 1).
-const UNSUPPORTED: [&str; 11] = [
+const UNSUPPORTED: [&str; 10] = [
     "mounts",
     "entrypoint",
     "privileged",
@@ -53,7 +53,6 @@ const UNSUPPORTED: [&str; 11] = [
     "postCreateCommand",
     "postStartCommand",
     "postAttachCommand",
-    "legacyIds",
 ];
 
 impl Metadata {
@@ -84,13 +83,11 @@ impl Metadata {
         Ok(meta)
     }
 
-    /// The properties this Feature has that dev does not carry out (`legacyIds` is naming
-    /// only, never a behaviour, so it is not reported).
+    /// The properties this Feature has that dev does not carry out.
     pub fn unsupported(&self) -> Vec<&str> {
         UNSUPPORTED
             .iter()
             .copied()
-            .filter(|k| *k != "legacyIds")
             .filter(|k| {
                 self.other
                     .get(*k)

@@ -33,7 +33,7 @@ use order::{install_order, Node};
 use reference::{resource_of, FeatureRef};
 
 /// A Feature's options as a config gives them: a string is its `version`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum FeatureOptions {
     Version(String),
@@ -47,12 +47,66 @@ impl Default for FeatureOptions {
 }
 
 /// An option's value: text, a boolean, or a whole number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum OptionValue {
     Bool(bool),
     Int(i64),
     String(String),
+}
+
+// By hand rather than `untagged`, so that a wrong value says what is expected.
+impl<'de> Deserialize<'de> for FeatureOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FeatureOptions;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Feature's options: a version string or a table of options")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FeatureOptions::Version(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, OptionValue>()? {
+                    table.insert(k, v);
+                }
+                Ok(FeatureOptions::Table(table))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = OptionValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an option value: a string, a boolean or a whole number")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(OptionValue::Bool(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(OptionValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(OptionValue::Int)
+                    .map_err(|_| E::custom("the number is too large for an option"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OptionValue::String(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl OptionValue {
@@ -211,6 +265,9 @@ pub fn ensure(
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // The env's PATH when the image sets none (`sandbox::plan::environment`).
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut out = Features::default();
     let mut container_env = BTreeMap::new();
     for (n, &i) in order.iter().enumerate() {
@@ -328,6 +385,13 @@ fn resolve(store: &Store, request: &Request) -> Result<(Vec<Planned>, Vec<Node>)
                         .collect(),
                 });
                 for (dep, opts) in &f.meta.depends_on {
+                    if dep.starts_with("./") || dep.starts_with("../") {
+                        // The project's files would run without having been trusted.
+                        return Err(UserError::with_hint(
+                            format!("the Feature `{text}` depends on the local Feature `{dep}`; a dependency must be published (OCI or a tarball)"),
+                            "list the local Feature in the config yourself instead",
+                        ));
+                    }
                     queue.push((dep.clone(), opts.clone(), Some(i)));
                 }
                 planned.push(Planned {
@@ -426,6 +490,23 @@ mod tests {
             .expect("json");
         assert_eq!(j.features["r.io/f/a:1"].canonical(), "{}");
         assert_eq!(j.features["r.io/f/b:1"].options()[0].1.as_env(), "lts");
+        let e = crate::config::project::parse(
+            Path::new("dev.toml"),
+            "image = \"x\"\n[features]\n\"r.io/f/a:1\" = 3\n",
+        )
+        .expect_err("number")
+        .to_string();
+        assert!(
+            e.contains("dev.toml:3:16") && e.contains("a version string or a table of options"),
+            "{e}"
+        );
+        let e = crate::config::project::parse(
+            Path::new("dev.toml"),
+            "image = \"x\"\n[features]\n\"r.io/f/a:1\" = { v = [1] }\n",
+        )
+        .expect_err("array")
+        .to_string();
+        assert!(e.contains("a string, a boolean or a whole number"), "{e}");
     }
 
     #[test]
