@@ -399,3 +399,41 @@ e2e!(a_feature_cycle_is_refused_in_one_line, |env: Env| {
     assert!(lines.len() == 2 && lines[1].starts_with("hint: "), "{err}");
     assert!(!err.contains("installing"), "{err}");
 });
+
+e2e!(
+    a_failing_feature_is_named_and_unsupported_properties_too,
+    |env: Env| {
+        let reg = Registry::start();
+        let image = pulled_busybox(&env, &reg);
+        let host = reg.host();
+        let meta = serde_json::json!({
+            "id": "boom", "version": "1.0.0",
+            "mounts": [{"source": "x", "target": "/x", "type": "volume"}],
+            "postCreateCommand": "echo hi", "init": true,
+        });
+        publish(
+            &reg,
+            "f/boom",
+            &meta,
+            "#!/bin/sh\necho 'boom from install.sh' >&2\nexit 3\n",
+            vec![],
+            Compression::Plain,
+        );
+        write_project(&env, &image, &format!("\"{host}/f/boom:1\" = {{}}\n"));
+        env.trust();
+        let err = env.fails(&["run", "--", "true"]);
+        assert!(
+        err.contains(&format!("the Feature `{host}/f/boom:1` asks for `mounts`, `postCreateCommand`, which dev does not support; installing it without\n")),
+        "{err}"
+    );
+        assert!(
+            err.contains("boom from install.sh\n"),
+            "its output is shown: {err}"
+        );
+        assert!(
+        error_of(&err).starts_with(&format!("error: the Feature `{host}/f/boom:1` failed: its install.sh exited with 3; the env is unchanged\nhint: ")),
+        "{err}"
+    );
+        assert!(!env.path("project/dev.lock").exists(), "{err}");
+    }
+);
