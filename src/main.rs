@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod export;
+mod features;
 mod ids;
 mod oci;
 mod pull;

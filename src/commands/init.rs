@@ -44,7 +44,7 @@ pub fn run(template: Option<&str>, image: Option<&str>) -> Result<()> {
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("cannot write `{}`", path.display()))?;
     let root = path.parent().unwrap_or(&path);
-    TrustStore::open()?.trust(&dev_toml_path(root)?, &Parts::of(&config))?;
+    TrustStore::open()?.trust(&dev_toml_path(root)?, &Parts::of_project(&config, root))?;
     crate::ui::note(format_args!(
         "wrote {}; `dev shell` enters the env",
         path.display()

@@ -25,7 +25,7 @@ fn project_here() -> Result<Project> {
 /// and whether it is trusted, and changes nothing.
 pub fn run(show: bool) -> Result<()> {
     let project = project_here()?;
-    let parts = Parts::of(&project.config);
+    let parts = Parts::of_project(&project.config, &project.root);
     let path = dev_toml_path(&project.root)?;
     let store = TrustStore::open()?;
     let shown = printable(&path.display().to_string());

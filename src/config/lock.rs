@@ -28,6 +28,21 @@ pub struct DevLock {
         skip_serializing_if = "Option::is_none"
     )]
     pub tools_layer: Option<LockedLayer>,
+    /// Feature reference → what it resolved to (dependencies included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, LockedFeature>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedFeature {
+    /// The Feature's own version (its devcontainer-feature.json's), when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `registry/path@sha256:…` (a tarball's URL, a local Feature's path).
+    pub resolved: String,
+    /// The digest of what was fetched: the manifest's, the tarball's, the local tree's.
+    pub integrity: Digest,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -131,6 +146,15 @@ mod tests {
             ]
             .into(),
             tools_layer: Some(LockedLayer { digest: d('e') }),
+            features: [(
+                "r.io/f/node:1".to_string(),
+                LockedFeature {
+                    version: Some("1.2.0".into()),
+                    resolved: format!("r.io/f/node@{}", d('f')),
+                    integrity: d('f'),
+                },
+            )]
+            .into(),
         }
     }
 
@@ -152,6 +176,10 @@ mod tests {
             "python3 = ",
             "[tools-layer]",
             "digest = ",
+            "[features.\"r.io/f/node:1\"]",
+            "version = ",
+            "resolved = ",
+            "integrity = ",
         ];
         let mut at = 0;
         for needle in expected_order {

@@ -35,6 +35,9 @@ pub struct DevToml {
     /// `[[mounts]]`: host paths and named volumes mounted into the env (need trust).
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountSpec>,
+    /// Dev Container Features: reference → options (a string is the `version` option).
+    #[serde(default)]
+    pub features: BTreeMap<String, crate::features::FeatureOptions>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -223,7 +226,7 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
             ),
             Some((key, None)) => UserError::with_hint(
                 format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`) and `[[mounts]]` (`source` or `volume`, `target`, `readonly`)",
+                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`), `[features]` and `[[mounts]]` (`source` or `volume`, `target`, `readonly`)",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }

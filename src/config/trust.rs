@@ -40,6 +40,10 @@ pub struct Parts {
     /// each. Left out of the record when empty, so records made before mounts still hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<String>,
+    /// `[features]`: each Feature's install.sh runs as root inside its layer's build
+    /// (`reference options`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 impl Parts {
@@ -49,6 +53,20 @@ impl Parts {
             setup_user: config.setup.user.clone(),
             ssh_agent: config.ssh_agent,
             mounts: config.mounts.iter().map(ToString::to_string).collect(),
+            features: config
+                .features
+                .iter()
+                .map(|(r, o)| format!("{r} {}", o.canonical()))
+                .collect(),
+        }
+    }
+
+    /// [`Parts::of`] the project at `root`: a local Feature is bound to its files as well,
+    /// since a change to its install.sh changes what runs.
+    pub fn of_project(config: &DevToml, root: &Path) -> Parts {
+        Parts {
+            features: crate::features::trust_lines(&config.features, root),
+            ..Parts::of(config)
         }
     }
 
@@ -58,7 +76,7 @@ impl Parts {
     }
 
     pub fn runs_commands(&self) -> bool {
-        !self.setup_root.is_empty() || !self.setup_user.is_empty()
+        !self.setup_root.is_empty() || !self.setup_user.is_empty() || !self.features.is_empty()
     }
 }
 
@@ -252,6 +270,11 @@ pub fn describe(parts: &Parts, before: Option<&Parts>) -> Vec<String> {
             &parts.mounts,
             before.map(|b| &b.mounts),
         ),
+        (
+            "[features], each Feature's install.sh run as root inside when its layer is built:",
+            &parts.features,
+            before.map(|b| &b.features),
+        ),
     ];
     for (title, now, was) in lists {
         if now.is_empty() && was.is_none_or(|w| w.is_empty()) {
@@ -330,6 +353,7 @@ mod tests {
             setup_user: user.iter().map(|s| s.to_string()).collect(),
             ssh_agent: agent,
             mounts: Vec::new(),
+            features: Vec::new(),
         }
     }
 

@@ -190,6 +190,24 @@ impl Document {
     /// One leniency: a `Content-Type` that names no document type (`application/json`, none)
     /// defers to the document's `mediaType`, which must then be there and be known.
     pub fn parse(bytes: &[u8], content_type: &str) -> Result<Document, DocumentError> {
+        Self::parse_with(bytes, content_type, MediaType::is_config)
+    }
+
+    /// Like [`Document::parse`], for an OCI artifact whose manifest's config is of
+    /// `config_type` (a Dev Container Feature's is `application/vnd.devcontainers`).
+    pub fn parse_artifact(
+        bytes: &[u8],
+        content_type: &str,
+        config_type: &str,
+    ) -> Result<Document, DocumentError> {
+        Self::parse_with(bytes, content_type, |mt| mt == config_type)
+    }
+
+    fn parse_with(
+        bytes: &[u8],
+        content_type: &str,
+        config_ok: impl Fn(&str) -> bool,
+    ) -> Result<Document, DocumentError> {
         let served = content_type
             .split(';')
             .next()
@@ -265,7 +283,7 @@ impl Document {
                 });
             }
             let manifest: ImageManifest = from_json(bytes)?;
-            if !MediaType::is_config(&manifest.config.media_type) {
+            if !config_ok(&manifest.config.media_type) {
                 return Err(DocumentError::ConfigType(manifest.config.media_type));
             }
             Ok(Document::Manifest {

@@ -198,6 +198,25 @@ impl Endpoint {
         reference: &str,
         expect: Option<&Descriptor>,
     ) -> Result<Fetched, RegistryError> {
+        self.fetch_manifest(reference, expect, None)
+    }
+
+    /// Fetches an OCI artifact's manifest (a Dev Container Feature) by tag or digest, checked
+    /// as [`Self::manifest`] checks an image's, its config being of `config_type`.
+    pub fn artifact_manifest(
+        &self,
+        reference: &str,
+        config_type: &str,
+    ) -> Result<Fetched, RegistryError> {
+        self.fetch_manifest(reference, None, Some(config_type))
+    }
+
+    fn fetch_manifest(
+        &self,
+        reference: &str,
+        expect: Option<&Descriptor>,
+        artifact: Option<&str>,
+    ) -> Result<Fetched, RegistryError> {
         let what = format!("manifest `{}:{reference}`", self.repository);
         let url = self.url(&format!("/v2/{}/manifests/{reference}", self.repository));
         let (content_type, body) = self.with_retries(|| {
@@ -226,7 +245,11 @@ impl Endpoint {
                 });
             }
         }
-        let document = Document::parse(&body, &content_type).map_err(|e| self.refused(&what, e))?;
+        let document = match artifact {
+            Some(config_type) => Document::parse_artifact(&body, &content_type, config_type),
+            None => Document::parse(&body, &content_type),
+        }
+        .map_err(|e| self.refused(&what, e))?;
         if let Some(entry) = expect {
             if document.media_type() != entry.media_type {
                 return Err(self.refused(

@@ -11,6 +11,6 @@ mod error;
 mod loopback;
 mod push;
 
-pub use client::Endpoint;
+pub use client::{stall_timeout, Endpoint};
 pub use error::RegistryError;
 pub use push::Pushed;

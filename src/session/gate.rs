@@ -17,7 +17,7 @@ use crate::ui::UserError;
 /// file read), by `trusted-paths`, by `DEV_TRUST=all`, or by the user's answer on a terminal.
 /// Nothing of the project has run when it returns an error.
 pub fn gate(project: &Project) -> Result<()> {
-    let parts = Parts::of(&project.config);
+    let parts = Parts::of_project(&project.config, &project.root);
     if parts.is_empty() {
         return Ok(());
     }

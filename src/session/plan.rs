@@ -193,7 +193,11 @@ pub fn id_mode(identity: &Identity, root: bool) -> IdMode {
 /// `--image` session has none.
 pub fn layer_stack(env: &Prepared, opts: &EnterOptions) -> LayerStack {
     let tools = env.tools.as_ref().filter(|_| opts.image.is_none());
-    LayerStack::new(&env.record, tools.map(|t| &t.diff_id))
+    let stack = LayerStack::new(&env.record, tools.map(|t| &t.diff_id));
+    match opts.image {
+        None => stack.with_features(&env.features.layers),
+        Some(_) => stack,
+    }
 }
 
 /// The sandbox for one session running `argv` (the shell when empty) in `cwd`.
@@ -233,11 +237,14 @@ pub fn plan(
         bind_owner: (id_mode(&env.identity, opts.root) != IdMode::FlatRoot)
             .then_some((user.uid, user.gid)),
     };
-    let extra = env
-        .project
-        .as_ref()
-        .map(|p| p.config.env.clone())
-        .unwrap_or_default();
+    // The Features' containerEnv, under dev.toml's own [env].
+    let mut extra = env.features.env.clone();
+    extra.extend(
+        env.project
+            .as_ref()
+            .map(|p| p.config.env.clone())
+            .unwrap_or_default(),
+    );
     let vars = environment(
         env.config.config.env.as_deref().unwrap_or_default(),
         &host.vars,

@@ -8,13 +8,15 @@ use anyhow::{Context, Result};
 
 use super::plan::check_shared_path;
 use super::{EnterOptions, Update};
-use crate::config::lock::{self, DevLock, LockedImage, LockedLayer};
+use crate::config::lock::{self, DevLock, LockedFeature, LockedImage, LockedLayer};
 use crate::config::project::{no_project, DevToml, Project};
+use crate::features::{Features, Resolved};
 use crate::ids::Identity;
 use crate::oci::{ImageConfig, Reference};
 use crate::sandbox::plan::{check_working_dir, Backend};
 use crate::sandbox::rootfs::{kernel_release, ProbeCache};
 use crate::store::images::ImageRecord;
+use crate::store::stack::LayerStack;
 use crate::store::Store;
 use crate::tools::ToolsLayer;
 use crate::ui::progress::PullProgress;
@@ -33,13 +35,15 @@ pub struct Prepared {
     pub record: ImageRecord,
     pub config: ImageConfig,
     pub tools: Option<ToolsLayer>,
+    /// dev.toml's Features: their layers over the tools layer, their env.
+    pub features: Features,
     pub backend: Option<Backend>,
 }
 
 impl Prepared {
     /// Base manifest digest and tools layer digest: what makes two envs the same.
     pub fn fingerprint(&self) -> String {
-        env_fingerprint(&self.record, self.tools.as_ref())
+        env_fingerprint(&self.record, self.tools.as_ref(), &self.features.layers)
     }
 }
 
@@ -128,14 +132,52 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
             backend,
         )?;
     }
+    let mut features = Features::default();
     if let Some(p) = locked {
-        let new = new_lock(
+        // `dev update` re-resolves the Features' tags too.
+        let pins: BTreeMap<String, Resolved> = match (&old_lock, update.all) {
+            (Some(l), false) => feature_pins(l),
+            _ => BTreeMap::new(),
+        };
+        let below = LayerStack::new(&record, tools.as_ref().map(|t| &t.diff_id));
+        features = crate::features::ensure(
+            &store,
+            &identity,
+            &record,
+            config.config.env.as_deref().unwrap_or_default(),
+            &below,
+            &crate::features::Request {
+                features: &p.config.features,
+                base: &p.root,
+                pins: &pins,
+                overrides: &[],
+                users: crate::features::Users::of_image(config.config.user.as_deref()),
+            },
+            backend,
+        )?;
+    }
+    if let Some(p) = locked {
+        let mut new = new_lock(
             &image,
             &record,
             &p.config,
             tools.as_ref(),
             old_lock.as_ref(),
         );
+        new.features = features
+            .resolved
+            .iter()
+            .map(|r| {
+                (
+                    r.reference.clone(),
+                    LockedFeature {
+                        version: r.version.clone(),
+                        resolved: r.resolved.clone(),
+                        integrity: r.integrity.clone(),
+                    },
+                )
+            })
+            .collect();
         if old_lock.as_ref() != Some(&new) {
             if opts.frozen {
                 return Err(UserError::with_hint(
@@ -157,8 +199,27 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
         record,
         config,
         tools,
+        features,
         backend,
     })
+}
+
+/// dev.lock's Features as pins for [`crate::features::ensure`].
+fn feature_pins(lock: &DevLock) -> BTreeMap<String, Resolved> {
+    lock.features
+        .iter()
+        .map(|(r, f)| {
+            (
+                r.clone(),
+                Resolved {
+                    reference: r.clone(),
+                    version: f.version.clone(),
+                    resolved: f.resolved.clone(),
+                    integrity: f.integrity.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// With `--frozen`, dev.toml and dev.lock must name the same image and the same packages.
@@ -205,6 +266,16 @@ pub fn check_frozen(config: &DevToml, lock: Option<&DevLock>) -> Result<()> {
             hint,
         ));
     }
+    if let Some(missing) = config
+        .features
+        .keys()
+        .find(|f| !lock.features.contains_key(*f))
+    {
+        return Err(UserError::with_hint(
+            format!("--frozen: the Feature `{missing}` is in dev.toml but not in dev.lock"),
+            hint,
+        ));
+    }
     Ok(())
 }
 
@@ -231,6 +302,7 @@ fn new_lock(
         .map(|s| lock::split_spec(s).0)
         .collect();
     DevLock {
+        features: BTreeMap::new(),
         version: DevLock::VERSION,
         image: LockedImage {
             reference: image.to_string(),
@@ -253,11 +325,21 @@ fn new_lock(
 }
 
 /// Base manifest digest and tools layer digest, short.
-pub(super) fn env_fingerprint(record: &ImageRecord, tools: Option<&ToolsLayer>) -> String {
-    match tools {
+/// With Features, the top one's digest after them.
+pub(super) fn env_fingerprint(
+    record: &ImageRecord,
+    tools: Option<&ToolsLayer>,
+    features: &[crate::oci::Digest],
+) -> String {
+    let mut print = match tools {
         Some(t) => format!("{}+{}", record.manifest_digest.short(), t.diff_id.short()),
         None => record.manifest_digest.short().to_string(),
+    };
+    if let Some(top) = features.last() {
+        print.push('+');
+        print.push_str(top.short());
     }
+    print
 }
 
 /// The image's record, pulled first when the store does not have it (or lacks a layer).

@@ -138,7 +138,7 @@ fn resolve_mounts(
 }
 
 /// dev.toml's `[setup] user` commands, run as the user in the project once per env and
-/// tools layer (again when either changes).
+/// tools layer (again when either changes, or the Features do).
 fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     let Some(p) = &env.project else {
         return Ok(());
@@ -146,15 +146,21 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     if p.config.setup.user.is_empty() || opts.rm || opts.image.is_some() {
         return Ok(());
     }
-    let key = Digest::of_bytes(
-        serde_json::json!({
-            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
-            "base": env.record.manifest_digest.to_string(),
-            "user": p.config.setup.user,
-        })
-        .to_string()
-        .as_bytes(),
-    );
+    let mut key = serde_json::json!({
+        "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+        "base": env.record.manifest_digest.to_string(),
+        "user": p.config.setup.user,
+    });
+    if !env.features.layers.is_empty() {
+        // Again when the Features change, as for the tools layer.
+        key["features"] = serde_json::json!(env
+            .features
+            .layers
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>());
+    }
+    let key = Digest::of_bytes(key.to_string().as_bytes());
     let marker = env
         .store
         .env_dir(&env.identity.store_key(), &env.root)
@@ -303,6 +309,10 @@ pub fn session(
                     sandbox.steps = plan(env, opts, &host, &place, argv.clone(), cwd.clone()).steps;
                 }
                 let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
+                let env_features = match opts.image {
+                    None => env.features.layers.as_slice(),
+                    Some(_) => &[],
+                };
                 let env = store.open_env(
                     &mapping,
                     root,
@@ -316,7 +326,7 @@ pub fn session(
                     name: env_name.clone(),
                     project: root.clone(),
                     image: image.clone(),
-                    fingerprint: env_fingerprint(record, env_tools),
+                    fingerprint: env_fingerprint(record, env_tools, env_features),
                     persist: opts.start_only,
                     mounts: super::mounts::key(&host.mounts),
                 });

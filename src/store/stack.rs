@@ -1,4 +1,5 @@
-//! The layer stack of an env: its tools layer (when it has one) over the image's layers. The
+//! The layer stack of an env: its Features' layers over its tools layer (when it has them)
+//! over the image's layers. The
 //! one place that orders them; the env's own writable layer goes on top of it.
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,14 @@ impl LayerStack {
         let mut top_first: Vec<Digest> = tools.into_iter().cloned().collect();
         top_first.extend(image.layers.iter().rev().map(|l| l.diff_id.clone()));
         LayerStack { top_first }
+    }
+
+    /// With the Features' layers on top, given in installation order (the last on top).
+    pub fn with_features(mut self, features: &[Digest]) -> Self {
+        for d in features {
+            self.top_first.insert(0, d.clone());
+        }
+        self
     }
 
     /// The layers' diff ids, top first (as an env's record keeps them).
@@ -63,6 +72,11 @@ mod tests {
         let stack = LayerStack::new(&image, Some(&d("tools")));
         assert_eq!(stack.top_first(), [d("tools"), d("top"), d("bottom")]);
         assert_eq!(stack.lowers()[0], Path::new(d("tools").hex()).join("root"));
+        let with = stack.clone().with_features(&[d("f1"), d("f2")]);
+        assert_eq!(
+            with.top_first(),
+            [d("f2"), d("f1"), d("tools"), d("top"), d("bottom")]
+        );
         assert_eq!(
             LayerStack::new(&image, None).top_first(),
             [d("top"), d("bottom")]

@@ -201,7 +201,18 @@ pub fn ensure(
     // The packages are the script's arguments, never part of its text.
     let mut argv = vec!["/bin/sh".into(), "-c".into(), script, "dev-tools".into()];
     argv.extend(packages.iter().map(Package::arg));
-    let plan = build_plan(store, identity, image, image_env, &scratch, backend, argv);
+    let build = Build {
+        lowers: image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| Path::new(l.diff_id.hex()).join("root"))
+            .collect(),
+        shares: Vec::new(),
+        env: BTreeMap::new(),
+        argv,
+    };
+    let plan = build_plan(store, identity, image, image_env, &scratch, backend, build);
     let code = run_sandbox(identity, &plan);
     let outcome = match code {
         Ok(0) => read_report(&scratch.upper, RESOLVED).map(Option::unwrap_or_default),
@@ -277,16 +288,29 @@ pub fn ensure(
     Ok(Some(ToolsLayer { diff_id, resolved }))
 }
 
-/// The sandbox that runs the install: root inside, the image's layers under a throwaway
-/// writable layer, nothing of the user's mounted (the layer is shared by everyone).
-fn build_plan(
+/// What a build in the sandbox stands on, sees and runs.
+pub struct Build {
+    /// The layers under the build's writable layer, relative to the store's layer directory,
+    /// top first.
+    pub lowers: Vec<PathBuf>,
+    /// Host directories mounted inside, as (inside path, host path), made after `/tmp`.
+    pub shares: Vec<(PathBuf, PathBuf)>,
+    /// Variables set over the image's `Env`.
+    pub env: BTreeMap<String, String>,
+    pub argv: Vec<String>,
+}
+
+/// The sandbox that runs a build (the tools install, a Feature's install.sh): root inside,
+/// `build.lowers` under a throwaway writable layer, nothing of the user's mounted (the layer
+/// is shared by everyone).
+pub fn build_plan(
     store: &Store,
     identity: &Identity,
     image: &ImageRecord,
     image_env: &[String],
     scratch: &crate::store::envs::EnvDirs,
     backend: Option<Backend>,
-    argv: Vec<String>,
+    build: Build,
 ) -> SandboxPlan {
     let mapping = identity.store_key();
     let user = UserPlan {
@@ -301,7 +325,7 @@ fn build_plan(
     let host: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k == "TERM").collect();
     let layout = Layout {
         root: scratch.merged.clone(),
-        shares: Vec::new(),
+        shares: build.shares,
         ssh_agent: None,
         etc_files: ["/etc/resolv.conf", "/etc/hosts"]
             .iter()
@@ -323,12 +347,7 @@ fn build_plan(
             backend: backend.filter(|b| *b != Backend::Copy),
             probe_cache: store.overlay_probe_path(),
             layers_dir: store.layers_dir(&mapping),
-            lowers: image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| Path::new(l.diff_id.hex()).join("root"))
-                .collect(),
+            lowers: build.lowers,
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),
             copy: scratch.copy.clone(),
@@ -337,7 +356,7 @@ fn build_plan(
         },
         steps: mount_plan(&layout),
         process: ProcessPlan {
-            argv,
+            argv: build.argv,
             shell: None,
             shell_fallbacks: Vec::new(),
             env: plan::environment(
@@ -347,7 +366,7 @@ fn build_plan(
                 "dev-tools",
                 "dev-tools",
                 false,
-                &BTreeMap::new(),
+                &build.env,
             ),
             cwd: "/".into(),
         },

@@ -143,6 +143,24 @@ pub fn unpack_layer(
     dest: &Path,
     opts: UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
+    let (actual, stats) = unpack_archive(blob, dest, opts)?;
+    if &actual != diff_id {
+        return Err(UnpackError::DiffIdMismatch {
+            expected: diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(stats)
+}
+
+/// Unpacks the archive at `blob` (gzip, zstd or plain tar) into `dest` (an empty directory) by
+/// the same rules as a layer; returns the digest of its uncompressed stream, for the caller to
+/// check before it makes the tree visible.
+pub fn unpack_archive(
+    blob: &Path,
+    dest: &Path,
+    opts: UnpackOptions,
+) -> Result<(Digest, LayerStats), UnpackError> {
     let mut file = File::open(blob).map_err(|e| UnpackError::io(blob, e))?;
     let compressed = file.metadata().map_err(|e| UnpackError::io(blob, e))?.len();
     let mut head = [0u8; 4];
@@ -190,14 +208,8 @@ pub fn unpack_layer(
         }
     })?;
     let actual = Digest::from_hasher(measured.hasher);
-    if &actual != diff_id {
-        return Err(UnpackError::DiffIdMismatch {
-            expected: diff_id.clone(),
-            actual,
-        });
-    }
     writer.stats.tar_bytes = measured.count;
-    Ok(writer.stats)
+    Ok((actual, writer.stats))
 }
 
 fn is_limit(e: &io::Error) -> bool {

@@ -9,6 +9,7 @@ mod doctor;
 mod durability;
 mod export_archive;
 mod export_build;
+mod features;
 mod hostile;
 mod lifecycle;
 mod mounts;
