@@ -1,6 +1,7 @@
 //! One file per command: glue between the command line, the library modules and the printer.
 
 pub mod commit;
+pub mod config;
 pub mod doctor;
 pub mod helper;
 pub mod images;
@@ -21,6 +22,9 @@ use crate::ui::ExitCode;
 
 /// Runs a command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(file) = cli.config {
+        crate::config::project::choose_config(file);
+    }
     match cli.command {
         Command::Pull { reference, quiet } => pull::run(&reference, quiet),
         Command::Images { format } => images::run(format),
@@ -39,7 +43,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Reset { name } => ps::rm(name.as_deref(), true, true),
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
-        Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Init {
+            from_devcontainer: true,
+            ..
+        } => init::from_devcontainer(),
+        Command::Init {
+            template, image, ..
+        } => init::run(template.as_deref(), image.as_deref()),
+        Command::Config { format } => config::run(format),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
         Command::Doctor { format } => return doctor::run(format),

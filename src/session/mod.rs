@@ -5,6 +5,7 @@
 //! `lock`, `update`) call these; nothing here parses a command line.
 
 mod gate;
+mod hooks;
 mod named;
 pub mod plan;
 mod prepare;

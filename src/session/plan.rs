@@ -213,6 +213,12 @@ pub fn plan(
     }
     let mut user = host.user.clone();
     user.root = opts.root;
+    let devcontainer = env.project.as_ref().and_then(|p| p.devcontainer.as_ref());
+    // A devcontainer.json's remoteUser is you by another name: your uid, the image's entry
+    // for that name replaced (as updateRemoteUserUID does).
+    if let Some(name) = devcontainer.and_then(|d| d.user_name()) {
+        user.name = name.to_string();
+    }
     let hostname = crate::config::project::hostname(&env.root);
     // The env's home is always its own directory of the store, at the path of the user's.
     let mut shares = vec![(user.home.clone(), home_source)];
@@ -226,13 +232,21 @@ pub fn plan(
         etc_files: host.etc_files.clone(),
         kept: place.kept.clone(),
     };
+    let image_env = env.config.config.env.as_deref().unwrap_or_default();
     let extra = env
         .project
         .as_ref()
-        .map(|p| p.config.env.clone())
+        .map(|p| {
+            // A devcontainer.json's (the image's label merged in): containerEnv, then remoteEnv.
+            let env = p
+                .devcontainer
+                .as_ref()
+                .map_or_else(|| p.config.env.clone(), |dc| dc.dev_toml().env);
+            crate::config::devcontainer::resolve_container_env(&env, image_env)
+        })
         .unwrap_or_default();
     let vars = environment(
-        env.config.config.env.as_deref().unwrap_or_default(),
+        image_env,
         &host.vars,
         &user,
         &hostname,

@@ -47,10 +47,20 @@ impl Prepared {
 /// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let project = Project::discover(&cwd)?;
+    let mut project = Project::discover(&cwd)?;
     if let Some(p) = &project {
         // Refused: the helper `speculate` started goes first, so it says nothing after us.
         super::gate::gate(p)?;
+    }
+    if let Some(dc) = project.as_ref().and_then(|p| p.devcontainer.as_ref()) {
+        for line in dc.unsupported_lines() {
+            crate::ui::note(format_args!("{line}"));
+        }
+        if dc.host_requirements != Default::default() {
+            for line in crate::config::devcontainer::check_host(&dc.host_requirements, &cwd) {
+                crate::ui::note(format_args!("warning: {line}"));
+            }
+        }
     }
     let image =
         match (&opts.image, &project) {
@@ -92,6 +102,21 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     }
     let store = Store::open()?;
     let identity = Identity::detect();
+    if let Some(p) = &project {
+        // initializeCommand (trusted: the gate passed) runs on the host as the env starts.
+        if let Some(init) = p
+            .devcontainer
+            .as_ref()
+            .and_then(|d| d.initialize_command.as_ref())
+        {
+            if store
+                .running(&store.run_dir(&identity.store_key(), &p.root))
+                .is_none()
+            {
+                super::hooks::initialize_on_host(init, &p.root)?;
+            }
+        }
+    }
     let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;
@@ -103,6 +128,18 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
             )
         })?;
     }
+    // The image's devcontainer.metadata goes under the project's devcontainer.json.
+    if let (Some(dc), Some(label)) = (
+        project.as_mut().and_then(|p| p.devcontainer.as_mut()),
+        config
+            .config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::config::devcontainer::METADATA_LABEL)),
+    ) {
+        dc.merge_image_metadata(label);
+    }
+    let locked = project.as_ref().filter(|_| opts.image.is_none());
     let backend = backend(&store)?;
     crate::pull::notice_flat(&store, &identity);
     let mut tools = None;

@@ -101,24 +101,30 @@ pub fn speculate(args: &[std::ffi::OsString]) {
     keep_speculative(helper);
 }
 
-/// dev.toml's `[setup] user` commands, run as the user in the project once per env and
+/// dev.toml's `[setup] user` commands, or a devcontainer.json's onCreateCommand,
+/// updateContentCommand and postCreateCommand, run as the user in the project once per env and
 /// tools layer (again when either changes).
 fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     let Some(p) = &env.project else {
         return Ok(());
     };
-    if p.config.setup.user.is_empty() || opts.rm || opts.image.is_some() {
+    let create = p
+        .devcontainer
+        .as_ref()
+        .map(|d| d.hooks.create())
+        .unwrap_or_default();
+    if (p.config.setup.user.is_empty() && create.is_empty()) || opts.rm || opts.image.is_some() {
         return Ok(());
     }
-    let key = Digest::of_bytes(
-        serde_json::json!({
-            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
-            "base": env.record.manifest_digest.to_string(),
-            "user": p.config.setup.user,
-        })
-        .to_string()
-        .as_bytes(),
-    );
+    let mut key = serde_json::json!({
+        "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+        "base": env.record.manifest_digest.to_string(),
+        "user": p.config.setup.user,
+    });
+    if !create.is_empty() {
+        key["create"] = serde_json::json!(create);
+    }
+    let key = Digest::of_bytes(key.to_string().as_bytes());
     let marker = env
         .store
         .env_dir(&env.identity.store_key(), &env.root)
@@ -127,28 +133,65 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
         return Ok(());
     }
-    crate::ui::note(format_args!(
-        "running [setup] user in {}",
-        env.root.display()
-    ));
-    let script = format!(
-        "exec </dev/null 1>&2\nset -e\n{}\n",
-        p.config.setup.user.join("\n")
-    );
     let setup_opts = EnterOptions {
         root: false,
         ..opts.clone()
     };
-    let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
-    let code = session(env, &setup_opts, argv, env.root.clone(), false)?;
-    if code != 0 {
-        return Err(UserError::with_hint(
-            format!("dev.toml's [setup] user commands failed (exit {code})"),
-            "their error is above; they run again at the next start",
+    if !p.config.setup.user.is_empty() {
+        crate::ui::note(format_args!(
+            "running [setup] user in {}",
+            env.root.display()
         ));
+        let script = format!(
+            "exec </dev/null 1>&2\nset -e\n{}\n",
+            p.config.setup.user.join("\n")
+        );
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+        let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
+        if code != 0 {
+            return Err(UserError::with_hint(
+                format!("dev.toml's [setup] user commands failed (exit {code})"),
+                "their error is above; they run again at the next start",
+            ));
+        }
+    }
+    if !create.is_empty() {
+        let labels = labels(&create);
+        crate::ui::note(format_args!("running {labels} in {}", env.root.display()));
+        let argv = crate::config::devcontainer::lifecycle::runner_argv(&create);
+        let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
+        if code != 0 {
+            return Err(super::hooks::failed(&labels, code));
+        }
     }
     std::fs::write(&marker, key.as_str())
         .with_context(|| format!("cannot write `{}`", marker.display()))
+}
+
+/// `onCreateCommand, postCreateCommand`: the kinds of lifecycle command in `commands`.
+fn labels(commands: &[(String, crate::config::devcontainer::Command)]) -> String {
+    let mut labels: Vec<&str> = commands.iter().map(|(l, _)| l.as_str()).collect();
+    labels.dedup();
+    labels.join(", ")
+}
+
+/// A devcontainer.json's `commands` (postStartCommand, postAttachCommand) in the running env,
+/// as a session of their own that the session holding `run_dir`'s env waits for.
+fn run_in_env(
+    env: &Prepared,
+    sandbox: &crate::sandbox::plan::SandboxPlan,
+    run_dir: &Path,
+    commands: &[(String, crate::config::devcontainer::Command)],
+) -> Result<()> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let plan = super::hooks::plan_for(sandbox, commands, &env.root);
+    let code = join(Session::connect(run_dir)?, &plan, false)?;
+    if code != 0 {
+        return Err(super::hooks::failed(&labels(commands), code));
+    }
+    Ok(())
 }
 
 /// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
@@ -160,6 +203,31 @@ pub fn session(
     cwd: PathBuf,
     last: bool,
 ) -> Result<i32> {
+    session_with(env, opts, argv, cwd, last, true)
+}
+
+/// [`session`]; with `hooks`, a devcontainer.json's postStartCommand runs when this session
+/// starts the env, and its postAttachCommand before a `dev shell`'s shell (the setup's own
+/// session runs neither).
+fn session_with(
+    env: &Prepared,
+    opts: &EnterOptions,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    last: bool,
+    hooks: bool,
+) -> Result<i32> {
+    let devcontainer = env
+        .project
+        .as_ref()
+        .and_then(|p| p.devcontainer.as_ref())
+        .filter(|_| hooks);
+    let post_start = devcontainer.map(|d| d.hooks.start()).unwrap_or_default();
+    let post_attach = devcontainer
+        .filter(|_| argv.is_empty() && !opts.start_only)
+        .map(|d| d.hooks.attach())
+        .unwrap_or_default();
+    let prepared = env;
     let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
     let project = &env.project;
     let image = &env.image;
@@ -282,6 +350,7 @@ pub fn session(
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 drop(starting);
+                run_in_env(prepared, &sandbox, &run_dir, &post_start)?;
                 if opts.start_only {
                     return Ok(0);
                 }
@@ -289,7 +358,10 @@ pub fn session(
             }
         };
         match session {
-            Ok(session) => return join(session, &sandbox, last),
+            Ok(session) => {
+                run_in_env(prepared, &sandbox, &run_dir, &post_attach)?;
+                return join(session, &sandbox, last);
+            }
             // It removes state.json before it closes its socket, and holds the env's lock
             // until it is gone: the next attempt starts the env as soon as it can.
             Err(e) if e.is::<KeeperGone>() && attempt < 500 => {
