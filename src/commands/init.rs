@@ -68,6 +68,9 @@ fn write(path: &std::path::Path, text: &str) -> Result<crate::config::project::D
 pub fn from_devcontainer() -> Result<()> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let project = crate::config::project::Project::discover(&cwd)?;
+    if let Some(p) = project.as_ref().filter(|p| p.devcontainer.is_none()) {
+        refuse_existing(&p.file)?;
+    }
     let Some((root, dc)) = project.and_then(|p| Some((p.root, p.devcontainer?))) else {
         return Err(UserError::with_hint(
             format!(

@@ -111,13 +111,22 @@ impl Project {
     /// not skipped: it is the nearest, and what it asks for is not run.
     pub fn discover(start: &Path) -> Result<Option<Project>> {
         if let Some(chosen) = CHOSEN.get() {
-            let file = start.join(chosen);
+            // The user's own argument: its directories may be links; the file may not.
+            let given = start.join(chosen);
+            let missing = || {
+                UserError::with_hint(
+                    format!("there is no `{}`", given.display()),
+                    "give `--config` the path of a devcontainer.json",
+                )
+            };
+            let dir = given
+                .parent()
+                .and_then(|d| std::fs::canonicalize(d).ok())
+                .ok_or_else(missing)?;
+            let file = dir.join(given.file_name().ok_or_else(missing)?);
             let root = devcontainer::root_of(&file);
             let Some(text) = read_project_file(&file)? else {
-                return Err(UserError::with_hint(
-                    format!("there is no `{}`", file.display()),
-                    "give `--config` the path of a devcontainer.json",
-                ));
+                return Err(missing());
             };
             return Project::from_devcontainer(root, file, &text).map(Some);
         }

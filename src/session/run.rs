@@ -101,30 +101,24 @@ pub fn speculate(args: &[std::ffi::OsString]) {
     keep_speculative(helper);
 }
 
-/// dev.toml's `[setup] user` commands, or a devcontainer.json's onCreateCommand,
-/// updateContentCommand and postCreateCommand, run as the user in the project once per env and
+/// dev.toml's `[setup] user` commands, run as the user in the project once per env and
 /// tools layer (again when either changes).
 fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     let Some(p) = &env.project else {
         return Ok(());
     };
-    let create = p
-        .devcontainer
-        .as_ref()
-        .map(|d| d.hooks.create())
-        .unwrap_or_default();
-    if (p.config.setup.user.is_empty() && create.is_empty()) || opts.rm || opts.image.is_some() {
+    if p.config.setup.user.is_empty() || opts.rm || opts.image.is_some() {
         return Ok(());
     }
-    let mut key = serde_json::json!({
-        "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
-        "base": env.record.manifest_digest.to_string(),
-        "user": p.config.setup.user,
-    });
-    if !create.is_empty() {
-        key["create"] = serde_json::json!(create);
-    }
-    let key = Digest::of_bytes(key.to_string().as_bytes());
+    let key = Digest::of_bytes(
+        serde_json::json!({
+            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+            "base": env.record.manifest_digest.to_string(),
+            "user": p.config.setup.user,
+        })
+        .to_string()
+        .as_bytes(),
+    );
     let marker = env
         .store
         .env_dir(&env.identity.store_key(), &env.root)
@@ -133,39 +127,87 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
         return Ok(());
     }
+    crate::ui::note(format_args!(
+        "running [setup] user in {}",
+        env.root.display()
+    ));
+    let script = format!(
+        "exec </dev/null 1>&2\nset -e\n{}\n",
+        p.config.setup.user.join("\n")
+    );
     let setup_opts = EnterOptions {
         root: false,
         ..opts.clone()
     };
-    if !p.config.setup.user.is_empty() {
-        crate::ui::note(format_args!(
-            "running [setup] user in {}",
-            env.root.display()
+    let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
+    let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
+    if code != 0 {
+        return Err(UserError::with_hint(
+            format!("dev.toml's [setup] user commands failed (exit {code})"),
+            "their error is above; they run again at the next start",
         ));
-        let script = format!(
-            "exec </dev/null 1>&2\nset -e\n{}\n",
-            p.config.setup.user.join("\n")
-        );
-        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
-        let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
-        if code != 0 {
-            return Err(UserError::with_hint(
-                format!("dev.toml's [setup] user commands failed (exit {code})"),
-                "their error is above; they run again at the next start",
-            ));
-        }
-    }
-    if !create.is_empty() {
-        let labels = labels(&create);
-        crate::ui::note(format_args!("running {labels} in {}", env.root.display()));
-        let argv = crate::config::devcontainer::lifecycle::runner_argv(&create);
-        let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
-        if code != 0 {
-            return Err(super::hooks::failed(&labels, code));
-        }
     }
     std::fs::write(&marker, key.as_str())
         .with_context(|| format!("cannot write `{}`", marker.display()))
+}
+
+/// A devcontainer.json's onCreateCommand, updateContentCommand and postCreateCommand, when
+/// they have not run in this env yet (for its image and tools layer): the commands, and the
+/// marker to write once they ran.
+struct PendingCreate {
+    commands: Vec<(String, crate::config::devcontainer::Command)>,
+    marker: PathBuf,
+    key: String,
+}
+
+fn pending_create(env: &Prepared) -> Option<PendingCreate> {
+    let dc = env.project.as_ref()?.devcontainer.as_ref()?;
+    let commands = dc.hooks.create();
+    if commands.is_empty() {
+        return None;
+    }
+    let key = Digest::of_bytes(
+        serde_json::json!({
+            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+            "base": env.record.manifest_digest.to_string(),
+            "create": commands,
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .to_string();
+    let marker = env
+        .store
+        .env_dir(&env.identity.store_key(), &env.root)
+        .join("devcontainer-create.done");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return None;
+    }
+    Some(PendingCreate {
+        commands,
+        marker,
+        key,
+    })
+}
+
+/// Runs the pending create commands in the running env and marks them done.
+fn run_create(
+    env: &Prepared,
+    sandbox: &crate::sandbox::plan::SandboxPlan,
+    run_dir: &Path,
+    pending: Option<PendingCreate>,
+) -> Result<()> {
+    let Some(p) = pending else {
+        return Ok(());
+    };
+    crate::ui::note(format_args!(
+        "running {} in {}",
+        labels(&p.commands),
+        env.root.display()
+    ));
+    run_in_env(env, sandbox, run_dir, &p.commands)?;
+    std::fs::write(&p.marker, p.key.as_str())
+        .with_context(|| format!("cannot write `{}`", p.marker.display()))
 }
 
 /// `onCreateCommand, postCreateCommand`: the kinds of lifecycle command in `commands`.
@@ -206,9 +248,10 @@ pub fn session(
     session_with(env, opts, argv, cwd, last, true)
 }
 
-/// [`session`]; with `hooks`, a devcontainer.json's postStartCommand runs when this session
+/// [`session`]; with `hooks`, in the project's env, a devcontainer.json's create commands run
+/// once per env (before anything else of the session), its postStartCommand when this session
 /// starts the env, and its postAttachCommand before a `dev shell`'s shell (the setup's own
-/// session runs neither).
+/// session runs none of them).
 fn session_with(
     env: &Prepared,
     opts: &EnterOptions,
@@ -236,6 +279,7 @@ fn session_with(
     // The env: this project's persistent layer (run by a keeper that every session joins), or
     // a throwaway one for this session only.
     let persistent = project.is_some() && !opts.rm && opts.image.is_none();
+    let mut create = pending_create(env).filter(|_| hooks && persistent);
     if opts.name.is_some() && !persistent {
         return Err(UserError::with_hint(
             "--name names a project's env, and this session's env is thrown away",
@@ -350,6 +394,7 @@ fn session_with(
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 drop(starting);
+                run_create(prepared, &sandbox, &run_dir, create.take())?;
                 run_in_env(prepared, &sandbox, &run_dir, &post_start)?;
                 if opts.start_only {
                     return Ok(0);
@@ -359,6 +404,7 @@ fn session_with(
         };
         match session {
             Ok(session) => {
+                run_create(prepared, &sandbox, &run_dir, create.take())?;
                 run_in_env(prepared, &sandbox, &run_dir, &post_attach)?;
                 return join(session, &sandbox, last);
             }

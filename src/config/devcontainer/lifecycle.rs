@@ -218,7 +218,10 @@ mod tests {
             ),
         ]);
         assert_eq!(&argv[..2], ["/bin/sh", "-c"]);
-        assert!(!argv[2].contains("$(id)"), "no command in the runner's text");
+        assert!(
+            !argv[2].contains("$(id)"),
+            "no command in the runner's text"
+        );
         assert_eq!(
             &argv[3..],
             [

@@ -384,6 +384,12 @@ fn from_object(
                     .into(),
         });
     }
+    if !dc.features.is_empty() {
+        dc.ignored.push(Ignored {
+            property: "features".into(),
+            reason: "read and shown, not installed: this dev does not run Features yet".into(),
+        });
+    }
     if !dc.mounts.is_empty() {
         dc.ignored.push(Ignored {
             property: "mounts".into(),
@@ -747,7 +753,10 @@ impl DevContainer {
     pub fn unsupported_lines(&self) -> Vec<String> {
         self.ignored
             .iter()
-            .filter(|i| UNSUPPORTED.iter().any(|(u, _)| *u == i.property))
+            .filter(|i| {
+                UNSUPPORTED.iter().any(|(u, _)| *u == i.property)
+                    || ["features", "mounts"].contains(&i.property.as_str())
+            })
             .map(|i| format!("note: devcontainer.json: `{}` {}", i.property, i.reason))
             .collect()
     }
