@@ -543,3 +543,74 @@ fn dev_config_reads_every_real_image_file_and_refuses_every_dockerfile_one() {
         "{images} image files, {refused} refused"
     );
 }
+
+e2e!(
+    trust_is_asked_on_a_terminal_before_lifecycle_commands_run,
+    |env: Env| {
+        let reg = Registry::start();
+        let image = push_busybox(&reg);
+        let project = env.path("project");
+        devcontainer(
+            &env,
+            &format!(
+                r#"{{"image": "{image}", "postCreateCommand": ["touch", "created"], "postStartCommand": "touch started"}}"#
+            ),
+        );
+        let mut pty = env.pty(&["run", "--", "true"], 24, 80);
+        let at = pty.expect(
+            &format!(
+                "devcontainer.json in `{}` runs commands you have not trusted:",
+                project.display()
+            ),
+            0,
+        );
+        let at = pty.expect("    postCreateCommand: touch created", at);
+        let at = pty.expect("    postStartCommand: touch started", at);
+        let at = pty.expect("Trust it as it is now? [y/N] ", at);
+        pty.send("n\n");
+        pty.expect("nothing of it ran", at);
+        assert!(!pty.wait().success(), "{}", pty.output());
+        assert!(!project.join("created").exists() && !project.join("started").exists());
+        let mut pty = env.pty(&["run", "--", "true"], 24, 80);
+        let at = pty.expect("Trust it as it is now? [y/N] ", 0);
+        pty.send("y\n");
+        pty.expect("trusted devcontainer.json", at);
+        assert!(pty.wait().success(), "{}", pty.output());
+        assert!(project.join("created").exists() && project.join("started").exists());
+        // Kept: no question the next time.
+        env.ok(&["run", "--", "true"]);
+    }
+);
+
+#[test]
+fn another_users_devcontainer_json_above_is_refused() {
+    let env = config_env();
+    let other = nix::unistd::User::from_name(Kind::Sub2.user())
+        .ok()
+        .flatten()
+        .expect("devtest-sub2");
+    let shared = env.path("shared");
+    fs::create_dir(&shared).expect("mkdir");
+    fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let planted = shared.join(".devcontainer.json");
+    fs::write(
+        &planted,
+        r#"{"image": "x", "initializeCommand": "touch ran"}"#,
+    )
+    .expect("write");
+    nix::unistd::chown(&planted, Some(other.uid), Some(other.gid)).expect("chown");
+    let mine = shared.join("mine");
+    fs::create_dir(&mine).expect("mkdir");
+    env.chown_all(&mine);
+    let out = env.run_in(&mine, &["config"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{}", describe("dev config", &out));
+    assert!(
+        err.starts_with(&format!(
+            "error: `{}` belongs to `devtest-sub2`",
+            planted.display()
+        )),
+        "{err}"
+    );
+}

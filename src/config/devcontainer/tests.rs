@@ -275,14 +275,21 @@ fn a_linked_devcontainer_directory_is_not_followed() {
     std::fs::create_dir_all(root.join(DIR)).expect("mkdir");
     std::os::unix::fs::symlink(elsewhere.join(FILE_NAME), root.join(DIR).join(FILE_NAME))
         .expect("symlink");
-    // A link at the name is not a file: nothing found.
-    assert_eq!(find(&root).expect("ok"), None);
+    // A link at the name is found (not skipped for a parent's config), and refused.
+    assert_eq!(
+        find(&root).expect("ok"),
+        Some(Path::new(DIR).join(FILE_NAME))
+    );
     let e =
         crate::config::project::read_project_file_beneath(&root, &Path::new(DIR).join(FILE_NAME))
             .expect_err("link");
     assert!(e.to_string().contains("symbolic link"), "{e}");
     std::fs::remove_dir_all(root.join(DIR)).expect("rm");
     std::os::unix::fs::symlink(&elsewhere, root.join(DIR)).expect("symlink");
+    assert_eq!(
+        find(&root).expect("ok"),
+        Some(Path::new(DIR).join(FILE_NAME))
+    );
     let e =
         crate::config::project::read_project_file_beneath(&root, &Path::new(DIR).join(FILE_NAME))
             .expect_err("linked dir");
