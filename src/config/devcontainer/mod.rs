@@ -553,7 +553,7 @@ fn parse_size(s: &str) -> Option<u64> {
         "t" | "tb" => 1 << 40,
         _ => return None,
     };
-    (n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 struct Substitution<'a> {
@@ -892,7 +892,7 @@ pub fn check_host(req: &HostRequirements, project: &Path) -> Vec<String> {
     }
     if let Some(want) = req.storage {
         if let Ok(st) = nix::sys::statvfs::statvfs(project) {
-            let have = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let have = st.blocks_available().saturating_mul(st.fragment_size());
             if have < want {
                 out.push(format!(
                     "hostRequirements: {} of storage wanted, {} is free where the project is",
@@ -913,20 +913,26 @@ pub fn find(root: &Path) -> Result<Option<PathBuf>> {
     let Ok(tree) = crate::beneath::Tree::open(root) else {
         return Ok(None);
     };
-    let is_file = |rel: &Path| {
+    let kind = |rel: &Path| {
         tree.lstat(rel)
             .ok()
             .flatten()
-            .is_some_and(|st| crate::beneath::file_type(&st) == rustix::fs::FileType::RegularFile)
+            .map(|st| crate::beneath::file_type(&st))
     };
+    // A link where a config would be is found, so that reading it refuses it by name (a
+    // linked `.devcontainer` too): skipped, a parent directory's config would be used instead.
+    if kind(Path::new(DIR)) == Some(rustix::fs::FileType::Symlink) {
+        return Ok(Some(Path::new(DIR).join(FILE_NAME)));
+    }
     for rel in [
         Path::new(DIR).join(FILE_NAME),
         PathBuf::from(".devcontainer.json"),
     ] {
-        if is_file(&rel) {
+        if kind(&rel).is_some_and(|k| k != rustix::fs::FileType::Directory) {
             return Ok(Some(rel));
         }
     }
+    let is_file = |rel: &Path| kind(rel) == Some(rustix::fs::FileType::RegularFile);
     let Ok(names) = tree.names(Path::new(DIR)) else {
         return Ok(None);
     };
@@ -958,7 +964,7 @@ pub fn find(root: &Path) -> Result<Option<PathBuf>> {
 
 /// Whether `dir` holds something [`find`] may find (a cheap look, for guesses).
 pub fn maybe_in(dir: &Path) -> bool {
-    dir.join(DIR).symlink_metadata().is_ok_and(|m| m.is_dir())
+    dir.join(DIR).symlink_metadata().is_ok()
         || dir.join(".devcontainer.json").symlink_metadata().is_ok()
 }
 
