@@ -102,7 +102,7 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     }
     let store = Store::open()?;
     let identity = Identity::detect();
-    if let Some(p) = &project {
+    if let Some(p) = project.as_ref().filter(|_| opts.image.is_none()) {
         // initializeCommand (trusted: the gate passed) runs on the host as the env starts.
         if let Some(init) = p
             .devcontainer

@@ -390,6 +390,14 @@ fn several_devcontainer_configs_are_listed_and_config_picks_one() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     assert_eq!(v["image"], "python:3");
+    // TOML is the default format.
+    let out = env.ok(&[
+        "config",
+        "--config",
+        ".devcontainer/python/devcontainer.json",
+    ]);
+    let t: toml::Value = toml::from_str(&stdout(&out)).expect("toml");
+    assert_eq!(t["image"].as_str(), Some("python:3"));
     // From a sub-directory, the project is still the root.
     let sub = env.path("project/src");
     fs::create_dir_all(&sub).expect("mkdir");

@@ -4,8 +4,10 @@
 //! `dev shell`). What dev does not do is named, never dropped silently; a Dockerfile or compose
 //! project is refused in one line. Parsing and discovery only: nothing here pulls or runs.
 
+mod discover;
 pub mod jsonc;
 pub mod lifecycle;
+mod variables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,10 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use discover::{find, maybe_in, root_of};
 pub use lifecycle::{Command, Step};
+pub use variables::resolve_container_env;
+use variables::Substitution;
 
 use super::project::DevToml;
 use crate::ui::UserError;
@@ -556,118 +561,6 @@ fn parse_size(s: &str) -> Option<u64> {
     (n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
-struct Substitution<'a> {
-    local_workspace: String,
-    basename: String,
-    container_workspace: String,
-    devcontainer_id: String,
-    host_var: &'a dyn Fn(&str) -> Option<String>,
-    /// The `${localEnv:…}` names read.
-    host_env: Vec<String>,
-}
-
-impl Substitution<'_> {
-    fn value(&mut self, v: &Value) -> Value {
-        match v {
-            Value::String(s) => Value::String(self.string(s)),
-            Value::Array(a) => Value::Array(a.iter().map(|i| self.value(i)).collect()),
-            Value::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, val)| (k.clone(), self.value(val)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-
-    /// `${localEnv:X[:default]}`, `${localWorkspaceFolder}`, `${containerWorkspaceFolder}`,
-    /// `${localWorkspaceFolderBasename}`, `${containerWorkspaceFolderBasename}` and
-    /// `${devcontainerId}` replaced; `${containerEnv:X}` is left for the env (see
-    /// [`resolve_container_env`]), anything else as written.
-    fn string(&mut self, s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        let mut rest = s;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[start..]);
-                return out;
-            };
-            let inner = &after[..end];
-            match self.variable(inner) {
-                Some(v) => out.push_str(&v),
-                None => {
-                    out.push_str("${");
-                    out.push_str(inner);
-                    out.push('}');
-                }
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        out
-    }
-
-    fn variable(&mut self, inner: &str) -> Option<String> {
-        let (kind, arg) = inner.split_once(':').unwrap_or((inner, ""));
-        match kind {
-            "localEnv" | "env" => {
-                let (name, default) = arg.split_once(':').unwrap_or((arg, ""));
-                self.host_env.push(name.to_string());
-                Some((self.host_var)(name).unwrap_or_else(|| default.to_string()))
-            }
-            "localWorkspaceFolder" => Some(self.local_workspace.clone()),
-            "containerWorkspaceFolder" => Some(self.container_workspace.clone()),
-            "localWorkspaceFolderBasename" | "containerWorkspaceFolderBasename" => {
-                Some(self.basename.clone())
-            }
-            "devcontainerId" => Some(self.devcontainer_id.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// `${containerEnv:X[:default]}` in `env`'s values, from the image's environment and the
-/// values of `env` that refer to nothing (one level, as the spec's remoteEnv does).
-pub fn resolve_container_env(
-    env: &BTreeMap<String, String>,
-    image_env: &[String],
-) -> BTreeMap<String, String> {
-    if !env.values().any(|v| v.contains("${containerEnv:")) {
-        return env.clone();
-    }
-    let mut base: BTreeMap<&str, &str> = image_env
-        .iter()
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
-    for (k, v) in env {
-        if !v.contains("${containerEnv:") {
-            base.insert(k, v);
-        }
-    }
-    env.iter()
-        .map(|(k, v)| {
-            let mut out = String::new();
-            let mut rest = v.as_str();
-            while let Some(start) = rest.find("${containerEnv:") {
-                out.push_str(&rest[..start]);
-                let after = &rest[start + "${containerEnv:".len()..];
-                let Some(end) = after.find('}') else {
-                    out.push_str(&rest[start..]);
-                    rest = "";
-                    break;
-                };
-                let (name, default) = after[..end].split_once(':').unwrap_or((&after[..end], ""));
-                out.push_str(base.get(name).copied().unwrap_or(default));
-                rest = &after[end + 1..];
-            }
-            out.push_str(rest);
-            (k.clone(), out)
-        })
-        .collect()
-}
-
 impl DevContainer {
     /// The dev.toml this file amounts to: image and environment (containerEnv, then
     /// remoteEnv). The lifecycle commands, user and the rest stay on the [`DevContainer`].
@@ -903,80 +796,6 @@ pub fn check_host(req: &HostRequirements, project: &Path) -> Vec<String> {
         }
     }
     out
-}
-
-/// The devcontainer.json of a project directory, in the spec's order:
-/// `.devcontainer/devcontainer.json`, `.devcontainer.json`, then `.devcontainer/<name>/devcontainer.json`
-/// (more than one of those: the error lists them). Paths relative to `root`, looked up
-/// beneath it with no symlink followed. `None` when there is none.
-pub fn find(root: &Path) -> Result<Option<PathBuf>> {
-    let Ok(tree) = crate::beneath::Tree::open(root) else {
-        return Ok(None);
-    };
-    let kind = |rel: &Path| {
-        tree.lstat(rel)
-            .ok()
-            .flatten()
-            .map(|st| crate::beneath::file_type(&st))
-    };
-    // A link where a config would be is found, so that reading it refuses it by name (a
-    // linked `.devcontainer` too): skipped, a parent directory's config would be used instead.
-    if kind(Path::new(DIR)) == Some(rustix::fs::FileType::Symlink) {
-        return Ok(Some(Path::new(DIR).join(FILE_NAME)));
-    }
-    for rel in [
-        Path::new(DIR).join(FILE_NAME),
-        PathBuf::from(".devcontainer.json"),
-    ] {
-        if kind(&rel).is_some_and(|k| k != rustix::fs::FileType::Directory) {
-            return Ok(Some(rel));
-        }
-    }
-    let is_file = |rel: &Path| kind(rel) == Some(rustix::fs::FileType::RegularFile);
-    let Ok(names) = tree.names(Path::new(DIR)) else {
-        return Ok(None);
-    };
-    let mut found: Vec<PathBuf> = names
-        .iter()
-        .take(256)
-        .map(|n| Path::new(DIR).join(n).join(FILE_NAME))
-        .filter(|rel| is_file(rel))
-        .collect();
-    found.sort();
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.pop()),
-        _ => Err(UserError::with_hint(
-            format!(
-                "`{}` has {} devcontainer.json files: {}",
-                root.display(),
-                found.len(),
-                found
-                    .iter()
-                    .map(|p| format!("`{}`", p.display()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            format!("pick one with `--config {}`", found[0].display()),
-        )),
-    }
-}
-
-/// Whether `dir` holds something [`find`] may find (a cheap look, for guesses).
-pub fn maybe_in(dir: &Path) -> bool {
-    dir.join(DIR).symlink_metadata().is_ok()
-        || dir.join(".devcontainer.json").symlink_metadata().is_ok()
-}
-
-/// The project root a devcontainer.json given with `--config` belongs to: the directory that
-/// holds its `.devcontainer` folder, else the file's own directory.
-pub fn root_of(file: &Path) -> PathBuf {
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    dir.ancestors()
-        .find(|a| a.file_name().is_some_and(|n| n == DIR))
-        .and_then(Path::parent)
-        .unwrap_or(dir)
-        .to_path_buf()
 }
 
 #[cfg(test)]
