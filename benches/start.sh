@@ -123,6 +123,18 @@ hf "$AS" "$PER" tools \
     -n "without tools" "sh -c 'cd $WORK/project && exec $DEV run -- true'" \
     -n "with tools" "sh -c 'cd $WORK/project-tools && exec $DEV run -- true'"
 
+# The same start from a devcontainer.json (JSONC, as real ones are written) as from the dev.toml
+# it amounts to: two projects, each with its env, side by side in the same rounds.
+mkdir -p "$WORK/project-devc/.devcontainer" "$WORK/project-toml"
+printf '// the same image as the dev.toml beside it\n{\n  "image": "%s", /* pinned by dev.lock */\n}\n' "$IMAGE" \
+    > "$WORK/project-devc/.devcontainer/devcontainer.json"
+printf 'image = "%s"\n' "$IMAGE" > "$WORK/project-toml/dev.toml"
+chown -R "$USER_NAME:" "$WORK/project-devc" "$WORK/project-toml"
+for p in devc toml; do "$AS" sh -c "cd $WORK/project-$p && $DEV run -- true" >/dev/null 2>&1; done
+hf "$AS" "$PER" devcontainer \
+    -n "dev.toml" "sh -c 'cd $WORK/project-toml && exec $DEV run -- true'" \
+    -n "devcontainer.json" "sh -c 'cd $WORK/project-devc && exec $DEV run -- true'"
+
 # File-heavy work, all on the same tree: the env (started by the session, and running, which
 # keeps its overlay mounted between sessions), the host, and a bare overlay of that tree
 # mounted once by root (the floor: what overlayfs itself costs).
@@ -167,6 +179,8 @@ ns = load("nsenter")["nsenter"]
 cold = load("start-sub")["dev run -- true"]
 t = load("tools")
 without, with_tools = t["without tools"], t["with tools"]
+dc = load("devcontainer")
+dc_toml, dc_json = dc["dev.toml"], dc["devcontainer.json"]
 f = load("files")
 fresh, running, host, bare = f["env started by the session"], f["env running"], f["host"], f["bare overlay"]
 # The fastest run of each: noise only adds time, and it is large here (the host's own runs fall
@@ -182,6 +196,8 @@ lines = [
     f"Joining an env that runs (`dev start`): {j*1000:.1f} ms, against {cold*1000:.1f} ms when the env has to start (cold) and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor, as root): {j/cold:.2f}x cold, {j/ns:.2f}x nsenter.",
     "",
     f"With a tools layer (apt: `hello`) under the env's own layer, a warm `dev run -- true` takes {with_tools*1000:.1f} ms against {without*1000:.1f} ms without: {(with_tools-without)*1000:+.2f} ms.",
+    "",
+    f"From a devcontainer.json (JSONC) instead of the dev.toml it amounts to, a warm `dev run -- true` takes {dc_json*1000:.1f} ms against {dc_toml*1000:.1f} ms: {(dc_json-dc_toml)*1000:+.2f} ms.",
     "",
     f"File-heavy work (`find /usr`, then reading every file under /usr through `tar`), on the same tree: in a running env (`dev start`; the session joins it) {running*1000:.0f} ms, {running/host:.2f}x the {host*1000:.0f} ms on the host. overlayfs alone, a bare overlay of that tree mounted once by root, takes {bare*1000:.0f} ms ({bare/host:.2f}x the host): the env is {running/bare:.2f}x the bare overlay. A session that has to start the env takes {fresh*1000:.0f} ms ({fresh/host:.2f}x the host): its overlay is mounted afresh, so every lookup is a first one.",
     "",

@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The project's devcontainer.json, where it has several (or keeps one elsewhere).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +74,15 @@ pub enum Command {
         /// Start from this image instead of a template's.
         #[arg(long, conflicts_with = "template")]
         image: Option<String>,
+        /// Write the dev.toml the project's devcontainer.json amounts to.
+        #[arg(long, conflicts_with_all = ["template", "image"])]
+        from_devcontainer: bool,
+    },
+    /// Print the project's effective configuration (from dev.toml or devcontainer.json):
+    /// image, tools, features, env, user, commands, mounts, and what is ignored and why.
+    Config {
+        #[arg(long, value_enum, default_value_t = ConfigFormat::Toml)]
+        format: ConfigFormat,
     },
     /// List running envs (`-a`: all): name, project, image, fingerprint, state, sessions, uptime, size.
     Ps {
@@ -274,6 +286,12 @@ pub enum VolumeCommand {
 pub enum ArchiveFormat {
     Oci,
     Docker,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    Toml,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

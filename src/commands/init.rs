@@ -25,30 +25,83 @@ pub fn run(template: Option<&str>, image: Option<&str>) -> Result<()> {
     let path = std::env::current_dir()
         .context("cannot read the current directory")?
         .join(FILE_NAME);
-    if path.exists() {
+    refuse_existing(&path)?;
+    let text = render(template, image)?;
+    let config = write(&path, &text)?;
+    let root = path.parent().unwrap_or(&path);
+    let mut parts = Parts::of(&config);
+    parts.features = crate::features::trust_lines(&config.features, root);
+    TrustStore::open()?.trust(&dev_toml_path(root)?, &parts)?;
+    crate::ui::note(format_args!(
+        "wrote {}; `dev shell` enters the env",
+        path.display()
+    ));
+    Ok(())
+}
+
+fn refuse_existing(path: &std::path::Path) -> Result<()> {
+    if path.symlink_metadata().is_ok() {
         return Err(UserError::with_hint(
             format!("`{}` already exists", path.display()),
             "edit it, or remove it first to start over",
         ));
     }
-    let text = render(template, image)?;
-    // The text must parse: a template is only useful if dev reads it.
-    let config = crate::config::project::parse(&path, &text)?;
+    Ok(())
+}
+
+/// Writes a new dev.toml that must parse (a file dev cannot read helps nobody).
+fn write(path: &std::path::Path, text: &str) -> Result<crate::config::project::DevToml> {
+    let config = crate::config::project::parse(path, text)?;
     // Created, never opened: a dangling symlink planted at the name is not followed.
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
+        .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("cannot write `{}`", path.display()))?;
-    let root = path.parent().unwrap_or(&path);
-    TrustStore::open()?.trust(&dev_toml_path(root)?, &Parts::of_project(&config, root))?;
-    crate::ui::note(format_args!(
-        "wrote {}; `dev shell` enters the env",
-        path.display()
-    ));
+    Ok(config)
+}
+
+/// `dev init --from-devcontainer`: the dev.toml the project's devcontainer.json amounts to,
+/// next to it (at the project root). What dev.toml cannot say is written as comments and
+/// named. Its commands came from the repository: they are not trusted on the user's behalf.
+pub fn from_devcontainer() -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let project = crate::config::project::Project::discover(&cwd)?;
+    if let Some(p) = project.as_ref().filter(|p| p.devcontainer.is_none()) {
+        refuse_existing(&p.file)?;
+    }
+    let Some((root, dc)) = project.and_then(|p| Some((p.root, p.devcontainer?))) else {
+        return Err(UserError::with_hint(
+            format!(
+                "there is no devcontainer.json in `{}` or any directory above it",
+                cwd.display()
+            ),
+            "run it in a project with `.devcontainer/devcontainer.json` (and no dev.toml)",
+        ));
+    };
+    let path = root.join(FILE_NAME);
+    refuse_existing(&path)?;
+    let (text, left_out) = crate::config::devcontainer::to_dev_toml(&dc, &root);
+    let config = write(&path, &text)?;
+    for line in &left_out {
+        crate::ui::note(format_args!("note: not carried over: {line}"));
+    }
+    let parts = Parts::of(&config);
+    if parts.is_empty() {
+        TrustStore::open()?.trust(&dev_toml_path(&root)?, &parts)?;
+        crate::ui::note(format_args!(
+            "wrote {}; `dev shell` enters the env",
+            path.display()
+        ));
+    } else {
+        crate::ui::note(format_args!(
+            "wrote {}; it runs the devcontainer.json's commands: review them with `dev trust --show`, then run `dev trust`",
+            path.display()
+        ));
+    }
     Ok(())
 }
 

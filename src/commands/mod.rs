@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod commit;
+pub mod config;
 pub mod doctor;
 pub mod helper;
 pub mod images;
@@ -27,6 +28,9 @@ use crate::ui::ExitCode;
 
 /// Runs a command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(file) = cli.config {
+        crate::config::project::choose_config(file);
+    }
     match cli.command {
         Command::Pull { reference, quiet } => pull::run(&reference, quiet),
         Command::Images { format } => images::run(format),
@@ -45,7 +49,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Reset { name } => ps::rm(name.as_deref(), true, true),
         Command::Diff { name } => ps::diff(name.as_deref()),
         Command::Commit { name, tag } => commit::run(name.as_deref(), &tag),
-        Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
+        Command::Init {
+            from_devcontainer: true,
+            ..
+        } => init::from_devcontainer(),
+        Command::Init {
+            template, image, ..
+        } => init::run(template.as_deref(), image.as_deref()),
+        Command::Config { format } => config::run(format),
         Command::Save {
             output,
             format,

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::config::project::{no_project, Project};
-use crate::config::trust::{
-    describe, dev_toml_path, printable, under_trusted_path, Parts, Standing, TrustStore,
-};
+use crate::config::trust::{describe, printable, under_trusted_path, Parts, Standing, TrustStore};
 use crate::config::Settings;
 
 /// The project here or above, or an error that says what `dev trust` works on.
@@ -16,7 +14,7 @@ fn project_here() -> Result<Project> {
     Project::discover(&cwd)?.ok_or_else(|| {
         no_project(
             &cwd,
-            "run `dev trust` in a project (a directory with a dev.toml)",
+            "run `dev trust` in a project (a directory with a dev.toml or a devcontainer.json)",
         )
     })
 }
@@ -25,8 +23,8 @@ fn project_here() -> Result<Project> {
 /// and whether it is trusted, and changes nothing.
 pub fn run(show: bool) -> Result<()> {
     let project = project_here()?;
-    let parts = Parts::of_project(&project.config, &project.root);
-    let path = dev_toml_path(&project.root)?;
+    let parts = Parts::of_project(&project);
+    let path = project.trust_path()?;
     let store = TrustStore::open()?;
     let shown = printable(&path.display().to_string());
     if show {
@@ -78,7 +76,7 @@ fn print_standing(project: &Project, path: &Path, parts: &Parts, store: &TrustSt
 /// `dev untrust`: forgets the trust in the project's dev.toml.
 pub fn untrust() -> Result<()> {
     let project = project_here()?;
-    let path: PathBuf = dev_toml_path(&project.root)?;
+    let path: PathBuf = project.trust_path()?;
     let shown = printable(&path.display().to_string());
     if TrustStore::open()?.untrust(&path)? {
         crate::ui::note(format_args!(

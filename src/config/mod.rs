@@ -1,6 +1,7 @@
-//! Configuration files: the project's `dev.toml` and the user's settings
+//! Configuration files: the project's `dev.toml` (or its `devcontainer.json`) and the user's settings
 //! (`$XDG_CONFIG_HOME/dev/config.toml`). Parsing and discovery only.
 
+pub mod devcontainer;
 pub mod lock;
 pub mod mounts;
 pub mod project;

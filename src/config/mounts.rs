@@ -103,7 +103,7 @@ pub fn check_volume_name(name: &str) -> Result<String, String> {
 
 /// A target as written: absolute or `~`/`~/…`, without `..`. (Where it lands is checked
 /// again once `~` is expanded: not under the sandbox's own trees.)
-fn check_target(target: &str) -> Result<(), String> {
+pub fn check_target(target: &str) -> Result<(), String> {
     let shown = crate::config::trust::printable(target);
     if !(target.starts_with('/') || target == "~" || target.starts_with("~/")) {
         return Err(format!(

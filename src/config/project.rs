@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use super::devcontainer::{self, DevContainer};
 use crate::ui::UserError;
 
 pub const FILE_NAME: &str = "dev.toml";
@@ -69,39 +70,134 @@ impl DevToml {
     }
 }
 
-/// A project: its root directory and its parsed `dev.toml`.
+/// A project: its root directory and its parsed `dev.toml` (or the dev.toml its
+/// devcontainer.json amounts to, with the rest of that file beside it).
 #[derive(Clone, Debug)]
 pub struct Project {
     pub root: PathBuf,
     pub config: DevToml,
+    /// The file the configuration came from: `root/dev.toml`, or a devcontainer.json.
+    pub file: PathBuf,
+    /// What a devcontainer.json says beyond the dev.toml it amounts to.
+    pub devcontainer: Option<Box<DevContainer>>,
 }
 
-/// The nearest directory at or above `start` that holds a `dev.toml` (a file, or a symlink,
-/// which [`read_project_file`] then refuses), whoever owns it.
+/// The devcontainer.json the user picked with `--config`, for every lookup of this process.
+static CHOSEN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `file` (`--config`) the project's configuration for this process.
+pub fn choose_config(file: PathBuf) {
+    let _ = CHOSEN.set(file);
+}
+
+/// Whether `dir` holds a project's configuration: a `dev.toml` (a file, or a symlink, which
+/// [`read_project_file`] then refuses), or what may be a devcontainer.json.
+fn holds_config(dir: &Path) -> bool {
+    dir.join(FILE_NAME)
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file() || m.is_symlink())
+        || devcontainer::maybe_in(dir)
+}
+
+/// The nearest directory at or above `start` that holds a `dev.toml` or a devcontainer.json,
+/// whoever owns it (a guess for `speculate`: [`Project::discover`] decides).
 pub fn find_root(start: &Path) -> Option<PathBuf> {
+    if let Some(file) = CHOSEN.get() {
+        return Some(devcontainer::root_of(&start.join(file)));
+    }
     start
         .ancestors()
-        .find(|d| {
-            d.join(FILE_NAME)
-                .symlink_metadata()
-                .is_ok_and(|m| m.is_file() || m.is_symlink())
-        })
+        .find(|d| holds_config(d))
         .map(Path::to_path_buf)
 }
 
 impl Project {
-    /// Finds and parses the nearest `dev.toml`; `None` when there is none. One that another
-    /// user owns is refused, not skipped: it is the nearest, and what it asks for is not run.
+    /// Finds and parses the nearest `dev.toml`, or where a directory has none, its
+    /// devcontainer.json; `None` when there is neither. One that another user owns is refused,
+    /// not skipped: it is the nearest, and what it asks for is not run.
     pub fn discover(start: &Path) -> Result<Option<Project>> {
-        let Some(root) = find_root(start) else {
-            return Ok(None);
-        };
-        let path = root.join(FILE_NAME);
-        let Some(text) = read_project_file(&path)? else {
-            return Ok(None);
-        };
-        let config = parse(&path, &text)?;
-        Ok(Some(Project { root, config }))
+        if let Some(chosen) = CHOSEN.get() {
+            // The user's own argument: its directories may be links; the file may not.
+            let given = start.join(chosen);
+            let missing = || {
+                UserError::with_hint(
+                    format!("there is no `{}`", given.display()),
+                    "give `--config` the path of a devcontainer.json",
+                )
+            };
+            let dir = given
+                .parent()
+                .and_then(|d| std::fs::canonicalize(d).ok())
+                .ok_or_else(missing)?;
+            let file = dir.join(given.file_name().ok_or_else(missing)?);
+            let root = devcontainer::root_of(&file);
+            let Some(text) = read_project_file(&file)? else {
+                return Err(missing());
+            };
+            return Project::from_devcontainer(root, file, &text).map(Some);
+        }
+        for dir in start.ancestors() {
+            let path = dir.join(FILE_NAME);
+            if path
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_file() || m.is_symlink())
+            {
+                let Some(text) = read_project_file(&path)? else {
+                    return Ok(None);
+                };
+                let config = parse(&path, &text)?;
+                return Ok(Some(Project {
+                    root: dir.to_path_buf(),
+                    config,
+                    file: path,
+                    devcontainer: None,
+                }));
+            }
+            if !devcontainer::maybe_in(dir) {
+                continue;
+            }
+            if let Some(rel) = devcontainer::find(dir)? {
+                let Some(text) = read_project_file_beneath(dir, &rel)? else {
+                    continue;
+                };
+                return Project::from_devcontainer(dir.to_path_buf(), dir.join(rel), &text)
+                    .map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn from_devcontainer(root: PathBuf, file: PathBuf, text: &str) -> Result<Project> {
+        let host_var = |name: &str| std::env::var(name).ok();
+        let dc = devcontainer::parse(
+            &file,
+            text,
+            &devcontainer::Context {
+                local_workspace: &root,
+                host_var: &host_var,
+            },
+        )?;
+        Ok(Project {
+            config: dc.dev_toml(),
+            root,
+            file,
+            devcontainer: Some(Box::new(dc)),
+        })
+    }
+
+    /// The name of the project's configuration file, for messages.
+    pub fn file_name(&self) -> &'static str {
+        if self.devcontainer.is_some() {
+            devcontainer::FILE_NAME
+        } else {
+            FILE_NAME
+        }
+    }
+
+    /// The canonical path of the configuration file: what a trust record is bound to.
+    pub fn trust_path(&self) -> Result<PathBuf> {
+        std::fs::canonicalize(&self.file)
+            .with_context(|| format!("cannot resolve `{}`", self.file.display()))
     }
 }
 
@@ -114,24 +210,45 @@ const MAX_PROJECT_FILE: u64 = 1 << 20;
 /// `[setup]` as this user. It must be a regular file, not a symlink (the directory is the
 /// repository's), and is read bounded, from the very file whose owner was checked.
 pub fn read_project_file(path: &Path) -> Result<Option<String>> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let fd = match rustix::fs::open(
+    use rustix::fs::{Mode, OFlags};
+    let opened = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
-    ) {
+    )
+    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()));
+    read_opened(opened, path)
+}
+
+/// [`read_project_file`] for `rel` beneath the directory `root`: no symlink is followed in any
+/// component (a cloned `.devcontainer` may be a link anywhere).
+pub fn read_project_file_beneath(root: &Path, rel: &Path) -> Result<Option<String>> {
+    let path = root.join(rel);
+    let opened = crate::beneath::Tree::open(root).and_then(|t| {
+        t.open_at(
+            rel,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+            0,
+        )
+    });
+    read_opened(opened, &path)
+}
+
+fn read_opened(
+    opened: std::io::Result<std::os::fd::OwnedFd>,
+    path: &Path,
+) -> Result<Option<String>> {
+    use rustix::fs::FileType;
+    let fd = match opened {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(rustix::io::Errno::LOOP) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(UserError::with_hint(
-                format!("`{}` is a symbolic link", path.display()),
-                "dev reads dev.toml and dev.lock only as regular files; replace the link with the file it points to",
+                format!("`{}` is a symbolic link, or lies in a linked directory", path.display()),
+                "dev reads its configuration files only as regular files, never through a link; replace the link with what it points to",
             ))
         }
-        Err(e) => {
-            return Err(std::io::Error::from_raw_os_error(e.raw_os_error()))
-                .with_context(|| format!("cannot read `{}`", path.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
     };
     let st = rustix::fs::fstat(&fd)
         .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::project::{DevToml, FILE_NAME};
+use super::project::{DevToml, Project, FILE_NAME};
 use super::Settings;
 use crate::oci::Digest;
 use crate::ui::UserError;
@@ -44,6 +44,17 @@ pub struct Parts {
     /// (`reference options`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    // A devcontainer.json's parts. Left out of the record when empty, so that a dev.toml's
+    // record (and its hash) is what it was before they existed.
+    /// Lifecycle commands (`postCreateCommand: npm ci`), run as the user in the env.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifecycle: Vec<String>,
+    /// `initializeCommand`: run on the host, in the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initialize: Vec<String>,
+    /// Host variables read with `${localEnv:…}`, which enter the env.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_env: Vec<String>,
 }
 
 impl Parts {
@@ -58,16 +69,30 @@ impl Parts {
                 .iter()
                 .map(|(r, o)| format!("{r} {}", o.canonical()))
                 .collect(),
+            ..Parts::default()
         }
     }
 
-    /// [`Parts::of`] the project at `root`: a local Feature is bound to its files as well,
-    /// since a change to its install.sh changes what runs.
-    pub fn of_project(config: &DevToml, root: &Path) -> Parts {
-        Parts {
-            features: crate::features::trust_lines(&config.features, root),
-            ..Parts::of(config)
+    /// The parts of a project, from dev.toml or devcontainer.json.
+    pub fn of_project(project: &Project) -> Parts {
+        let mut parts = Parts::of(&project.config);
+        // A local Feature is bound to its files as well: a change to its install.sh changes
+        // what runs. Its `./dir` is relative to the file that names it.
+        let base = project.file.parent().unwrap_or(&project.root);
+        parts.features = crate::features::trust_lines(&project.config.features, base);
+        let Some(dc) = &project.devcontainer else {
+            return parts;
+        };
+        for (label, command) in dc.hooks.all() {
+            parts
+                .lifecycle
+                .extend(command.lines().into_iter().map(|l| format!("{label}: {l}")));
         }
+        if let Some(c) = &dc.initialize_command {
+            parts.initialize = c.lines();
+        }
+        parts.host_env = dc.host_env.clone();
+        parts
     }
 
     /// Nothing that runs and nothing that opens the host: no trust is needed.
@@ -76,7 +101,11 @@ impl Parts {
     }
 
     pub fn runs_commands(&self) -> bool {
-        !self.setup_root.is_empty() || !self.setup_user.is_empty() || !self.features.is_empty()
+        !self.setup_root.is_empty()
+            || !self.setup_user.is_empty()
+            || !self.features.is_empty()
+            || !self.lifecycle.is_empty()
+            || !self.initialize.is_empty()
     }
 }
 
@@ -204,7 +233,8 @@ fn hash(dev_toml: &Path, parts: &Parts) -> String {
     Digest::of_bytes(&text).to_string()
 }
 
-/// The canonical path of the project's dev.toml: what a record is bound to.
+/// The canonical path of the project's dev.toml: what a record is bound to (for a project's
+/// own file, whichever it is: `Project::trust_path`).
 pub fn dev_toml_path(root: &Path) -> Result<PathBuf> {
     let path = root.join(FILE_NAME);
     fs::canonicalize(&path).with_context(|| format!("cannot resolve `{}`", path.display()))
@@ -274,6 +304,21 @@ pub fn describe(parts: &Parts, before: Option<&Parts>) -> Vec<String> {
             "[features], each Feature's install.sh run as root inside when its layer is built:",
             &parts.features,
             before.map(|b| &b.features),
+        ),
+        (
+            "lifecycle commands, run as you in the env:",
+            &parts.lifecycle,
+            before.map(|b| &b.lifecycle),
+        ),
+        (
+            "initializeCommand, run on this machine (outside the env) in the project:",
+            &parts.initialize,
+            before.map(|b| &b.initialize),
+        ),
+        (
+            "host environment variables (${localEnv:…}) that enter the env:",
+            &parts.host_env,
+            before.map(|b| &b.host_env),
         ),
     ];
     for (title, now, was) in lists {
@@ -352,8 +397,7 @@ mod tests {
             setup_root: root.iter().map(|s| s.to_string()).collect(),
             setup_user: user.iter().map(|s| s.to_string()).collect(),
             ssh_agent: agent,
-            mounts: Vec::new(),
-            features: Vec::new(),
+            ..Parts::default()
         }
     }
 
@@ -390,6 +434,15 @@ mod tests {
         // No temp file is left behind.
         let names: Vec<_> = fs::read_dir(&store.dir).expect("dir").collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn a_dev_toml_record_is_what_it_was_before_devcontainer_parts() {
+        // The record of a dev.toml trusted by an earlier dev must still match.
+        assert_eq!(
+            serde_json::json!(parts(&["a"], &[], true)).to_string(),
+            r#"{"setup-root":["a"],"setup-user":[],"ssh-agent":true}"#
+        );
     }
 
     #[test]

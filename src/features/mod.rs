@@ -7,7 +7,6 @@
 
 pub mod fetch;
 // Read and written by the devcontainer.json front end; dev.toml's Features lock in dev.lock.
-#[cfg_attr(not(test), allow(dead_code))]
 pub mod lockfile;
 pub mod metadata;
 pub mod order;

@@ -7,9 +7,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 
 use crate::config::project::Project;
-use crate::config::trust::{
-    describe, dev_toml_path, printable, under_trusted_path, Parts, Standing, TrustStore,
-};
+use crate::config::trust::{describe, printable, under_trusted_path, Parts, Standing, TrustStore};
 use crate::config::Settings;
 use crate::ui::UserError;
 
@@ -17,11 +15,12 @@ use crate::ui::UserError;
 /// file read), by `trusted-paths`, by `DEV_TRUST=all`, or by the user's answer on a terminal.
 /// Nothing of the project has run when it returns an error.
 pub fn gate(project: &Project) -> Result<()> {
-    let parts = Parts::of_project(&project.config, &project.root);
+    let parts = Parts::of_project(project);
     if parts.is_empty() {
         return Ok(());
     }
-    let path = dev_toml_path(&project.root)?;
+    let path = project.trust_path()?;
+    let file = project.file_name();
     let store = TrustStore::open()?;
     let before = match store.standing(&path, &parts) {
         Standing::Trusted => return Ok(()),
@@ -35,7 +34,7 @@ pub fn gate(project: &Project) -> Result<()> {
     match std::env::var("DEV_TRUST").as_deref() {
         Ok("all") => {
             crate::ui::note(format_args!(
-                "DEV_TRUST=all: trusting dev.toml in `{root}` without asking"
+                "DEV_TRUST=all: trusting {file} in `{root}` without asking"
             ));
             return Ok(());
         }
@@ -49,7 +48,7 @@ pub fn gate(project: &Project) -> Result<()> {
     }
     let (message, hint) = match &before {
         None if parts.runs_commands() => (
-            format!("dev.toml in `{root}` runs commands you have not trusted"),
+            format!("{file} in `{root}` runs commands you have not trusted"),
             "review them with `dev trust --show`, then run `dev trust`",
         ),
         None if !parts.mounts.is_empty() => (
@@ -57,11 +56,14 @@ pub fn gate(project: &Project) -> Result<()> {
             "review them with `dev trust --show`, then run `dev trust`",
         ),
         None => (
-            format!("dev.toml in `{root}` asks for your ssh agent, which you have not trusted"),
+            format!(
+                "{file} in `{root}` asks for {}, which you have not trusted",
+                asks(&parts)
+            ),
             "review it with `dev trust --show`, then run `dev trust`",
         ),
         Some(_) => (
-            format!("dev.toml in `{root}` changed what it runs or exposes since you trusted it"),
+            format!("{file} in `{root}` changed what it runs or exposes since you trusted it"),
             "review the change with `dev trust --show`, then run `dev trust`",
         ),
     };
@@ -76,15 +78,26 @@ pub fn gate(project: &Project) -> Result<()> {
     let answer = read_answer()?;
     if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
         return Err(UserError::with_hint(
-            format!("you did not trust dev.toml in `{root}`; nothing of it ran"),
+            format!("you did not trust {file} in `{root}`; nothing of it ran"),
             "review it with `dev trust --show`, then run `dev trust`",
         ));
     }
     store.trust(&path, &parts)?;
     crate::ui::note(format_args!(
-        "trusted dev.toml in `{root}`; a change to what it runs or exposes asks again"
+        "trusted {file} in `{root}`; a change to what it runs or exposes asks again"
     ));
     Ok(())
+}
+
+/// What a project that runs nothing asks for, in a few words.
+fn asks(parts: &Parts) -> &'static str {
+    if parts.ssh_agent {
+        "your ssh agent"
+    } else if !parts.host_env.is_empty() {
+        "host environment variables"
+    } else {
+        "host mounts"
+    }
 }
 
 /// One line from the terminal, read straight from fd 0 (a terminal in canonical mode hands

@@ -5,6 +5,7 @@
 //! `lock`, `update`) call these; nothing here parses a command line.
 
 mod gate;
+mod hooks;
 pub mod mounts;
 mod named;
 pub mod plan;

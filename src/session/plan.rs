@@ -220,6 +220,12 @@ pub fn plan(
     }
     let mut user = host.user.clone();
     user.root = opts.root;
+    let devcontainer = env.project.as_ref().and_then(|p| p.devcontainer.as_ref());
+    // A devcontainer.json's remoteUser is you by another name: your uid, the image's entry
+    // for that name replaced (as updateRemoteUserUID does).
+    if let Some(name) = devcontainer.and_then(|d| d.user_name()) {
+        user.name = name.to_string();
+    }
     let hostname = crate::config::project::hostname(&env.root);
     // The env's home is always its own directory of the store, at the path of the user's.
     let mut shares = vec![(user.home.clone(), home_source)];
@@ -237,16 +243,24 @@ pub fn plan(
         bind_owner: (id_mode(&env.identity, opts.root) != IdMode::FlatRoot)
             .then_some((user.uid, user.gid)),
     };
-    // The Features' containerEnv, under dev.toml's own [env].
+    let image_env = env.config.config.env.as_deref().unwrap_or_default();
+    // The Features' containerEnv, under the project's own environment: dev.toml's [env], or a
+    // devcontainer.json's (the image's label merged in) containerEnv, then remoteEnv.
     let mut extra = env.features.env.clone();
     extra.extend(
         env.project
             .as_ref()
-            .map(|p| p.config.env.clone())
+            .map(|p| {
+                let env = p
+                    .devcontainer
+                    .as_ref()
+                    .map_or_else(|| p.config.env.clone(), |dc| dc.dev_toml().env);
+                crate::config::devcontainer::resolve_container_env(&env, image_env)
+            })
             .unwrap_or_default(),
     );
     let vars = environment(
-        env.config.config.env.as_deref().unwrap_or_default(),
+        image_env,
         &host.vars,
         &user,
         &hostname,

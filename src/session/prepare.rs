@@ -10,6 +10,7 @@ use super::plan::check_shared_path;
 use super::{EnterOptions, Update};
 use crate::config::lock::{self, DevLock, LockedFeature, LockedImage, LockedLayer};
 use crate::config::project::{no_project, DevToml, Project};
+use crate::features::lockfile::DevcontainerLock;
 use crate::features::{Features, Resolved};
 use crate::ids::Identity;
 use crate::oci::{ImageConfig, Reference};
@@ -51,10 +52,20 @@ impl Prepared {
 /// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let project = Project::discover(&cwd)?;
+    let mut project = Project::discover(&cwd)?;
     if let Some(p) = &project {
         // Refused: the helper `speculate` started goes first, so it says nothing after us.
         super::gate::gate(p)?;
+    }
+    if let Some(dc) = project.as_ref().and_then(|p| p.devcontainer.as_ref()) {
+        for line in dc.unsupported_lines() {
+            crate::ui::note(format_args!("{line}"));
+        }
+        if dc.host_requirements != Default::default() {
+            for line in crate::config::devcontainer::check_host(&dc.host_requirements, &cwd) {
+                crate::ui::note(format_args!("warning: {line}"));
+            }
+        }
     }
     let image =
         match (&opts.image, &project) {
@@ -96,6 +107,21 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     }
     let store = Store::open()?;
     let identity = Identity::detect();
+    if let Some(p) = project.as_ref().filter(|_| opts.image.is_none()) {
+        // initializeCommand (trusted: the gate passed) runs on the host as the env starts.
+        if let Some(init) = p
+            .devcontainer
+            .as_ref()
+            .and_then(|d| d.initialize_command.as_ref())
+        {
+            if store
+                .running(&store.run_dir(&identity.store_key(), &p.root))
+                .is_none()
+            {
+                super::hooks::initialize_on_host(init, &p.root)?;
+            }
+        }
+    }
     let record = image_in_store(&store, &identity, &reference, update.image || update.all)?;
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&record.config_digest)?)
         .with_context(|| format!("the config of image `{image}` in the store is not valid JSON"))?;
@@ -107,6 +133,18 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
             )
         })?;
     }
+    // The image's devcontainer.metadata goes under the project's devcontainer.json.
+    if let (Some(dc), Some(label)) = (
+        project.as_mut().and_then(|p| p.devcontainer.as_mut()),
+        config
+            .config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::config::devcontainer::METADATA_LABEL)),
+    ) {
+        dc.merge_image_metadata(label);
+    }
+    let locked = project.as_ref().filter(|_| opts.image.is_none());
     let backend = backend(&store)?;
     crate::pull::notice_flat(&store, &identity);
     let mut tools = None;
@@ -135,10 +173,29 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
     let mut features = Features::default();
     if let Some(p) = locked {
         // `dev update` re-resolves the Features' tags too.
-        let pins: BTreeMap<String, Resolved> = match (&old_lock, update.all) {
+        let mut pins: BTreeMap<String, Resolved> = match (&old_lock, update.all) {
             (Some(l), false) => feature_pins(l),
             _ => BTreeMap::new(),
         };
+        // A devcontainer.json's Features: `./dir` relative to it, its install order, its
+        // remoteUser, and devcontainer-lock.json beside it (dev.lock's pins win).
+        let dc = p.devcontainer.as_deref();
+        let dc_lock = match (dc, update.all) {
+            (Some(_), false) => DevcontainerLock::load(&p.file)?,
+            _ => None,
+        };
+        if let Some(l) = &dc_lock {
+            for (r, pin) in l.pins() {
+                pins.entry(r).or_insert(pin);
+            }
+        }
+        let mut users = crate::features::Users::of_image(config.config.user.as_deref());
+        if let Some(u) = dc.and_then(|d| d.remote_user.clone()) {
+            users = crate::features::Users {
+                remote: u,
+                container: users.container,
+            };
+        }
         let below = LayerStack::new(&record, tools.as_ref().map(|t| &t.diff_id));
         features = crate::features::ensure(
             &store,
@@ -148,13 +205,31 @@ pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
             &below,
             &crate::features::Request {
                 features: &p.config.features,
-                base: &p.root,
+                base: p.file.parent().unwrap_or(&p.root),
                 pins: &pins,
-                overrides: &[],
-                users: crate::features::Users::of_image(config.config.user.as_deref()),
+                overrides: dc.map_or(&[][..], |d| &d.override_feature_install_order[..]),
+                users,
             },
             backend,
         )?;
+        if dc.is_some() && !p.config.features.is_empty() {
+            let now = DevcontainerLock::of(&features.resolved);
+            if opts.frozen && dc_lock.as_ref() != Some(&now) {
+                return Err(UserError::with_hint(
+                    format!(
+                        "{} is not what devcontainer.json resolves to here (--frozen)",
+                        crate::features::lockfile::path_for(&p.file).display()
+                    ),
+                    "run `dev lock` and commit it",
+                ));
+            }
+            if now.save(&p.file)? {
+                crate::ui::note(format_args!(
+                    "wrote {}",
+                    crate::features::lockfile::path_for(&p.file).display()
+                ));
+            }
+        }
     }
     if let Some(p) = locked {
         let mut new = new_lock(

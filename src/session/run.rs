@@ -182,7 +182,7 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
         ..opts.clone()
     };
     let argv = vec!["/bin/sh".to_string(), "-c".to_string(), script];
-    let code = session(env, &setup_opts, argv, env.root.clone(), false)?;
+    let code = session_with(env, &setup_opts, argv, env.root.clone(), false, false)?;
     if code != 0 {
         return Err(UserError::with_hint(
             format!("dev.toml's [setup] user commands failed (exit {code})"),
@@ -191,6 +191,91 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
     }
     std::fs::write(&marker, key.as_str())
         .with_context(|| format!("cannot write `{}`", marker.display()))
+}
+
+/// A devcontainer.json's onCreateCommand, updateContentCommand and postCreateCommand, when
+/// they have not run in this env yet (for its image and tools layer): the commands, and the
+/// marker to write once they ran.
+struct PendingCreate {
+    commands: Vec<(String, crate::config::devcontainer::Command)>,
+    marker: PathBuf,
+    key: String,
+}
+
+fn pending_create(env: &Prepared) -> Option<PendingCreate> {
+    let dc = env.project.as_ref()?.devcontainer.as_ref()?;
+    let commands = dc.hooks.create();
+    if commands.is_empty() {
+        return None;
+    }
+    let key = Digest::of_bytes(
+        serde_json::json!({
+            "tools": env.tools.as_ref().map(|t| t.diff_id.to_string()),
+            "base": env.record.manifest_digest.to_string(),
+            "create": commands,
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .to_string();
+    let marker = env
+        .store
+        .env_dir(&env.identity.store_key(), &env.root)
+        .join("devcontainer-create.done");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return None;
+    }
+    Some(PendingCreate {
+        commands,
+        marker,
+        key,
+    })
+}
+
+/// Runs the pending create commands in the running env and marks them done.
+fn run_create(
+    env: &Prepared,
+    sandbox: &crate::sandbox::plan::SandboxPlan,
+    run_dir: &Path,
+    pending: Option<PendingCreate>,
+) -> Result<()> {
+    let Some(p) = pending else {
+        return Ok(());
+    };
+    crate::ui::note(format_args!(
+        "running {} in {}",
+        labels(&p.commands),
+        env.root.display()
+    ));
+    run_in_env(env, sandbox, run_dir, &p.commands)?;
+    std::fs::write(&p.marker, p.key.as_str())
+        .with_context(|| format!("cannot write `{}`", p.marker.display()))
+}
+
+/// `onCreateCommand, postCreateCommand`: the kinds of lifecycle command in `commands`.
+fn labels(commands: &[(String, crate::config::devcontainer::Command)]) -> String {
+    let mut labels: Vec<&str> = commands.iter().map(|(l, _)| l.as_str()).collect();
+    labels.dedup();
+    labels.join(", ")
+}
+
+/// A devcontainer.json's `commands` (postStartCommand, postAttachCommand) in the running env,
+/// as a session of their own that the session holding `run_dir`'s env waits for.
+fn run_in_env(
+    env: &Prepared,
+    sandbox: &crate::sandbox::plan::SandboxPlan,
+    run_dir: &Path,
+    commands: &[(String, crate::config::devcontainer::Command)],
+) -> Result<()> {
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let plan = super::hooks::plan_for(sandbox, commands, &env.root);
+    let code = join(Session::connect(run_dir)?, &plan, false)?;
+    if code != 0 {
+        return Err(super::hooks::failed(&labels(commands), code));
+    }
+    Ok(())
 }
 
 /// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
@@ -202,6 +287,32 @@ pub fn session(
     cwd: PathBuf,
     last: bool,
 ) -> Result<i32> {
+    session_with(env, opts, argv, cwd, last, true)
+}
+
+/// [`session`]; with `hooks`, in the project's env, a devcontainer.json's create commands run
+/// once per env (before anything else of the session), its postStartCommand when this session
+/// starts the env, and its postAttachCommand before a `dev shell`'s shell (the setup's own
+/// session runs none of them).
+fn session_with(
+    env: &Prepared,
+    opts: &EnterOptions,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    last: bool,
+    hooks: bool,
+) -> Result<i32> {
+    let devcontainer = env
+        .project
+        .as_ref()
+        .and_then(|p| p.devcontainer.as_ref())
+        .filter(|_| hooks);
+    let post_start = devcontainer.map(|d| d.hooks.start()).unwrap_or_default();
+    let post_attach = devcontainer
+        .filter(|_| argv.is_empty() && !opts.start_only)
+        .map(|d| d.hooks.attach())
+        .unwrap_or_default();
+    let prepared = env;
     let (store, identity, record, root) = (&env.store, &env.identity, &env.record, &env.root);
     let project = &env.project;
     let image = &env.image;
@@ -210,6 +321,7 @@ pub fn session(
     // The env: this project's persistent layer (run by a keeper that every session joins), or
     // a throwaway one for this session only.
     let persistent = project.is_some() && !opts.rm && opts.image.is_none();
+    let mut create = pending_create(env).filter(|_| hooks && persistent);
     if opts.name.is_some() && !persistent {
         return Err(UserError::with_hint(
             "--name names a project's env, and this session's env is thrown away",
@@ -340,6 +452,8 @@ pub fn session(
                 // The keeper holds the env's lock (the same open file) for as long as it runs.
                 env.hand_over_lock();
                 drop(starting);
+                run_create(prepared, &sandbox, &run_dir, create.take())?;
+                run_in_env(prepared, &sandbox, &run_dir, &post_start)?;
                 if opts.start_only {
                     return Ok(0);
                 }
@@ -347,7 +461,11 @@ pub fn session(
             }
         };
         match session {
-            Ok(session) => return join(session, &sandbox, last),
+            Ok(session) => {
+                run_create(prepared, &sandbox, &run_dir, create.take())?;
+                run_in_env(prepared, &sandbox, &run_dir, &post_attach)?;
+                return join(session, &sandbox, last);
+            }
             // It removes state.json before it closes its socket, and holds the env's lock
             // until it is gone: the next attempt starts the env as soon as it can.
             Err(e) if e.is::<KeeperGone>() && attempt < 500 => {

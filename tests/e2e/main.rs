@@ -5,6 +5,7 @@ pub mod common;
 
 mod auth;
 mod debian;
+mod devcontainer;
 mod doctor;
 mod durability;
 mod export_archive;
