@@ -53,4 +53,9 @@ pub struct RunState {
     /// session's `dev` that joined it. 0 when unknown.
     #[serde(default)]
     pub userns: u64,
+    /// What the env was started with that a session cannot change by joining it: the image's
+    /// manifest, the tools layer and the ssh agent's socket, in words. A session that asks for
+    /// another does not join a lingering env, it restarts it.
+    #[serde(default)]
+    pub shape: String,
 }

@@ -356,8 +356,13 @@ pub struct KeepPlan {
     pub project: PathBuf,
     pub image: String,
     pub fingerprint: String,
+    /// What the env was started with that a later session cannot change by joining (see
+    /// `runtime::RunState::shape`).
+    pub shape: String,
     /// Started by `dev start`: it runs without sessions until `dev stop`.
     pub persist: bool,
+    /// How long it keeps running after its last session left (0: it stops with it).
+    pub linger_ms: u64,
 }
 
 /// Host variables that describe the terminal and locale, passed through as they are.

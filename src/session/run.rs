@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use super::plan::{id_mode, kept_entries, layer_stack, plan, EnvPlace, Host};
 use super::prepare::{env_fingerprint, prepare, Prepared};
 use super::{EnterOptions, Update};
+use crate::config::settings::{Linger, Settings};
 use crate::ids::Identity;
 use crate::oci::Digest;
 use crate::sandbox::join::{join, KeeperGone, Session};
-use crate::sandbox::keeper::{request, PERSIST};
+use crate::sandbox::keeper::{request, PERSIST, RETIRE};
 use crate::sandbox::parent::{keep_speculative, run_sandbox, start_env, take_speculative, Helper};
 use crate::sandbox::plan::KeepPlan;
 use crate::store::Store;
@@ -99,6 +100,15 @@ pub fn speculate(args: &[std::ffi::OsString]) {
         return;
     }
     keep_speculative(helper);
+}
+
+/// How long the project's env lingers after its last session: dev.toml's `linger`, else
+/// config.toml's, else the default.
+fn linger(project: Option<&crate::config::project::Project>) -> Result<Linger> {
+    if let Some(l) = project.and_then(|p| p.config.linger) {
+        return Ok(l);
+    }
+    Ok(Settings::load()?.linger.unwrap_or(Linger::DEFAULT))
 }
 
 /// dev.toml's `[setup] user` commands, run as the user in the project once per env and
@@ -210,6 +220,13 @@ pub fn session(
         opts.ssh_agent,
         project.as_ref().map(|p| &p.config),
     )?;
+    // What a joining session cannot change (see `RunState::shape`).
+    let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
+    let fingerprint = env_fingerprint(record, env_tools);
+    let shape = match &ssh_agent {
+        Some(sock) => format!("{fingerprint}, ssh agent {}", sock.display()),
+        None => fingerprint.clone(),
+    };
     let host = Host::read(identity, ssh_agent)?;
     // The env's home is always its own: run from the home directory itself, it takes the
     // project's place rather than the real home (dotfiles, keys) being bound read-write.
@@ -221,12 +238,24 @@ pub fn session(
         return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
+    // Read on every session, so that a mistake in it shows before the env has to start.
+    let linger_ms = linger(project.as_ref())?.0.as_millis() as u64;
     // A keeper that is stopping (its last session just left) turns a session away before
     // anything ran: wait for it to go, and start the env again.
     for attempt in 0.. {
         let starting = store.lock_env_start(&mapping, root)?;
         let session = match store.running(&run_dir) {
             Some(state) => {
+                // Started from another dev.toml, dev.lock or image, or for other ids or
+                // another name: a lingering env (no session in it) is stopped and started
+                // anew; one in use is joined as it is (below, said or refused).
+                let differs = state.shape != shape
+                    || state.ids != sandbox.ids
+                    || opts.name.as_ref().is_some_and(|n| *n != state.name);
+                if differs && request(&run_dir, RETIRE).is_ok_and(|a| a == "ok") {
+                    drop(starting);
+                    continue;
+                }
                 drop(starting);
                 // Mapped by `speculate` for nothing: the env started meanwhile.
                 drop(take_speculative());
@@ -245,6 +274,12 @@ pub fn session(
                         "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
                     ));
                 }
+                if state.shape != shape && !state.shape.is_empty() {
+                    crate::ui::note(format_args!(
+                        "note: the env `{}` runs as it was started ({}), not as this session asks ({shape}); other sessions are in it, so this one joins it as it is: `dev stop {}` starts it anew",
+                        state.name, state.shape, state.name
+                    ));
+                }
                 if opts.start_only {
                     // `dev start`: the env keeps running without sessions until `dev stop`.
                     request(&run_dir, PERSIST)?;
@@ -258,7 +293,6 @@ pub fn session(
                     place.kept = kept_entries(&place.layers_dir, &stack.lowers());
                     sandbox.steps = plan(env, opts, &host, &place, argv.clone(), cwd.clone()).steps;
                 }
-                let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
                 let env = store.open_env(
                     &mapping,
                     root,
@@ -272,8 +306,10 @@ pub fn session(
                     name: env_name.clone(),
                     project: root.clone(),
                     image: image.clone(),
-                    fingerprint: env_fingerprint(record, env_tools),
+                    fingerprint: fingerprint.clone(),
+                    shape: shape.clone(),
                     persist: opts.start_only,
+                    linger_ms,
                 });
                 let session = match start_env(identity, &sandbox, env.lock_fd())? {
                     Ok(session) => session,

@@ -9,6 +9,7 @@ mod doctor;
 mod durability;
 mod hostile;
 mod lifecycle;
+mod linger;
 mod output;
 mod project_safety;
 mod pull;
