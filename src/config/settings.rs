@@ -176,4 +176,41 @@ mod tests {
         assert_eq!(s.trusted_paths, ["~/work".to_string()]);
         assert!(s.ssh_agent);
     }
+
+    #[test]
+    fn linger_is_seconds_from_0_to_an_hour() {
+        let linger = |t: &str| toml::from_str::<Settings>(t).map(|s| s.linger);
+        assert_eq!(linger("").expect("unset"), None);
+        assert_eq!(
+            linger("linger = 0").expect("0"),
+            Some(Linger(std::time::Duration::ZERO))
+        );
+        assert_eq!(
+            linger("linger = 2.5").expect("2.5"),
+            Some(Linger(std::time::Duration::from_millis(2500)))
+        );
+        assert_eq!(
+            linger("linger = 3600").expect("an hour"),
+            Some(Linger(std::time::Duration::from_secs(3600)))
+        );
+        for bad in [
+            "linger = -1",
+            "linger = 3601",
+            "linger = \"5s\"",
+            "linger = true",
+        ] {
+            let e = linger(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("expected seconds, a number from 0 to 3600"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(std::path::Path::new("/c/config.toml"), "lingr = 1\n")
+            .expect_err("unknown")
+            .to_string();
+        assert_eq!(
+            e,
+            "/c/config.toml:1:1: unknown key `lingr`; did you mean `linger`?"
+        );
+    }
 }
