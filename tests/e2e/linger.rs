@@ -224,7 +224,7 @@ e2e!(a_changed_image_does_not_join_a_stale_env, |env: Env| {
     crate::shell::assert_no_leftovers(&env);
 });
 
-/// config.toml as it is, nothing added (the harness puts `linger = 0` first otherwise).
+// config.toml as it is, nothing added (the harness puts `linger = 0` first otherwise).
 e2e!(linger_setting_errors_say_where_and_what, |env: Env| {
     let reg = Registry::start();
     let image = crate::shell::busybox_project(&env, &reg, "");
