@@ -121,14 +121,15 @@ kill "$PTY_HOLDER"
 # namespaces as the floor of a join (as root: init is not dumpable, so only root may open them).
 linger 5
 "$AS" "$DEV" run -- true 2>/dev/null
-hf "$AS" "$PER" b2b \
+# (Four times the runs of the starts: each takes a few ms, and a loaded machine's noise is as large.)
+hf "$AS" $((PER * 4)) b2b \
     -n "dev run -- true (back to back)" "$DEV run -- true" \
     -n "bwrap (floor)" "$BWRAP true" \
     -n "unshare (floor, same maps)" "$UNSHARE true"
 "$AS" "$DEV" start 2>/dev/null
 INIT=$(python3 -c "import json,glob; print(json.load(open(glob.glob('$WORK/run/dev/*/state.json')[0]))['init']['pid'])")
 for r in $(seq "$ROUNDS"); do
-    hyperfine -N --runs "$PER" --warmup 2 --export-json "$WORK/out/nsenter-$r.json" \
+    hyperfine -N --runs $((PER * 4)) --warmup 2 --export-json "$WORK/out/nsenter-$r.json" \
         -n "nsenter" "nsenter --user --mount --pid --target $INIT true"
 done
 "$AS" "$DEV" stop 2>/dev/null
