@@ -276,7 +276,7 @@ pub fn session(
                 }
                 if state.shape != shape && !state.shape.is_empty() {
                     crate::ui::note(format_args!(
-                        "note: the env `{}` runs as it was started ({}), not as this session asks ({shape}); other sessions are in it, so this one joins it as it is: `dev stop {}` starts it anew",
+                        "note: the env `{}` runs as it was started ({}), not as this session asks ({shape}); it is in use (a session, or `dev start`), so this one joins it as it is: `dev stop {}` starts it anew",
                         state.name, state.shape, state.name
                     ));
                 }

@@ -208,7 +208,8 @@ e2e!(a_changed_image_does_not_join_a_stale_env, |env: Env| {
     let out = env.ok(&["run", "--", "sh", "-c", look]);
     assert_eq!(stdout(&out), "one\nhere\n", "{}", describe("dev run", &out));
     assert!(
-        stderr(&out).contains("other sessions are in it, so this one joins it as it is")
+        stderr(&out)
+            .contains("it is in use (a session, or `dev start`), so this one joins it as it is")
             && stderr(&out).contains("`dev stop project` starts it anew"),
         "{}",
         stderr(&out)
