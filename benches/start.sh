@@ -3,10 +3,13 @@
 # created beforehand: `dev run -- true` vs `podman run --rm IMAGE true` vs bwrap on the same
 # tree (the floor). hyperfine itself runs as the unprivileged user, so no wrapper is timed.
 # Twice: as devtest-sub (subordinate range: dev runs newuidmap/newgidmap) and as devtest-nosub
-# (a single-id map, as bwrap uses). Then joining a running env vs nsenter, a tools layer, and
-# a file-heavy workload (find /usr and read every file under /usr) in the env, on the host and
-# on a bare overlay of the same tree, and what that overlay adds per file operation (ops.py); and
-# the start on a terminal (the command's own pty).
+# (a single-id map, as bwrap uses). The starts run with `linger = 0` (each run starts the env);
+# then back-to-back runs that join the env lingering from the run before, beside bwrap and the
+# floors, and nsenter into the same namespaces; a tools layer; a file-heavy workload (find /usr
+# and read every file under /usr) in the env, on the host and on a bare overlay of the same
+# tree, and what that overlay adds per file operation (ops.py); a build of a generated C project
+# (`make -j2`) in the env's project directory against the same build on the host; and the start
+# on a terminal (the command's own pty).
 # Run as root after `./install.sh --dev`. Writes the figures into README.md.
 #   DEV_BENCH_CACHE  where the debootstrapped image is kept (default /var/cache/dev-bench)
 #   RUNS             hyperfine runs per command (default 40; the workload runs 32)
@@ -49,6 +52,17 @@ chown -R devtest-nosub: "$WORK/home-nosub" "$WORK/run-nosub"
 chmod 0700 "$WORK/run-nosub"
 chmod 0777 "$WORK/project"
 mkdir -p "$WORK/out" && chmod 0777 "$WORK/out"
+# Every start below starts the env: no env lingers from the run before (see the back-to-back
+# runs further down).
+linger() {
+    for h in "$WORK/home" "$WORK/home-nosub"; do
+        mkdir -p "$h/.config/dev"
+        printf 'linger = %s\n' "$1" > "$h/.config/dev/config.toml"
+    done
+    chown -R "$USER_NAME:" "$WORK/home/.config"
+    chown -R devtest-nosub: "$WORK/home-nosub/.config"
+}
+linger 0
 
 for who in sub nosub; do
     as="$WORK/as-user"; [ "$who" = nosub ] && as="$WORK/as-nosub"
@@ -102,17 +116,24 @@ for how in "run --rm --" "run --"; do
 done
 kill "$PTY_HOLDER"
 
-# Joining a running env (`dev start` keeps it up) vs the cold case above, and nsenter into the
-# same namespaces as the floor (as root: init is not dumpable, so only root may open them).
+# Back to back: each `dev run` joins the env the run before left lingering (`linger = 5`, the
+# default), beside bwrap and the same-maps floor in the same rounds; and nsenter into the same
+# namespaces as the floor of a join (as root: init is not dumpable, so only root may open them).
+linger 5
+"$AS" "$DEV" run -- true 2>/dev/null
+# (Four times the runs of the starts: each takes a few ms, and a loaded machine's noise is as large.)
+hf "$AS" $((PER * 4)) b2b \
+    -n "dev run -- true (back to back)" "$DEV run -- true" \
+    -n "bwrap (floor)" "$BWRAP true" \
+    -n "unshare (floor, same maps)" "$UNSHARE true"
 "$AS" "$DEV" start 2>/dev/null
 INIT=$(python3 -c "import json,glob; print(json.load(open(glob.glob('$WORK/run/dev/*/state.json')[0]))['init']['pid'])")
 for r in $(seq "$ROUNDS"); do
-    "$AS" hyperfine -N --runs "$PER" --warmup 2 --export-json "$WORK/out/join-$r.json" \
-        -n "dev run -- true (joins)" "$DEV run -- true"
-    hyperfine -N --runs "$PER" --warmup 2 --export-json "$WORK/out/nsenter-$r.json" \
+    hyperfine -N --runs $((PER * 4)) --warmup 2 --export-json "$WORK/out/nsenter-$r.json" \
         -n "nsenter" "nsenter --user --mount --pid --target $INIT true"
 done
 "$AS" "$DEV" stop 2>/dev/null
+linger 0
 
 # The same start with a tools layer (apt: hello) under the env's own layer.
 mkdir -p "$WORK/project-tools"
@@ -155,6 +176,46 @@ hf "$AS" 8 files \
 python3 "$ROOT/benches/ops.py" "$CACHE/rootfs" "$WORK/ovl/merged" > "$WORK/out/ops.json"
 umount "$WORK/ovl/merged"
 
+# A build in the project directory (a bind mount of the host's): a generated C project of
+# $BUILD_FILES files, `make -j2`, $BUILD_ROUNDS rounds (default 2) of 3 runs each, in the env (running: `dev start`; gcc and make from a tools
+# layer, the same Debian packages as the host's) against the same tree built on the host, in
+# the same rounds, `make clean` before each run.
+BUILD_FILES=${BUILD_FILES:-60}
+B="$WORK/project-build"
+mkdir -p "$B/src"
+python3 - "$B" "$BUILD_FILES" <<'GEN'
+import sys
+root, n = sys.argv[1], int(sys.argv[2])
+with open(f"{root}/src/common.h", "w") as h:
+    h.write("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n")
+    h.write("".join(f"int unit{i}(int);\n" for i in range(n)))
+for i in range(n):
+    with open(f"{root}/src/unit{i}.c", "w") as c:
+        c.write('#include "common.h"\n')
+        c.write("struct item { int key; char name[32]; double weight; };\n")
+        c.write(f"static int cmp(const void *a, const void *b) {{ return ((const struct item *)a)->key - ((const struct item *)b)->key; }}\n")
+        for j in range(4):
+            c.write(f"static int step{j}(int x) {{ struct item v[16]; for (int k = 0; k < 16; k++) {{ v[k].key = (x * {j + 3} + k * {i + 7}) % 97; snprintf(v[k].name, sizeof v[k].name, \"u{i}-%d\", k); v[k].weight = k * 0.5 + x; }} qsort(v, 16, sizeof v[0], cmp); return v[{j}].key + (int)strlen(v[3].name); }}\n")
+        c.write(f"int unit{i}(int x) {{ return " + " + ".join(f"step{j}(x + {j})" for j in range(4)) + "; }\n")
+with open(f"{root}/src/main.c", "w") as c:
+    c.write('#include "common.h"\nint main(void) { long t = 0;\n')
+    c.write("".join(f"t += unit{i}({i});\n" for i in range(n)))
+    c.write('printf("%ld\\n", t); return 0; }\n')
+with open(f"{root}/Makefile", "w") as m:
+    m.write("CFLAGS = -O2 -g -Wall\nSRC = $(wildcard src/*.c)\nOBJ = $(SRC:src/%.c=obj/%.o)\n")
+    m.write("app: $(OBJ)\n\t$(CC) -o $@ $^\nobj/%.o: src/%.c src/common.h | obj\n\t$(CC) $(CFLAGS) -c -o $@ $<\nobj:\n\tmkdir -p obj\nclean:\n\trm -rf obj app\n.PHONY: clean\n")
+GEN
+printf 'image = "%s"\n[tools]\npackages = ["gcc", "make", "libc6-dev"]\n' "$IMAGE" > "$B/dev.toml"
+chown -R "$USER_NAME:" "$B"
+"$AS" sh -c "cd $B && $DEV start" >/dev/null 2>&1
+"$AS" sh -c "cd $B && $DEV run -- sh -c 'make -s -j2 && ./app && make -s clean'" >/dev/null
+for r in $(seq "${BUILD_ROUNDS:-2}"); do
+    "$AS" hyperfine -N --runs 3 --warmup 1 --export-json "$WORK/out/build-$r.json" \
+        -n "make -j2 in the env" --prepare "make -s -C $B clean" "sh -c 'cd $B && exec $DEV run -- make -s -j2'" \
+        -n "make -j2 on the host" --prepare "make -s -C $B clean" "make -s -C $B -j2"
+done
+"$AS" sh -c "cd $B && $DEV stop" >/dev/null 2>&1
+
 python3 - "$WORK" "$ROOT/README.md" "$CACHE/rootfs" "$WORK/ovl/merged" <<'PY'
 import glob, json, re, statistics, sys
 work = sys.argv[1]
@@ -174,9 +235,22 @@ for who, label in (("sub", "with a subordinate range"), ("nosub", "single-id map
     un = s.get("unshare (floor, same maps)")
     uncell = f"{un*1000:.1f} ms (dev {dev/un:.2f}x)" if un else "— (needs a range)"
     rows.append(f"| {label} | {dev*1000:.1f} ms | {podcell} | {bw*1000:.1f} ms (dev {dev/bw:.2f}x) | {uncell} |")
-j = load("join")["dev run -- true (joins)"]
+b = load("b2b")
+j, jbw, jun = b["dev run -- true (back to back)"], b["bwrap (floor)"], b["unshare (floor, same maps)"]
 ns = load("nsenter")["nsenter"]
 cold = load("start-sub")["dev run -- true"]
+bm = load("build")
+bin_env, bin_host = bm["make -j2 in the env"], bm["make -j2 on the host"]
+# Each round's ratio too: the build's medians drift with the machine's load between rounds.
+def rounds(name, a, b):
+    out = []
+    for p in sorted(glob.glob(f"{work}/out/{name}-*.json")):
+        r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(p))["results"]}
+        out.append(r[a] / r[b])
+    return out
+build_rounds = rounds("build", "make -j2 in the env", "make -j2 on the host")
+start_rounds = rounds("start-sub", "dev run -- true", "unshare (floor, same maps)")
+start_bw_rounds = rounds("start-sub", "dev run -- true", "bwrap (floor)")
 t = load("tools")
 without, with_tools = t["without tools"], t["with tools"]
 dc = load("devcontainer")
@@ -193,7 +267,11 @@ lines = [
     "|---|---|---|---|---|",
     *rows,
     "",
-    f"Joining an env that runs (`dev start`): {j*1000:.1f} ms, against {cold*1000:.1f} ms when the env has to start (cold) and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor, as root): {j/cold:.2f}x cold, {j/ns:.2f}x nsenter.",
+    f"Each round's ratio of `dev run -- true` (with a subordinate range) to the same-maps floor: {', '.join(f'{x:.2f}x' for x in start_rounds)}; to bwrap: {', '.join(f'{x:.2f}x' for x in start_bw_rounds)}.",
+    "",
+    f"Back to back (`dev run -- true` again and again; each run joins the env the one before left lingering): {j*1000:.1f} ms, against {jbw*1000:.1f} ms for bwrap ({j/jbw:.2f}x bwrap) and {jun*1000:.1f} ms for the same-maps floor ({j/jun:.2f}x) in the same rounds, {cold*1000:.1f} ms when the env has to start, and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor of a join, as root; {j/ns:.2f}x).",
+    "",
+    f"A build in the project directory (a generated C project of {len(glob.glob(work + '/project-build/src/*.c'))} files, `make -j2`, gcc and make from a tools layer of the same Debian packages as the host's), in the running env {bin_env:.2f} s against {bin_host:.2f} s on the host: {bin_env/bin_host:.3f}x (per round: {', '.join(f'{x:.3f}x' for x in build_rounds)}).",
     "",
     f"With a tools layer (apt: `hello`) under the env's own layer, a warm `dev run -- true` takes {with_tools*1000:.1f} ms against {without*1000:.1f} ms without: {(with_tools-without)*1000:+.2f} ms.",
     "",

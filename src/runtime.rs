@@ -56,4 +56,9 @@ pub struct RunState {
     /// The binds the env started with, one line each (source, target, read-only).
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// What the env was started with that a session cannot change by joining it: the image's
+    /// manifest, the tools layer and the ssh agent's socket, in words. A session that asks for
+    /// another does not join a lingering env, it restarts it.
+    #[serde(default)]
+    pub shape: String,
 }

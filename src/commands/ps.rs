@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::cli::Format;
 use crate::config::project::no_project;
 use crate::ids::Identity;
-use crate::sandbox::keeper::{request, STATUS, STOP};
+use crate::sandbox::keeper::{request, RETIRE, STATUS, STOP};
 use crate::session::{enter, env_of, prepare, project_of, session, EnterOptions, Update};
 use crate::store::Store;
 use crate::ui::{Table, UserError};
@@ -21,8 +21,12 @@ struct Row {
     project: PathBuf,
     image: String,
     fingerprint: String,
+    /// `running`, `lingering` (no session in it: it stops at `lingers_until`) or `stopped`.
     state: &'static str,
     sessions: u64,
+    /// Unix seconds at which a lingering env stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lingers_until: Option<f64>,
     uptime_seconds: u64,
     size_bytes: u64,
 }
@@ -40,12 +44,15 @@ pub fn list(all: bool, format: Format) -> Result<()> {
         if running.is_none() && !all {
             continue;
         }
-        let sessions = running
+        let status = running
             .as_ref()
             .and_then(|_| request(&run_dir, STATUS).ok())
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+        let sessions = status
+            .as_ref()
             .and_then(|v| v["sessions"].as_u64())
             .unwrap_or(0);
+        let lingers_until = status.as_ref().and_then(|v| v["lingers_until"].as_f64());
         rows.push(Row {
             name: rec.name.clone().unwrap_or_default(),
             project: rec.project.clone(),
@@ -54,12 +61,13 @@ pub fn list(all: bool, format: Format) -> Result<()> {
                 || rec.manifest_digest.short().to_string(),
                 |s| s.fingerprint.clone(),
             ),
-            state: if running.is_some() {
-                "running"
-            } else {
-                "stopped"
+            state: match (&running, lingers_until) {
+                (None, _) => "stopped",
+                (Some(_), Some(_)) => "lingering",
+                (Some(_), None) => "running",
             },
             sessions,
+            lingers_until,
             uptime_seconds: running
                 .as_ref()
                 .map_or(0, |s| now.saturating_sub(s.started)),
@@ -70,6 +78,9 @@ pub fn list(all: bool, format: Format) -> Result<()> {
         crate::ui::json(&rows)?;
         return Ok(());
     }
+    let now_f = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let mut table = Table::new(&[
         "NAME",
         "PROJECT",
@@ -86,7 +97,13 @@ pub fn list(all: bool, format: Format) -> Result<()> {
             r.project.display().to_string(),
             r.image,
             r.fingerprint,
-            r.state.to_string(),
+            match r.lingers_until {
+                Some(until) => format!(
+                    "lingering, stops in {:.0}s",
+                    (until - now_f).max(0.0).ceil()
+                ),
+                None => r.state.to_string(),
+            },
             r.sessions.to_string(),
             format!("{}s", r.uptime_seconds),
             crate::ui::human_bytes(r.size_bytes),
@@ -127,14 +144,20 @@ pub fn stop(name: Option<&str>) -> Result<()> {
         return Ok(());
     };
     request(&run_dir, STOP)?;
+    wait_stopped(&state)?;
+    crate::ui::note(format_args!("stopped {}", state.name));
+    Ok(())
+}
+
+/// Waits for the keeper of an env asked to stop to be gone.
+fn wait_stopped(state: &crate::runtime::RunState) -> Result<()> {
     let deadline = Instant::now() + crate::runtime::STOP_TIMEOUT + Duration::from_secs(5);
     while state.keeper.alive() {
         if Instant::now() > deadline {
             anyhow::bail!("the env `{}` did not stop", state.name);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
-    crate::ui::note(format_args!("stopped {}", state.name));
     Ok(())
 }
 
@@ -153,14 +176,18 @@ pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
     let mapping = identity.store_key();
     let project = project_of(&store, &mapping, name)?;
     let run_dir = store.run_dir(&mapping, &project);
-    if store.running(&run_dir).is_some() {
-        if !force {
+    if let Some(state) = store.running(&run_dir) {
+        // Lingering (no session in it, not kept by `dev start`): nothing is lost by stopping it.
+        if request(&run_dir, RETIRE).is_ok_and(|a| a == "ok") {
+            wait_stopped(&state)?;
+        } else if !force {
             return Err(UserError::with_hint(
                 format!("the env of `{}` is running", project.display()),
                 "stop it first (`dev stop`), or use `-f`",
             ));
+        } else {
+            stop(name)?;
         }
-        stop(name)?;
     }
     let dir = store.env_dir(&mapping, &project);
     if !dir.exists() {

@@ -23,3 +23,26 @@ pub fn toml_error(path: &std::path::Path, text: &str, err: &toml::de::Error) -> 
         None => format!("{}: {msg}", path.display()),
     }
 }
+
+/// `file:line:col` out of a rendered TOML error.
+pub(crate) fn located_prefix(located: &str) -> &str {
+    located
+        .char_indices()
+        .filter(|&(_, c)| c == ':')
+        .nth(2)
+        .map_or(located, |(i, _)| &located[..i])
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`": the key and the nearest known one.
+pub(crate) fn unknown_key(message: &str) -> Option<(String, Option<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let near = expected
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k.to_string());
+    Some((key.to_string(), near))
+}

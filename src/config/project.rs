@@ -39,6 +39,9 @@ pub struct DevToml {
     /// Dev Container Features: reference → options (a string is the `version` option).
     #[serde(default)]
     pub features: BTreeMap<String, crate::features::FeatureOptions>,
+    /// How long the env keeps running after its last session (overrides config.toml's).
+    #[serde(default)]
+    pub linger: Option<super::settings::Linger>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -333,17 +336,17 @@ pub fn no_project(cwd: &Path, hint: impl Into<String>) -> anyhow::Error {
 pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
     let config: DevToml = toml::from_str(text).map_err(|e| {
         let located = super::toml_error(path, text, &e);
-        match unknown_key(e.message()) {
+        match super::unknown_key(e.message()) {
             Some((key, Some(near))) => UserError::with_hint(
                 format!(
                     "{}: unknown key `{key}`; did you mean `{near}`?",
-                    located_prefix(&located)
+                    super::located_prefix(&located)
                 ),
                 "the keys of dev.toml are listed in the README, under \"dev.toml\"",
             ),
             Some((key, None)) => UserError::with_hint(
-                format!("{}: unknown key `{key}`", located_prefix(&located)),
-                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`), `[features]` and `[[mounts]]` (`source` or `volume`, `target`, `readonly`)",
+                format!("{}: unknown key `{key}`", super::located_prefix(&located)),
+                "the keys of dev.toml are `image`, `shell`, `ssh-agent`, `linger`, `[env]`, `[tools]` (`packages`, `manager`), `[setup]` (`root`, `user`), `[features]` and `[[mounts]]` (`source` or `volume`, `target`, `readonly`)",
             ),
             None => UserError::with_hint(located, "fix the TOML syntax at that place in dev.toml"),
         }
@@ -366,29 +369,6 @@ pub fn parse(path: &Path, text: &str) -> Result<DevToml> {
         }
     }
     Ok(config)
-}
-
-/// `file:line:col` out of a rendered TOML error.
-fn located_prefix(located: &str) -> &str {
-    located
-        .char_indices()
-        .filter(|&(_, c)| c == ':')
-        .nth(2)
-        .map_or(located, |(i, _)| &located[..i])
-}
-
-/// From serde's "unknown field `x`, expected one of `a`, `b`": the key and the nearest known one.
-fn unknown_key(message: &str) -> Option<(String, Option<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (key, rest) = rest.split_once('`')?;
-    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let near = expected
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min()
-        .map(|(_, k)| k.to_string());
-    Some((key.to_string(), near))
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! The user's own settings, `$XDG_CONFIG_HOME/dev/config.toml`: registry mirrors, insecure
-//! registries, paths whose projects are trusted, the ssh agent, mounts for every env. Only this file (never a
-//! project's dev.toml) can loosen transport security or trust a project.
+//! registries, paths whose projects are trusted, the ssh agent, mounts for every env, how long
+//! an env lingers. Only this file (never a project's dev.toml) can loosen transport security or
+//! trust a project.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
+
+use crate::ui::UserError;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -28,6 +31,52 @@ pub struct Settings {
     /// `[[mounts]]` in every env (host paths and volumes, as in dev.toml; no trust asked).
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountSpec>,
+    /// How long a project's env keeps running after its last session (dev.toml's `linger`
+    /// wins); [`Linger::DEFAULT`] when unset.
+    #[serde(default)]
+    pub linger: Option<Linger>,
+}
+
+/// How long a project's env keeps running after its last session left, so that the next
+/// `dev run` joins it instead of starting it: seconds, 0 to [`Linger::MAX_SECONDS`], fractions
+/// allowed (`linger = 0.5`); 0 stops the env with its last session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linger(pub std::time::Duration);
+
+impl Linger {
+    /// Long enough for a script's or an editor's next call, short enough to be forgotten.
+    pub const DEFAULT: Linger = Linger(std::time::Duration::from_secs(5));
+    /// A cloned dev.toml may ask for it too: it cannot keep an env up for longer than this.
+    pub const MAX_SECONDS: u64 = 3600;
+}
+
+impl<'de> Deserialize<'de> for Linger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Seconds;
+        impl serde::de::Visitor<'_> for Seconds {
+            type Value = Linger;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "seconds, a number from 0 to {} (`linger = 5`; 0 turns lingering off)",
+                    Linger::MAX_SECONDS
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Linger, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Linger, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Linger, E> {
+                if !(0.0..=Linger::MAX_SECONDS as f64).contains(&v) {
+                    return Err(E::invalid_value(serde::de::Unexpected::Float(v), &self));
+                }
+                Ok(Linger(std::time::Duration::from_secs_f64(v)))
+            }
+        }
+        d.deserialize_any(Seconds)
+    }
 }
 
 impl Settings {
@@ -44,7 +93,7 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
             Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
         };
-        toml::from_str(&text).map_err(|e| anyhow!("{}", super::toml_error(&path, &text, &e)))
+        parse(&path, &text)
     }
 
     /// Whether `registry` may be reached over plain HTTP.
@@ -55,6 +104,27 @@ impl Settings {
     pub fn mirrors_for(&self, registry: &str) -> &[String] {
         self.mirrors.get(registry).map_or(&[], Vec::as_slice)
     }
+}
+
+/// Parses the text of a `config.toml`; errors name the file, line and column, and an unknown
+/// key the nearest known one.
+pub fn parse(path: &std::path::Path, text: &str) -> Result<Settings> {
+    toml::from_str(text).map_err(|e| {
+        let located = super::toml_error(path, text, &e);
+        let hint = "the keys of config.toml are listed in the README, under \"Registries, credentials and your settings\"";
+        match super::unknown_key(e.message()) {
+            Some((key, near)) => UserError::with_hint(
+                format!(
+                    "{}: unknown key `{key}`{}",
+                    super::located_prefix(&located),
+                    near.map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default()
+                ),
+                hint,
+            ),
+            None => UserError::with_hint(located, "fix the value at that place in config.toml"),
+        }
+    })
 }
 
 /// `localhost`, 127.0.0.0/8 and ::1, with or without a port: traffic that never leaves the machine.
@@ -109,5 +179,42 @@ mod tests {
             toml::from_str("trusted-paths = [\"~/work\"]\nssh-agent = true\n").unwrap();
         assert_eq!(s.trusted_paths, ["~/work".to_string()]);
         assert!(s.ssh_agent);
+    }
+
+    #[test]
+    fn linger_is_seconds_from_0_to_an_hour() {
+        let linger = |t: &str| toml::from_str::<Settings>(t).map(|s| s.linger);
+        assert_eq!(linger("").expect("unset"), None);
+        assert_eq!(
+            linger("linger = 0").expect("0"),
+            Some(Linger(std::time::Duration::ZERO))
+        );
+        assert_eq!(
+            linger("linger = 2.5").expect("2.5"),
+            Some(Linger(std::time::Duration::from_millis(2500)))
+        );
+        assert_eq!(
+            linger("linger = 3600").expect("an hour"),
+            Some(Linger(std::time::Duration::from_secs(3600)))
+        );
+        for bad in [
+            "linger = -1",
+            "linger = 3601",
+            "linger = \"5s\"",
+            "linger = true",
+        ] {
+            let e = linger(bad).expect_err(bad).to_string();
+            assert!(
+                e.contains("expected seconds, a number from 0 to 3600"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(std::path::Path::new("/c/config.toml"), "lingr = 1\n")
+            .expect_err("unknown")
+            .to_string();
+        assert_eq!(
+            e,
+            "/c/config.toml:1:1: unknown key `lingr`; did you mean `linger`?"
+        );
     }
 }

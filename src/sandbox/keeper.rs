@@ -1,7 +1,8 @@
 //! The keeper of a running env: the helper process, once the env is up, outlives the `dev` that
 //! started it. It counts the sessions connected to its control socket, stops the env (SIGTERM
-//! to init, which passes it on) when the last one leaves unless `dev start` asked it to stay,
-//! and on `dev stop`. Its state file tells other `dev`s where to join.
+//! to init, which passes it on) when the last one has been gone for the env's linger time
+//! (at once with 0) unless `dev start` asked it to stay, and on `dev stop`. Its state file
+//! tells other `dev`s where to join.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -22,6 +23,9 @@ pub const SESSION: &str = "session";
 pub const PERSIST: &str = "persist";
 pub const STOP: &str = "stop";
 pub const STATUS: &str = "status";
+/// Stop the env now if no session is in it and `dev start` did not keep it (it lingers):
+/// answered "ok" (its runtime state is already withdrawn) or "busy".
+pub const RETIRE: &str = "retire";
 /// What the starter sends the keeper with the env's lock (see `parent::start_env`).
 pub const LOCK: &[u8] = b"lock";
 
@@ -102,6 +106,7 @@ fn announce(
             .map_or(0, |d| d.as_secs()),
         userns: nix::sys::stat::fstat(user.as_raw_fd()).map_or(0, |st| st.st_ino),
         mounts: keep.mounts.clone(),
+        shape: keep.shape.clone(),
     };
     // Runtime state: renamed into place whole, but not fsynced (it means nothing after a reboot).
     let state_file = keep.run_dir.join("state.json");
@@ -146,8 +151,25 @@ pub fn serve(
     detach_stdio();
 
     let (mut persistent, mut stopping) = (keep.persist, false);
+    let linger = Duration::from_millis(keep.linger_ms);
+    // Since when no session is in the env (and until when it lingers, for `dev ps`).
+    let mut idle: Option<(std::time::Instant, SystemTime)> = None;
+    let mut withdrawn = false;
     loop {
-        drop_hung_up(&mut sessions, Some(&listener), PollTimeout::from(250u16));
+        let wait = idle.map_or(POLL, |(since, _)| {
+            POLL.min(linger.saturating_sub(since.elapsed()))
+        });
+        drop_hung_up(&mut sessions, Some(&listener), poll_timeout(wait));
+        // Before any request is answered: `dev ps` right after the last session left sees
+        // the env lingering.
+        let mark_idle = |idle: &mut Option<_>, sessions: &[UnixStream], persistent: bool| {
+            if !sessions.is_empty() || persistent {
+                *idle = None;
+            } else if idle.is_none() {
+                *idle = Some((std::time::Instant::now(), SystemTime::now() + linger));
+            }
+        };
+        mark_idle(&mut idle, &sessions, persistent);
         while let Ok((stream, _)) = listener.accept() {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -158,21 +180,43 @@ pub fn serve(
                 let _ = (&stream).write_all(text.as_bytes());
             };
             match line.trim() {
-                SESSION if super::sys::send_fds(&stream, b"ok", &ns_raw).is_ok() => {
+                // (A session asked for after a retire gets nothing: it starts the env anew.)
+                SESSION if !stopping && super::sys::send_fds(&stream, b"ok", &ns_raw).is_ok() => {
                     sessions.push(stream);
+                    idle = None;
                 }
-                PERSIST => {
+                PERSIST if !stopping => {
                     persistent = true;
+                    idle = None;
                     reply("ok\n");
                 }
                 STOP => {
                     stopping = true;
                     reply("ok\n");
                 }
-                STATUS => reply(&format!(
-                    "{}\n",
-                    serde_json::json!({"sessions": sessions.len(), "persistent": persistent})
-                )),
+                RETIRE if stopping || (sessions.is_empty() && !persistent) => {
+                    // Withdrawn before the answer: the asker's next look finds the env stopped.
+                    stopping = true;
+                    withdraw(keep);
+                    withdrawn = true;
+                    reply("ok\n");
+                }
+                RETIRE => reply("busy\n"),
+                STATUS => {
+                    let until = idle.map(|(_, until)| {
+                        until
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64())
+                    });
+                    reply(&format!(
+                        "{}\n",
+                        serde_json::json!({
+                            "sessions": sessions.len(),
+                            "persistent": persistent,
+                            "lingers_until": until,
+                        })
+                    ));
+                }
                 _ => {}
             }
         }
@@ -180,10 +224,13 @@ pub fn serve(
             waitpid(init, Some(WaitPidFlag::WNOHANG)),
             Ok(WaitStatus::StillAlive)
         );
-        let idle = sessions.is_empty() && !persistent;
-        if ended || stopping || idle {
+        mark_idle(&mut idle, &sessions, persistent);
+        let lingered = idle.is_some_and(|(since, _)| since.elapsed() >= linger);
+        if ended || stopping || lingered {
             // No new session from here on: they see the env as stopped and start another.
-            withdraw(keep);
+            if !withdrawn {
+                withdraw(keep);
+            }
             if !ended {
                 drop(listener);
                 let _ = kill(init, Signal::SIGTERM);
@@ -205,14 +252,22 @@ pub fn serve(
         if left.is_zero() {
             break;
         }
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        drop_hung_up(&mut sessions, None, PollTimeout::from(ms.max(1)));
+        drop_hung_up(&mut sessions, None, poll_timeout(left));
     }
     Ok(())
 }
 
 /// How long the keeper of an env that ended waits for its sessions' `dev`s to leave.
 const SESSIONS_LEAVE: Duration = Duration::from_secs(2);
+
+/// How often the keeper looks whether init is still there.
+const POLL: Duration = Duration::from_millis(250);
+
+fn poll_timeout(d: Duration) -> PollTimeout {
+    // At least 1 ms: 0 would not wait at all, and the deadline is checked after the poll.
+    let ms = u16::try_from(d.as_millis()).unwrap_or(u16::MAX);
+    PollTimeout::from(ms.max(1))
+}
 
 /// Waits up to `timeout` for a session to hang up (or, with `listener`, a connection), and
 /// drops the sessions that hung up. A session sends nothing after its first line: readable

@@ -431,12 +431,17 @@ pub struct KeepPlan {
     pub project: PathBuf,
     pub image: String,
     pub fingerprint: String,
+    /// What the env was started with that a later session cannot change by joining (see
+    /// `runtime::RunState::shape`).
+    pub shape: String,
     /// Started by `dev start`: it runs without sessions until `dev stop`.
     pub persist: bool,
     /// The binds it starts with, one line each (`session::mounts::key`): a later session that
     /// asks for others is told to restart the env.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// How long it keeps running after its last session left (0: it stops with it).
+    pub linger_ms: u64,
 }
 
 /// Host variables that describe the terminal and locale, passed through as they are.

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use super::plan::{id_mode, kept_entries, layer_stack, plan, EnvPlace, Host};
 use super::prepare::{env_fingerprint, prepare, Prepared};
 use super::{EnterOptions, Update};
+use crate::config::settings::{Linger, Settings};
 use crate::ids::Identity;
 use crate::oci::Digest;
 use crate::sandbox::join::{join, KeeperGone, Session};
-use crate::sandbox::keeper::{request, PERSIST};
+use crate::sandbox::keeper::{request, PERSIST, RETIRE};
 use crate::sandbox::parent::{keep_speculative, run_sandbox, start_env, take_speculative, Helper};
 use crate::sandbox::plan::KeepPlan;
 use crate::store::Store;
@@ -135,6 +136,15 @@ fn resolve_mounts(
             volume: &volume,
         },
     )
+}
+
+/// How long the project's env lingers after its last session: dev.toml's `linger`, else
+/// config.toml's, else the default.
+fn linger(project: Option<&crate::config::project::Project>) -> Result<Linger> {
+    if let Some(l) = project.and_then(|p| p.config.linger) {
+        return Ok(l);
+    }
+    Ok(Settings::load()?.linger.unwrap_or(Linger::DEFAULT))
 }
 
 /// dev.toml's `[setup] user` commands, run as the user in the project once per env and
@@ -364,6 +374,17 @@ fn session_with(
         opts.ssh_agent,
         project.as_ref().map(|p| &p.config),
     )?;
+    // What a joining session cannot change (see `RunState::shape`).
+    let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
+    let env_features = match opts.image {
+        None => env.features.layers.as_slice(),
+        Some(_) => &[],
+    };
+    let fingerprint = env_fingerprint(record, env_tools, env_features);
+    let shape = match &ssh_agent {
+        Some(sock) => format!("{fingerprint}, ssh agent {}", sock.display()),
+        None => fingerprint.clone(),
+    };
     let mut host = Host::read(identity, ssh_agent)?;
     let mounts = resolve_mounts(env, opts, &host)?;
     host.mounts = mounts.iter().map(|m| m.bind.clone()).collect();
@@ -377,12 +398,25 @@ fn session_with(
         return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
+    // Read on every session, so that a mistake in it shows before the env has to start.
+    let linger_ms = linger(project.as_ref())?.0.as_millis() as u64;
     // A keeper that is stopping (its last session just left) turns a session away before
     // anything ran: wait for it to go, and start the env again.
     for attempt in 0.. {
         let starting = store.lock_env_start(&mapping, root)?;
         let session = match store.running(&run_dir) {
             Some(state) => {
+                // Started from another dev.toml, dev.lock or image, or for other ids or
+                // another name: a lingering env (no session in it) is stopped and started
+                // anew; one in use is joined as it is (below, said or refused).
+                let differs = state.shape != shape
+                    || state.mounts != super::mounts::key(&host.mounts)
+                    || state.ids != sandbox.ids
+                    || opts.name.as_ref().is_some_and(|n| *n != state.name);
+                if differs && request(&run_dir, RETIRE).is_ok_and(|a| a == "ok") {
+                    drop(starting);
+                    continue;
+                }
                 drop(starting);
                 // Mapped by `speculate` for nothing: the env started meanwhile.
                 drop(take_speculative());
@@ -399,6 +433,12 @@ fn session_with(
                     return Err(UserError::with_hint(
                         "the env runs with a single-id map for another user inside (you, or root with --root)",
                         "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
+                    ));
+                }
+                if state.shape != shape && !state.shape.is_empty() {
+                    crate::ui::note(format_args!(
+                        "note: the env `{}` runs as it was started ({}), not as this session asks ({shape}); it is in use (a session, or `dev start`), so this one joins it as it is: `dev stop {}` starts it anew",
+                        state.name, state.shape, state.name
                     ));
                 }
                 if last && state.mounts != super::mounts::key(&host.mounts) {
@@ -420,11 +460,6 @@ fn session_with(
                     place.kept = kept_entries(&place.layers_dir, &stack.lowers());
                     sandbox.steps = plan(env, opts, &host, &place, argv.clone(), cwd.clone()).steps;
                 }
-                let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
-                let env_features = match opts.image {
-                    None => env.features.layers.as_slice(),
-                    Some(_) => &[],
-                };
                 let env = store.open_env(
                     &mapping,
                     root,
@@ -438,9 +473,11 @@ fn session_with(
                     name: env_name.clone(),
                     project: root.clone(),
                     image: image.clone(),
-                    fingerprint: env_fingerprint(record, env_tools, env_features),
+                    fingerprint: fingerprint.clone(),
+                    shape: shape.clone(),
                     persist: opts.start_only,
                     mounts: super::mounts::key(&host.mounts),
+                    linger_ms,
                 });
                 for name in mounts.iter().filter_map(|m| m.volume.as_deref()) {
                     store.note_volume_user(&mapping, name, &store.env_dir(&mapping, root))?;

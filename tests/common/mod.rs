@@ -207,6 +207,7 @@ impl Env {
             dir,
             bin,
         };
+        env.settings("");
         env.chown_all(env.dir.path());
         env
     }
@@ -311,8 +312,20 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).to_string()
     }
 
-    /// Writes the user's `config.toml`.
+    /// Writes the user's `config.toml`, with `linger = 0` first unless `text` sets `linger`:
+    /// the suite's tests expect a project's env to stop with its last session (the tests of
+    /// lingering, in `linger.rs`, say how long it lingers).
     pub fn settings(&self, text: &str) {
+        let text = if text.contains("linger") {
+            text.to_string()
+        } else {
+            format!("linger = 0\n{text}")
+        };
+        self.settings_exactly(&text);
+    }
+
+    /// Writes the user's `config.toml` as `text` is, nothing added.
+    pub fn settings_exactly(&self, text: &str) {
         let p = self.path("config/dev/config.toml");
         fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         fs::write(&p, text).expect("write settings");

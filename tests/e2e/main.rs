@@ -13,6 +13,7 @@ mod export_build;
 mod features;
 mod hostile;
 mod lifecycle;
+mod linger;
 mod mounts;
 mod output;
 mod project_safety;

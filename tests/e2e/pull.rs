@@ -256,7 +256,7 @@ e2e!(bad_references_and_unknown_images, |env: Env| {
     env.settings("insecure-registies = [\"x\"]\n");
     let err = env.fails(&["pull", &format!("{}/nothing/here:v1", reg.host())]);
     assert!(
-        err.contains("config.toml") && err.contains("unknown field"),
+        err.contains("config.toml") && err.contains("unknown key `insecure-registies`"),
         "{err}"
     );
 });
