@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::System {
             command: SystemCommand::Prune { envs },
         } => system::prune(envs),
+        Command::Settle { diff_ids } => pull::settle(&diff_ids),
         Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
     }
     .map(|()| 0)
