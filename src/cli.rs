@@ -192,6 +192,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SystemCommand,
     },
+    /// Flushes layers a session pulled to disk, after the session started.
+    #[command(name = "__settle", hide = true)]
+    Settle { diff_ids: Vec<String> },
     #[command(name = "__userns-helper", hide = true)]
     Helper {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -44,12 +44,27 @@ pub fn notice_flat(store: &Store, identity: &Identity) {
     }
 }
 
+/// When a pull's new layers are flushed to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Before `pull` returns: what `dev pull` says it made survives a power cut.
+    Now,
+    /// By a process of its own (`dev __settle`), while the session that pulled starts: until
+    /// it is done the layers stay marked unsynced, so after a power cut the next session
+    /// fetches them again instead of running on them.
+    InBackground,
+}
+
+/// The hidden command that settles layers in the background (see [`Settle::InBackground`]).
+pub const SETTLE_COMMAND: &str = "__settle";
+
 /// Pulls `reference` into the store and returns its record.
 pub fn pull(
     store: &Store,
     identity: &Identity,
     reference: &Reference,
     progress: &PullProgress,
+    settle: Settle,
 ) -> Result<ImageRecord> {
     let settings = Settings::load()?;
     let _shared = store.lock_store(false)?;
@@ -108,9 +123,12 @@ pub fn pull(
         .zip(config.rootfs.diff_ids.iter().cloned())
         .collect();
     fetch_layers(store, identity, &endpoint, &jobs, progress)?;
-    // Before the image is recorded: after a power cut, a recorded image's layers are whole.
     let diff_ids: Vec<_> = jobs.iter().map(|(_, d)| d.clone()).collect();
-    store.settle(identity, &diff_ids)?;
+    match settle {
+        // Before the image is recorded: after a power cut, a recorded image's layers are whole.
+        Settle::Now => store.settle(identity, &diff_ids)?,
+        Settle::InBackground => settle_in_background(&store.unsettled(identity, &diff_ids)),
+    }
 
     if let Some((bytes, _)) = &index {
         store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
@@ -140,6 +158,24 @@ pub fn pull(
     };
     store.save_image(&rec)?;
     Ok(rec)
+}
+
+/// Starts `dev __settle` for these layers and does not wait for it. Nothing depends on it but
+/// the layers' survival of a power cut; without it they are fetched again after one.
+fn settle_in_background(diff_ids: &[crate::oci::Digest]) {
+    if diff_ids.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::process::Command::new(exe)
+        .arg(SETTLE_COMMAND)
+        .args(diff_ids.iter().map(|d| d.to_string()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 struct Resolved {
@@ -298,7 +334,12 @@ fn fetch_layer(
         return Ok(());
     }
     let bar = progress.layer(&short, desc.size);
-    if !store.has_blob(&desc.digest) {
+    // A blob the store holds already is unpacked from there; a download from its partial
+    // file, never renamed into the blobs nor flushed to disk: it is deleted once the layer
+    // is in place.
+    let source = if store.has_blob(&desc.digest) {
+        store.blob_path(&desc.digest)
+    } else {
         let partial = store.partial_path(&desc.digest);
         if let Err(e) = endpoint.download(desc, &partial, &|done, _| bar.set(done)) {
             // Kept for resuming, a partial download on a full disk would make every other
@@ -309,17 +350,16 @@ fn fetch_layer(
             }
             return Err(e.into());
         }
-        store.commit_partial(&desc.digest)?;
-    }
+        partial
+    };
     bar.phase("unpacking");
-    let blob = store.blob_path(&desc.digest);
-    if let Err(e) = store.unpack_layer(identity, &blob, diff_id) {
+    if let Err(e) = store.unpack_layer(identity, &source, diff_id) {
         // A blob whose content is refused is not kept either.
-        let _ = std::fs::remove_file(&blob);
+        let _ = std::fs::remove_file(&source);
         return Err(e.context(format!("cannot unpack layer {}", desc.digest)));
     }
     // The unpacked tree is what is kept; the compressed blob is not needed any more.
-    let _ = std::fs::remove_file(&blob);
+    let _ = std::fs::remove_file(&source);
     bar.finish("done");
     Ok(())
 }

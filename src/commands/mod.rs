@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Volume {
             command: VolumeCommand::Rm { names, force },
         } => volume::rm(&names, force),
+        Command::Settle { diff_ids } => pull::settle(&diff_ids),
         Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
     }
     .map(|()| 0)

@@ -76,7 +76,13 @@ pub fn target(
     });
     let record = match found {
         Some(rec) => rec,
-        None => crate::pull::pull(store, identity, &wanted, &PullProgress::new(false))?,
+        None => crate::pull::pull(
+            store,
+            identity,
+            &wanted,
+            &PullProgress::new(false),
+            crate::pull::Settle::Now,
+        )?,
     };
     Ok(Some(Target {
         shown,

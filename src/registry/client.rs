@@ -350,7 +350,10 @@ impl Endpoint {
     }
 
     /// Downloads a blob into `partial`, resuming what an earlier, interrupted run left there,
-    /// and verifies digest and size. On a mismatch the partial file is deleted.
+    /// and verifies digest and size. On a mismatch the partial file is deleted. The file is
+    /// not flushed to disk: it is read once and deleted, and a copy torn by a power cut fails
+    /// to verify next time and is fetched again. A partial that is already whole (a run killed
+    /// after its download) is verified and kept.
     pub fn download(
         &self,
         desc: &Descriptor,
@@ -363,6 +366,15 @@ impl Endpoint {
             path: partial.display().to_string(),
             source: e,
         };
+        if std::fs::metadata(partial).is_ok_and(|m| m.len() == desc.size) {
+            let mut hasher = Sha256::new();
+            let f = File::open(partial).map_err(io_err)?;
+            io::copy(&mut f.take(desc.size), &mut HashWriter(&mut hasher)).map_err(io_err)?;
+            if Digest::from_hasher(hasher) == desc.digest {
+                progress(desc.size, desc.size);
+                return Ok(());
+            }
+        }
         let mut attempt = 0;
         let mut restarted = false;
         loop {
@@ -435,7 +447,6 @@ impl Endpoint {
                         actual_size: total,
                     });
                 }
-                file.sync_all().map_err(io_err)?;
                 Ok(())
             });
             match result {

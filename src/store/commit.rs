@@ -82,7 +82,6 @@ impl Store {
         if self.layer_meta(&mapping, &digest).is_none() {
             let _layer = self.lock_layer(&digest)?;
             self.unpack_layer(identity, &self.blob_path(&digest), &digest)?;
-            self.settle(identity, std::slice::from_ref(&digest))?;
         }
         layers.push(LayerRecord {
             digest: digest.clone(),
@@ -91,6 +90,10 @@ impl Store {
             media_type: MediaType::OCI_LAYER_TAR.to_string(),
             source: None,
         });
+        // The image's own layers too: a session that pulled them may not have flushed them yet,
+        // and a committed image is whole after a power cut.
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        self.settle(identity, &diff_ids)?;
 
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -57,19 +57,11 @@ impl Store {
     /// then their unsynced marks cleared. Called once a pull's layers are all in place, so the
     /// flush overlaps nothing the pull still has to write.
     pub fn settle(&self, identity: &Identity, diff_ids: &[Digest]) -> Result<()> {
-        let mapping = identity.store_key();
-        let pending: Vec<Digest> = diff_ids
-            .iter()
-            .filter(|d| {
-                self.layer_meta(&mapping, d)
-                    .is_some_and(|m| m.unsynced.is_some())
-            })
-            .cloned()
-            .collect();
+        let pending = self.unsettled(identity, diff_ids);
         if pending.is_empty() {
             return Ok(());
         }
-        let dir = self.layers_dir(&mapping);
+        let dir = self.layers_dir(&identity.store_key());
         syncfs(&dir)?;
         if identity.has_subordinate() {
             let op = inside::Op::Settle {
@@ -80,6 +72,19 @@ impl Store {
         } else {
             mark_synced(&dir, &pending)
         }
+    }
+
+    /// Those of these layers complete in `identity`'s mapping but not yet flushed to disk.
+    pub fn unsettled(&self, identity: &Identity, diff_ids: &[Digest]) -> Vec<Digest> {
+        let mapping = identity.store_key();
+        diff_ids
+            .iter()
+            .filter(|d| {
+                self.layer_meta(&mapping, d)
+                    .is_some_and(|m| m.unsynced.is_some())
+            })
+            .cloned()
+            .collect()
     }
 
     /// Bytes of file content an image's layers hold in this mapping (the compressed size for a

@@ -7,9 +7,10 @@
 //! ├── CACHEDIR.TAG
 //! ├── store.lock                        shared by pulls, exclusive for prune
 //! ├── blobs-v1/
-//! │   ├── sha256/<hex>                  verified blobs: manifests, configs, layers awaiting unpack,
-//! │   │                                 the layers dev made (`dev build`, `dev commit`)
-//! │   └── tmp/<hex>.partial             downloads in progress, resumed by the next pull
+//! │   ├── sha256/<hex>                  verified blobs: manifests, configs, packed layers (the
+//! │   │                                 layers dev made: `dev build`, `dev commit`, `dev load`)
+//! │   └── tmp/<hex>.partial             layer downloads, until unpacked (never synced: a torn
+//! │                                     one fails to verify and is fetched again)
 //! ├── layers-v1/<mapping>/              one tree per id mapping: owners on disk depend on it
 //! │   ├── <diff-id hex>/root/           an unpacked layer, shared by every image that has it
 //! │   ├── <diff-id hex>/meta.json       its file count and size; while its files may still be
@@ -128,15 +129,6 @@ impl Store {
             "internal error: blob does not match {d}"
         );
         write_atomic(&self.blob_path(d), bytes)
-    }
-
-    /// Moves a downloaded, verified partial file into the blob store.
-    pub fn commit_partial(&self, d: &Digest) -> Result<()> {
-        let (from, to) = (self.partial_path(d), self.blob_path(d));
-        fs::rename(&from, &to)
-            .with_context(|| format!("cannot move `{}` into the store", from.display()))?;
-        sync_dir(to.parent().unwrap_or(&self.root));
-        Ok(())
     }
 
     pub fn layers_dir(&self, mapping: &str) -> PathBuf {

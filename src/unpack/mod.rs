@@ -1,14 +1,16 @@
 //! Streaming layer unpack: decompress (gzip, zstd or plain) → diff-id digest → tar entries (read
 //! by `archive` as GNU tar reads them) into a staging directory, sparse files with their holes,
-//! whiteouts translated to the overlay format. `unpack` never makes a byte visible: the caller
-//! renames the staging directory into place only after `unpack_layer` returned the verified
-//! digest.
+//! whiteouts translated to the overlay format; the inflate and the digest run on threads of
+//! their own (`pipeline`), the entries are written on the caller's. `unpack` never makes a byte
+//! visible: the caller renames the staging directory into place only after `unpack_layer`
+//! returned the verified digest.
 
 pub mod archive;
 #[cfg(test)]
 mod fuzz;
 pub mod pack;
 mod path;
+mod pipeline;
 pub mod whiteout;
 
 use std::ffi::OsStr;
@@ -19,8 +21,6 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
-
-use sha2::{Digest as _, Sha256};
 
 use crate::beneath::{self, Tree};
 use crate::oci::manifest::Compression;
@@ -102,26 +102,6 @@ pub struct LayerStats {
     pub tar_bytes: u64,
 }
 
-/// Counts and hashes everything read through it, and refuses to go past a limit.
-struct MeasuredReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for MeasuredReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        if self.count > self.limit {
-            return Err(io::Error::other(LimitExceeded));
-        }
-        Ok(n)
-    }
-}
-
 #[derive(Debug)]
 struct LimitExceeded;
 impl std::fmt::Display for LimitExceeded {
@@ -130,6 +110,10 @@ impl std::fmt::Display for LimitExceeded {
     }
 }
 impl std::error::Error for LimitExceeded {}
+
+fn limit_exceeded() -> io::Error {
+    io::Error::other(LimitExceeded)
+}
 
 pub fn size_limit(compressed: u64) -> u64 {
     MIN_SIZE_LIMIT.max(compressed.saturating_mul(MAX_RATIO))
@@ -168,7 +152,7 @@ pub fn unpack_archive(
     let compression = Compression::sniff(&head[..n]);
     let input =
         io::Cursor::new(head[..n].to_vec()).chain(BufReader::with_capacity(256 << 10, file));
-    let decoded: Box<dyn Read> = match compression {
+    let decoded: Box<dyn Read + Send> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(input).map_err(UnpackError::Read)?)
@@ -176,40 +160,38 @@ pub fn unpack_archive(
         Compression::None => Box::new(input),
     };
     let limit = size_limit(compressed);
-    let measured = MeasuredReader {
-        inner: decoded,
-        hasher: Sha256::new(),
-        count: 0,
-        limit,
-    };
-    let mut reader = archive::Reader::new(measured);
     let from_archive = |e: archive::Error| match e {
         archive::Error::Io(io) if is_limit(&io) => UnpackError::TooLarge { limit, compressed },
         archive::Error::Io(io) => UnpackError::Read(io),
         e @ archive::Error::Malformed { .. } => UnpackError::Malformed(e.to_string()),
     };
     let mut writer = LayerWriter::new(dest, opts, limit, compressed)?;
-    while let Some(entry) = reader.next_entry().map_err(from_archive)? {
-        writer.entry(&entry, &mut reader).map_err(|e| match e {
-            UnpackError::Archive(a) => from_archive(a),
-            UnpackError::Io { source, .. } if is_limit(&source) => {
-                UnpackError::TooLarge { limit, compressed }
-            }
-            other => other,
-        })?;
-    }
-    writer.finish()?;
-    let mut measured = reader.into_inner();
-    io::copy(&mut measured, &mut io::sink()).map_err(|e| {
-        if is_limit(&e) {
-            UnpackError::TooLarge { limit, compressed }
-        } else {
-            UnpackError::Read(e)
+    // Inflating and hashing run on threads of their own; this one parses and writes.
+    let (written, measured) = pipeline::run(decoded, limit, limit_exceeded, |stream| {
+        let mut reader = archive::Reader::new(stream);
+        while let Some(entry) = reader.next_entry().map_err(from_archive)? {
+            writer.entry(&entry, &mut reader).map_err(|e| match e {
+                UnpackError::Archive(a) => from_archive(a),
+                UnpackError::Io { source, .. } if is_limit(&source) => {
+                    UnpackError::TooLarge { limit, compressed }
+                }
+                other => other,
+            })?;
         }
-    })?;
-    let actual = Digest::from_hasher(measured.hasher);
-    writer.stats.tar_bytes = measured.count;
-    Ok((actual, writer.stats))
+        writer.finish()?;
+        // Whatever follows the archive's end is part of the digest too.
+        io::copy(reader.into_inner(), &mut io::sink()).map_err(|e| {
+            if is_limit(&e) {
+                UnpackError::TooLarge { limit, compressed }
+            } else {
+                UnpackError::Read(e)
+            }
+        })
+    });
+    written?;
+    let measured = measured.map_err(UnpackError::Read)?;
+    writer.stats.tar_bytes = measured.bytes;
+    Ok((measured.digest, writer.stats))
 }
 
 fn is_limit(e: &io::Error) -> bool {

@@ -89,6 +89,7 @@ impl Ext4 {
 
     /// Unmounts (once the processes that used it are gone) and mounts it again.
     fn remount(&self) {
+        self.wait_for_settle();
         let start = Instant::now();
         while !Command::new("umount")
             .arg(&self.at)
@@ -103,6 +104,44 @@ impl Ext4 {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.mount();
+    }
+}
+
+impl Ext4 {
+    /// Waits for the processes that hold this file system in a mount namespace of their own
+    /// (a helper of `dev __settle`, a session's flush in the background, or an env's processes
+    /// still on their way out) to be gone: `umount` here does not see them, and mounting the
+    /// image again would find the shut-down file system still there.
+    fn wait_for_settle(&self) {
+        let ours = fs::read_link("/proc/self/ns/mnt").unwrap();
+        let point = format!(" {} ", self.at.display());
+        let start = Instant::now();
+        let holders = || -> Vec<String> {
+            fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|p| {
+                    fs::read_link(p.path().join("ns/mnt")).is_ok_and(|ns| ns != ours)
+                        && fs::read_to_string(p.path().join("mountinfo"))
+                            .is_ok_and(|m| m.contains(&point))
+                })
+                .map(|p| {
+                    let cmd = fs::read(p.path().join("cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                })
+                .collect()
+        };
+        loop {
+            let held = holders();
+            if held.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "still held 10 s after the file system was shut down by: {held:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -181,6 +220,41 @@ e2e!(a_pull_is_durable_once_it_returns, |env: Env| {
     env.ok(&["pull", &r]);
     assert_layers_whole(&env, &pushed, &layers);
 });
+
+e2e!(
+    a_first_run_cut_off_right_after_it_returns_runs_on_whole_layers,
+    |env: Env| {
+        let reg = Registry::start();
+        let (_, data) = image(&reg, "fixture/first-data");
+        let mut layers = crate::common::image::busybox_layers();
+        layers.extend(data);
+        let pushed = ImageBuilder::new(layers.clone()).push(&reg, "fixture/first", Some("v1"));
+        let disk = Ext4::new(&env, 256);
+        let r = format!("{}/fixture/first:v1", reg.host());
+        let outside = env.path("outside");
+        // A session does not wait for its layers to reach the disk (`dev __settle` flushes
+        // them meanwhile): the cut comes at once, before that can be done.
+        env.ok_in(&outside, &["run", "--image", &r, "--", "true"]);
+        disk.crash_and_remount();
+        let out = env.ok_in(
+            &outside,
+            &["run", "--image", &r, "--", "sha256sum", "/l3/f39", "/l0/f0"],
+        );
+        // Layer 0 is busybox; data layer l is layers[l + 1].
+        let want = |l: usize, f: usize| match &layers[l + 1].entries[f + 1] {
+            Entry::File(_, data, _) => crate::common::image::sha256(data),
+            _ => unreachable!(),
+        };
+        let got = crate::common::stdout(&out);
+        for (l, f) in [(3, 39), (0, 0)] {
+            assert!(
+                got.contains(&want(l, f)[7..]),
+                "/l{l}/f{f} is torn after the power cut: {got}"
+            );
+        }
+        assert_layers_whole(&env, &pushed, &layers);
+    }
+);
 
 e2e!(
     a_layer_cut_off_in_the_middle_of_a_pull_is_fetched_again,

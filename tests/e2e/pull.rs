@@ -604,3 +604,79 @@ e2e!(progress_bars_on_a_terminal, |env: Env| {
         "{plain:?}"
     );
 });
+
+// A gzip layer whose deflate stream breaks well past the inflater's first chunks: the manifest
+// names the digest of the broken bytes, so only the inflate (on its own thread) finds it.
+// Refused, and nothing of it is kept: no layer, no staging dir, no blob, no partial.
+e2e!(
+    corrupt_gzip_stream_is_refused_and_nothing_kept,
+    |env: Env| {
+        use crate::common::image::{push_blob, put_manifest, sha256, OCI_MANIFEST};
+        let reg = Registry::start();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let entries = (0..24)
+            .map(|f| {
+                let mut data = Vec::with_capacity(256 << 10);
+                while data.len() < 256 << 10 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    data.extend_from_slice(&x.to_le_bytes());
+                }
+                Entry::File(format!("f{f}"), data, 0o644)
+            })
+            .collect();
+        let (mut gz, diff_id) = Layer::new(entries).blob();
+        let n = gz.len();
+        for b in &mut gz[n * 3 / 4..n * 3 / 4 + 64] {
+            *b ^= 0x5a;
+        }
+        let repo = "fixture/corrupt";
+        let layer = push_blob(&reg, repo, &gz);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": host_arch(), "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config_digest = push_blob(&reg, repo, &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer, "size": gz.len()}],
+        }))
+        .unwrap();
+        assert_ne!(sha256(&gz), diff_id);
+        put_manifest(&reg, repo, "v1", OCI_MANIFEST, &manifest);
+        let err = env.fails(&["pull", &format!("{}/{repo}:v1", reg.host())]);
+        assert!(
+            err.contains(&format!("cannot unpack layer {layer}")),
+            "{err}"
+        );
+        assert!(env.layer_dirs().is_empty(), "{:?}", env.layer_dirs());
+        for dir in ["blobs-v1/sha256", "blobs-v1/tmp"] {
+            assert_eq!(
+                fs::read_dir(env.store().join(dir)).unwrap().count(),
+                0,
+                "{dir} keeps something of the refused layer"
+            );
+        }
+        for map in fs::read_dir(env.store().join("layers-v1"))
+            .unwrap()
+            .flatten()
+        {
+            let staging = map.path().join("tmp");
+            assert_eq!(
+                fs::read_dir(&staging).map_or(0, |d| d.count()),
+                0,
+                "a staging dir is left in {}",
+                staging.display()
+            );
+        }
+        assert_eq!(
+            stdout(&env.ok(&["images", "--format", "json"])).trim(),
+            "[]"
+        );
+    }
+);
