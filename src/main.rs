@@ -8,6 +8,7 @@ mod beneath;
 mod cli;
 mod commands;
 mod config;
+mod host;
 mod ids;
 mod oci;
 mod pull;

@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init { template, image } => init::run(template.as_deref(), image.as_deref()),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
-        Command::Doctor { format } => return doctor::run(format),
+        Command::Doctor { format, gui, gpu } => return doctor::run(format, gui, gpu),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
@@ -71,6 +71,8 @@ impl From<crate::cli::EnterArgs> for crate::session::EnterOptions {
             start_only: false,
             name: a.name,
             ssh_agent: a.ssh_agent,
+            gui: a.gui,
+            gpu: a.gpu,
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct DevToml {
     /// Forward the user's ssh agent into the env (needs the user's trust, like `[setup]`).
     #[serde(default, rename = "ssh-agent")]
     pub ssh_agent: bool,
+    /// Open the host's display, sound and session bus to the env (needs trust).
+    #[serde(default)]
+    pub gui: bool,
+    /// Open the host's GPU to the env: `auto`, `nvidia` or `none` (needs trust).
+    #[serde(default)]
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

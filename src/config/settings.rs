@@ -25,6 +25,12 @@ pub struct Settings {
     /// Forward the ssh agent into every env, as `--ssh-agent` does.
     #[serde(default)]
     pub ssh_agent: bool,
+    /// Open the host's display, sound and session bus to every env, as `--gui` does.
+    #[serde(default)]
+    pub gui: bool,
+    /// Open the host's GPU to every env, as `--gpu` does (`auto`, `nvidia`, `none`).
+    #[serde(default)]
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 impl Settings {

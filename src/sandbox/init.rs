@@ -316,6 +316,9 @@ fn setup(plan: &SandboxPlan) -> Result<()> {
     // host's `dev` binary).
     sys::process::not_dumpable()?;
     tree(&mut sys::Linux, plan)?;
+    if plan.ldconfig {
+        ldconfig(plan);
+    }
     let shell = choose_shell(plan)?;
     write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
 }
@@ -326,6 +329,37 @@ pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
         .context("cannot create init's mount namespace")?;
     execute(sys, &plan.steps)?;
     sys.set_hostname(&plan.hostname)
+}
+
+/// Runs the image's `ldconfig` as root inside, so ld.so finds the GPU's libraries bound in; a
+/// failure is a note (the env still starts, without them in ld.so's cache).
+fn ldconfig(plan: &SandboxPlan) {
+    let Some(program) = ["/sbin/ldconfig", "/usr/sbin/ldconfig", "/usr/bin/ldconfig"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        crate::ui::note(format_args!(
+            "note: the image `{}` has no ldconfig; the GPU's libraries are in {} (set LD_LIBRARY_PATH)",
+            plan.image,
+            crate::host::gpu::LIB_INSIDE
+        ));
+        return;
+    };
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    sys::clean_exec(&mut cmd);
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => crate::ui::note(format_args!(
+            "note: ldconfig in the env failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(400)]).trim()
+        )),
+        Err(e) => crate::ui::note(format_args!("note: cannot run ldconfig in the env: {e}")),
+    }
 }
 
 /// A session's command, ready to start.

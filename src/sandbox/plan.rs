@@ -390,6 +390,10 @@ pub struct SandboxPlan {
     pub image: String,
     /// Set for a project's env: the helper keeps it running for every session that joins it.
     pub keep: Option<KeepPlan>,
+    /// Run the image's `ldconfig` as root inside once the tree is built (the GPU's driver
+    /// libraries were bound in).
+    #[serde(default)]
+    pub ldconfig: bool,
 }
 
 /// What the keeper of a running env needs: where its runtime files go, and what `dev ps` shows.

@@ -53,7 +53,10 @@ pub fn gate(project: &Project) -> Result<()> {
             "review them with `dev trust --show`, then run `dev trust`",
         ),
         None => (
-            format!("dev.toml in `{root}` asks for your ssh agent, which you have not trusted"),
+            format!(
+                "dev.toml in `{root}` asks for {}, which you have not trusted",
+                asks_for(&parts)
+            ),
             "review it with `dev trust --show`, then run `dev trust`",
         ),
         Some(_) => (
@@ -81,6 +84,21 @@ pub fn gate(project: &Project) -> Result<()> {
         "trusted dev.toml in `{root}`; a change to what it runs or exposes asks again"
     ));
     Ok(())
+}
+
+/// What of the host a dev.toml that runs nothing asks for, in words.
+fn asks_for(parts: &Parts) -> String {
+    let mut what = Vec::new();
+    if parts.ssh_agent {
+        what.push("your ssh agent");
+    }
+    if parts.gui {
+        what.push("your display and sound");
+    }
+    if parts.gpu.is_some() {
+        what.push("your GPU");
+    }
+    what.join(" and ")
 }
 
 /// One line from the terminal, read straight from fd 0 (a terminal in canonical mode hands

@@ -28,6 +28,10 @@ pub struct EnterOptions {
     pub name: Option<String>,
     /// Forward the ssh agent (`--ssh-agent`).
     pub ssh_agent: bool,
+    /// Open the host's GUI (`--gui`).
+    pub gui: bool,
+    /// Open the host's GPU (`--gpu`).
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.

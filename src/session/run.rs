@@ -151,6 +151,32 @@ fn run_user_setup(env: &Prepared, opts: &EnterOptions) -> Result<()> {
         .with_context(|| format!("cannot write `{}`", marker.display()))
 }
 
+/// Makes the files of what a starting env opens of the host, records it for the sessions that
+/// join a kept env (`keep`), and says in a line what was opened.
+fn open_host(dir: &Path, opening: &crate::host::Opening, keep: bool) -> Result<()> {
+    if opening.binds.is_empty() && opening.env.is_empty() {
+        if keep {
+            // What an earlier start of the env opened is not open now.
+            let _ = std::fs::remove_file(crate::host::opened_record(dir));
+        }
+    } else {
+        crate::host::write_files(dir, opening)?;
+        if keep {
+            crate::host::save_opened(dir, opening)?;
+        }
+    }
+    for n in &opening.notes {
+        crate::ui::note(format_args!("note: {n}"));
+    }
+    if !opening.opened.is_empty() {
+        crate::ui::note(format_args!(
+            "opened for the env: {}",
+            opening.opened.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
 /// The `last` thing this process does may join the env in this very process.
 pub fn session(
@@ -210,7 +236,18 @@ pub fn session(
         opts.ssh_agent,
         project.as_ref().map(|p| &p.config),
     )?;
-    let host = Host::read(identity, ssh_agent)?;
+    let asked = crate::config::trust::openings_asked(
+        opts.gui,
+        opts.gpu,
+        project.as_ref().map(|p| &p.config),
+    )?;
+    // The files dev makes for what the session opens: in the env's runtime directory, or in
+    // the throwaway env's, removed with it.
+    let opened_dir = match &place.scratch {
+        Some(scratch) => scratch.join("host"),
+        None => store.run_dir(&mapping, root).join("host"),
+    };
+    let host = Host::read(identity, ssh_agent, asked, &opened_dir, opts.root)?;
     // The env's home is always its own: run from the home directory itself, it takes the
     // project's place rather than the real home (dotfiles, keys) being bound read-write.
     if &host.user.home == root && last {
@@ -218,6 +255,7 @@ pub fn session(
     }
     let mut sandbox = plan(env, opts, &host, &place, argv.clone(), cwd.clone());
     if !persistent {
+        open_host(&opened_dir, &host.opening, false)?;
         return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
@@ -245,6 +283,18 @@ pub fn session(
                         "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
                     ));
                 }
+                let had = crate::host::load_opened(&opened_dir);
+                if let Some(missing) = host.opening.binds.iter().find(|b| !had.contains(&b.target))
+                {
+                    return Err(UserError::with_hint(
+                        format!(
+                            "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
+                            state.name,
+                            missing.target.display()
+                        ),
+                        format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
+                    ));
+                }
                 if opts.start_only {
                     // `dev start`: the env keeps running without sessions until `dev stop`.
                     request(&run_dir, PERSIST)?;
@@ -267,6 +317,7 @@ pub fn session(
                     stack.top_first(),
                     opts.name.as_deref(),
                 )?;
+                open_host(&opened_dir, &host.opening, true)?;
                 sandbox.keep = Some(KeepPlan {
                     run_dir: run_dir.clone(),
                     name: env_name.clone(),

@@ -355,6 +355,7 @@ fn build_plan(
         image_user: None,
         image: image.name.clone(),
         keep: None,
+        ldconfig: false,
     }
 }
 
