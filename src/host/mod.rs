@@ -248,9 +248,7 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 pub fn plain_absolute(p: &str) -> Option<PathBuf> {
     let path = Path::new(p);
     // (Components would drop a `.` without a word: the text is checked.)
-    let ok = path.is_absolute()
-        && !p.contains('\0')
-        && p.split('/').all(|c| c != "." && c != "..");
+    let ok = path.is_absolute() && !p.contains('\0') && p.split('/').all(|c| c != "." && c != "..");
     ok.then(|| path.to_path_buf())
 }
 

@@ -316,7 +316,7 @@ fn setup(plan: &SandboxPlan) -> Result<()> {
     // host's `dev` binary).
     sys::process::not_dumpable()?;
     tree(&mut sys::Linux, plan)?;
-    if plan.ldconfig {
+    if plan.ldconfig || forget_gpu_drop_in() {
         ldconfig(plan);
     }
     let shell = choose_shell(plan)?;
@@ -329,6 +329,17 @@ pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
         .context("cannot create init's mount namespace")?;
     execute(sys, &plan.steps)?;
     sys.set_hostname(&plan.hostname)
+}
+
+/// Removes the mount point an earlier start with the GPU left of its `ld.so.conf.d` drop-in
+/// (beneath the root, no symlink followed); whether there was one, so ld.so's cache is made
+/// again without the GPU's libraries.
+fn forget_gpu_drop_in() -> bool {
+    let rel = Path::new(crate::host::gpu::DROP_IN_INSIDE.trim_start_matches('/'));
+    let Ok(root) = Tree::open(Path::new("/")) else {
+        return false;
+    };
+    matches!(root.lstat(rel), Ok(Some(_))) && root.remove(rel).is_ok()
 }
 
 /// Runs the image's `ldconfig` as root inside, so ld.so finds the GPU's libraries bound in; a

@@ -7,6 +7,8 @@ mod auth;
 mod debian;
 mod doctor;
 mod durability;
+mod gpu;
+mod gui;
 mod hostile;
 mod lifecycle;
 mod output;
