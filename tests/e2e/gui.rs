@@ -1,1 +1,265 @@
-//! placeholder
+//! `--gui` (issue 16): a real X server (Xvfb, with a cookie), a real Wayland compositor
+//! (weston's headless backend) and a PulseAudio server with a null sink, started on the host
+//! as the test user; inside the env, `xdpyinfo`, `wayland-info` and `pactl` from the image's
+//! own packages (Debian's x11-utils, wayland-utils, pulseaudio-utils) reach them. Without
+//! `--gui`, none of it is visible.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{describe, push_debian, stderr, stdout, Env, Registry};
+use crate::e2e;
+use crate::shell::busybox_project;
+
+const WAYLAND: &str = "wayland-dev";
+
+/// The servers a desktop session has, run as the test user; killed (their process groups)
+/// when dropped.
+struct Desktop {
+    children: Vec<Child>,
+    display: u32,
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let pgid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.display));
+        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.display));
+    }
+}
+
+fn wait_for(path: &Path, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not make {} in 20 s: {}",
+            path.display(),
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn program(name: &str) -> PathBuf {
+    let p = ["/usr/bin", "/usr/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    p.unwrap_or_else(|| panic!("`{name}` is not installed on the host; run `./install.sh --dev`"))
+}
+
+/// Xvfb on a free display with a cookie in the user's ~/.Xauthority, weston on `wayland-dev`
+/// and pulseaudio, all in the user's XDG_RUNTIME_DIR.
+fn desktop(env: &Env) -> Desktop {
+    // The X socket directory is root's, as a desktop's is (Xvfb run as a user would make it
+    // the user's).
+    if !Path::new("/tmp/.X11-unix").exists() {
+        fs::create_dir("/tmp/.X11-unix").expect("mkdir /tmp/.X11-unix");
+        fs::set_permissions("/tmp/.X11-unix", fs::Permissions::from_mode(0o1777)).expect("chmod");
+    }
+    let display = (0..800)
+        .map(|i| 100 + (std::process::id() + i) % 800)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .expect("a free X display");
+    let cookie = env.path("home/.Xauthority");
+    let out = env
+        .as_user(
+            &program("xauth"),
+            &[
+                "-q",
+                "-f",
+                cookie.to_str().expect("utf-8"),
+                "add",
+                &format!(":{display}"),
+                "MIT-MAGIC-COOKIE-1",
+                "00112233445566778899aabbccddeeff",
+            ],
+        )
+        .output()
+        .expect("xauth");
+    assert!(out.status.success(), "{}", describe("xauth add", &out));
+    let log = |name: &str| {
+        let p = env.path(name);
+        (p.clone(), fs::File::create(p).expect("log"))
+    };
+    let mut d = Desktop {
+        children: Vec::new(),
+        display,
+    };
+    let mut start = |prog: &str, args: &[&str], log_name: &str| {
+        let (path, file) = log(log_name);
+        let child = env
+            .as_user(&program(prog), args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {prog}: {e}"));
+        d.children.push(child);
+        path
+    };
+    let xlog = start(
+        "Xvfb",
+        &[
+            &format!(":{display}"),
+            "-auth",
+            cookie.to_str().expect("utf-8"),
+            "-nolisten",
+            "tcp",
+        ],
+        "xvfb.log",
+    );
+    let wlog = start(
+        "weston",
+        &[
+            "--backend=headless-backend.so",
+            &format!("--socket={WAYLAND}"),
+            "--idle-time=0",
+        ],
+        "weston.log",
+    );
+    let plog = start(
+        "pulseaudio",
+        &[
+            "--daemonize=no",
+            "-n",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            "-L",
+            "module-native-protocol-unix",
+            "-L",
+            "module-null-sink",
+        ],
+        "pulse.log",
+    );
+    wait_for(
+        Path::new(&format!("/tmp/.X11-unix/X{display}")),
+        "Xvfb",
+        &xlog,
+    );
+    wait_for(&env.path(&format!("run/{WAYLAND}")), "weston", &wlog);
+    wait_for(&env.path("run/pulse/native"), "pulseaudio", &plog);
+    d
+}
+
+/// A `dev` command with the desktop session's variables, as a terminal of it has them.
+fn in_session(env: &Env, d: &Desktop, args: &[&str]) -> std::process::Output {
+    env.dev(args)
+        .env("DISPLAY", format!(":{}", d.display))
+        .env("WAYLAND_DISPLAY", WAYLAND)
+        .output()
+        .expect("run dev")
+}
+
+e2e!(
+    the_envs_own_tools_reach_the_hosts_display_compositor_and_sound,
+    |env: Env| {
+        let reg = Registry::start();
+        let image = push_debian(&reg);
+        env.write_dev_toml(&format!(
+        "image = \"{image}\"\n[tools]\npackages = [\"x11-utils\", \"wayland-utils\", \"pulseaudio-utils\"]\n"
+    ));
+        let d = desktop(&env);
+        let uid = env.uid;
+        let inside = "echo \"XDG=$XDG_RUNTIME_DIR DISPLAY=$DISPLAY WAYLAND=$WAYLAND_DISPLAY PULSE=$PULSE_SERVER\"; \
+        xdpyinfo | grep -m1 'vendor string'; \
+        wayland-info | grep -c wl_compositor; \
+        pactl info | grep -m1 'Server Name'; \
+        stat -c '%u %a' \"$XDG_RUNTIME_DIR\"; \
+        ls -A /tmp/.X11-unix";
+        let out = in_session(&env, &d, &["run", "--gui", "--", "sh", "-c", inside]);
+        assert!(out.status.success(), "{}", describe("dev run --gui", &out));
+        assert_eq!(
+        stdout(&out),
+        format!(
+            "XDG=/run/user/{uid} DISPLAY=:{n} WAYLAND={WAYLAND} PULSE=unix:/run/user/{uid}/pulse/native\n\
+             vendor string:    The X.Org Foundation\n1\nServer Name: pulseaudio\n{uid} 700\nX{n}\n",
+            n = d.display
+        ),
+        "{}",
+        stderr(&out)
+    );
+        assert!(
+            stderr(&out).contains(&format!(
+                "opened for the env: Wayland ({WAYLAND}), X11 :{} (its cookie only), PulseAudio",
+                d.display
+            )),
+            "{}",
+            stderr(&out)
+        );
+
+        // Without --gui: no variable, no socket, and the X server refuses a client without the
+        // cookie (its abstract socket is on the shared network namespace).
+        let none = format!(
+        "echo \"DISPLAY=${{DISPLAY-unset}} WAYLAND=${{WAYLAND_DISPLAY-unset}} XDG=${{XDG_RUNTIME_DIR-unset}}\"; \
+         ls -A /tmp/.X11-unix 2>/dev/null | wc -l; \
+         xdpyinfo -display :{} >/dev/null 2>&1 && echo x11-reached || echo no-x11; \
+         WAYLAND_DISPLAY={WAYLAND} wayland-info >/dev/null 2>&1 && echo wayland-reached || echo no-wayland; \
+         pactl info >/dev/null 2>&1 && echo pulse-reached || echo no-pulse",
+        d.display
+    );
+        let out = in_session(&env, &d, &["run", "--", "sh", "-c", &none]);
+        assert_eq!(
+            stdout(&out),
+            "DISPLAY=unset WAYLAND=unset XDG=unset\n0\nno-x11\nno-wayland\nno-pulse\n",
+            "{}",
+            describe("dev run (no --gui)", &out)
+        );
+
+        // A running env opened nothing: a session that asks for the GUI is told to restart it.
+        env.ok(&["start"]);
+        let out = in_session(&env, &d, &["run", "--gui", "--", "true"]);
+        assert!(
+            !out.status.success(),
+            "{}",
+            describe("dev run --gui (joining)", &out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("runs without") && err.contains("dev stop"),
+            "{err}"
+        );
+        env.ok(&["stop"]);
+    }
+);
+
+e2e!(
+    gui_from_dev_toml_needs_trust_and_from_config_toml_does_not,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg, "gui = true\n");
+        let show = ["run", "--", "sh", "-c", "echo $XDG_RUNTIME_DIR"];
+        let err = env.fails(&show);
+        assert!(
+            err.contains("asks for your display and sound, which you have not trusted")
+                && err.contains("dev trust"),
+            "{err}"
+        );
+        let out = env.ok(&["trust", "--show"]);
+        assert!(
+            stdout(&out).contains("gui = true") || stderr(&out).contains("gui = true"),
+            "{}",
+            describe("dev trust --show", &out)
+        );
+        env.trust();
+        let out = env.ok(&show);
+        assert_eq!(stdout(&out), format!("/run/user/{}\n", env.uid));
+        // The user's own config.toml asks without any trust.
+        busybox_project(&env, &reg, "");
+        env.settings("gui = true\n");
+        let out = env.ok(&show);
+        assert_eq!(stdout(&out), format!("/run/user/{}\n", env.uid));
+    }
+);
