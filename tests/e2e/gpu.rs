@@ -245,3 +245,70 @@ read-only
         "{err}"
     );
 });
+
+fn doctor(env: &Env, root: &Path, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let mut all = vec!["doctor", "--format", "json"];
+    all.extend_from_slice(args);
+    let out = run_on(env, root, &all);
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", describe("dev doctor --format json", &out)));
+    (out.status.code().unwrap_or(-1), checks)
+}
+
+fn row<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` check in {checks:#?}"))
+}
+
+e2e!(doctor_says_what_gui_and_gpu_would_open, |env: Env| {
+    let empty = env.path("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    // Not asked: no rows.
+    let (_, checks) = doctor(&env, &empty, &[]);
+    assert!(
+        !checks
+            .iter()
+            .any(|c| c["check"] == "gui sockets" || c["check"] == "gpu (auto)"),
+        "{checks:#?}"
+    );
+    // Asked, nothing there: warnings with the fix, and doctor still passes.
+    let (code, checks) = doctor(&env, &empty, &["--gui", "--gpu"]);
+    assert_eq!(code, 0, "{checks:#?}");
+    let gui = row(&checks, "gui sockets");
+    assert_eq!(gui["status"], "warn", "{gui}");
+    assert!(
+        gui["fix"].as_str().is_some_and(|f| f.contains("DISPLAY")),
+        "{gui}"
+    );
+    assert_eq!(row(&checks, "gpu (auto)")["status"], "warn", "{checks:#?}");
+    // A project that needs NVIDIA's GPU on a host without one: doctor fails, with the fix.
+    let reg = Registry::start();
+    crate::shell::busybox_project(&env, &reg, "gpu = \"nvidia\"\n");
+    let (code, checks) = doctor(&env, &empty, &[]);
+    let gpu = row(&checks, "gpu (nvidia)");
+    assert_eq!(
+        (code, &gpu["status"]),
+        (1, &serde_json::json!("fail")),
+        "{checks:#?}"
+    );
+    assert!(
+        gpu["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("nvidia-smi")),
+        "{gpu}"
+    );
+    // With the GPU there: ok, and what would be opened.
+    let root = env.path("host");
+    nvidia_host(&root);
+    let (code, checks) = doctor(&env, &root, &[]);
+    let gpu = row(&checks, "gpu (nvidia)");
+    assert_eq!(code, 0, "{checks:#?}");
+    assert!(
+        gpu["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("NVIDIA (5 device nodes, 2 libraries, nvidia-smi)")),
+        "{gpu}"
+    );
+});
