@@ -129,7 +129,7 @@ pub fn ldconfig_p(root: &Path) -> Option<String> {
         cmd.arg("-C")
             .arg(under(root, Path::new("/etc/ld.so.cache")));
     }
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -137,12 +137,13 @@ pub fn ldconfig_p(root: &Path) -> Option<String> {
         .ok()?;
     let mut text = Vec::new();
     use std::io::Read;
-    let mut stdout = child.stdout?;
-    stdout
-        .by_ref()
-        .take(MAX_LDCACHE)
-        .read_to_end(&mut text)
-        .ok()?;
+    let read = child
+        .stdout
+        .take()
+        .map(|out| out.take(MAX_LDCACHE).read_to_end(&mut text));
+    // (Past the cap the pipe is closed: ldconfig ends on SIGPIPE.)
+    let _ = child.wait();
+    read?.ok()?;
     Some(String::from_utf8_lossy(&text).into_owned())
 }
 

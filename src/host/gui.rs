@@ -79,6 +79,9 @@ pub fn discover(f: &Facts, out: &mut Opening) {
         None => host_runtime.as_ref().map(|rt| rt.join("pulse/native")),
     };
     if let Some(source) = pulse.as_deref().and_then(resolved) {
+        // Made on the host as the user: init would make it as root inside, and the user could
+        // not clean the runtime directory up.
+        out.files.push(HostFile::Dir(xdg.join("pulse")));
         let target = inside.join("pulse/native");
         out.set("PULSE_SERVER", format!("unix:{}", target.display()));
         out.bind(source, target, false, BindKind::File);
@@ -442,7 +445,13 @@ mod tests {
             ]
         );
         assert_eq!(out.binds[0].source, envrt.join("xdg"));
-        assert_eq!(out.files, [HostFile::Dir(envrt.join("xdg"))]);
+        assert_eq!(
+            out.files,
+            [
+                HostFile::Dir(envrt.join("xdg")),
+                HostFile::Dir(envrt.join("xdg/pulse"))
+            ]
+        );
     }
 
     #[test]

@@ -298,5 +298,21 @@ e2e!(
         env.settings("gui = true\n");
         let out = env.ok(&show);
         assert_eq!(stdout(&out), format!("/run/user/{}\n", env.uid));
+        // A throwaway env's runtime directory, with the mount points in it, goes with it.
+        let out = env.ok(&["run", "--rm", "--", "sh", "-c", "echo $XDG_RUNTIME_DIR"]);
+        assert_eq!(stdout(&out), format!("/run/user/{}\n", env.uid));
+        let tmps: Vec<PathBuf> = fs::read_dir(env.store().join("envs-v1"))
+            .expect("envs")
+            .flatten()
+            .map(|m| m.path().join("tmp"))
+            .filter(|t| t.is_dir())
+            .collect();
+        assert!(!tmps.is_empty(), "no throwaway env was made");
+        let left: Vec<_> = tmps
+            .iter()
+            .flat_map(|t| fs::read_dir(t).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 );
