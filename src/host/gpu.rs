@@ -15,14 +15,11 @@ use super::{cdi, under, Facts, GpuMode, HostFile, Opening};
 use crate::sandbox::plan::BindKind;
 use crate::ui::UserError;
 
-/// Where the driver's libraries are bound inside (on the env's /run tmpfs: nothing of them is
-/// left in the env's layer).
-pub const LIB_INSIDE: &str = "/run/dev/gpu/lib";
+pub use crate::sandbox::plan::{
+    GPU_DROP_IN_INSIDE as DROP_IN_INSIDE, GPU_LIB_INSIDE as LIB_INSIDE,
+};
 /// Where `nvidia-smi` is bound inside (appended to PATH).
 pub const BIN_INSIDE: &str = "/run/dev/gpu/bin";
-/// The drop-in that keeps the libraries in ld.so's cache when the env runs `ldconfig` again
-/// (every `apt-get install` of a library does).
-pub const DROP_IN_INSIDE: &str = "/etc/ld.so.conf.d/000-dev-gpu.conf";
 
 /// The user-space libraries of NVIDIA's driver a CUDA program needs: libnvidia-container's
 /// `utility_libs` and `compute_libs` (the toolkit's default capabilities, compute and utility).

@@ -335,7 +335,7 @@ pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
 /// (beneath the root, no symlink followed); whether there was one, so ld.so's cache is made
 /// again without the GPU's libraries.
 fn forget_gpu_drop_in() -> bool {
-    let rel = Path::new(crate::host::gpu::DROP_IN_INSIDE.trim_start_matches('/'));
+    let rel = Path::new(super::plan::GPU_DROP_IN_INSIDE.trim_start_matches('/'));
     let Ok(root) = Tree::open(Path::new("/")) else {
         return false;
     };
@@ -352,7 +352,7 @@ fn ldconfig(plan: &SandboxPlan) {
         crate::ui::note(format_args!(
             "note: the image `{}` has no ldconfig; the GPU's libraries are in {} (set LD_LIBRARY_PATH)",
             plan.image,
-            crate::host::gpu::LIB_INSIDE
+            super::plan::GPU_LIB_INSIDE
         ));
         return;
     };

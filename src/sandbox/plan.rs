@@ -180,6 +180,13 @@ pub enum Kept {
 /// Where `SSH_AUTH_SOCK` points inside.
 pub const SSH_AGENT_INSIDE: &str = "/run/dev/ssh-agent.sock";
 
+/// Where the GPU's driver libraries are bound inside (on the env's /run tmpfs: nothing of them
+/// is left in the env's layer).
+pub const GPU_LIB_INSIDE: &str = "/run/dev/gpu/lib";
+/// The drop-in that keeps them in ld.so's cache when the env runs `ldconfig` again (every
+/// `apt-get install` of a library does); init removes its mount point at a start without them.
+pub const GPU_DROP_IN_INSIDE: &str = "/etc/ld.so.conf.d/000-dev-gpu.conf";
+
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Paths the project or home may not sit under: they are the sandbox's own.
