@@ -25,7 +25,7 @@ as_root() {
 
 RUNTIME_PKGS="uidmap fuse-overlayfs"
 TEST_PKGS="docker-registry zstd hyperfine debootstrap podman runc util-linux busybox-static bubblewrap python3 gcc libc6-dev tar e2fsprogs"
-TEST_PKGS="$TEST_PKGS xvfb xauth weston pulseaudio"
+TEST_PKGS="$TEST_PKGS xvfb xauth weston pulseaudio dbus-daemon"
 
 missing=""
 for pkg in $RUNTIME_PKGS; do

@@ -1,8 +1,8 @@
 //! `--gui` (issue 16): a real X server (Xvfb, with a cookie), a real Wayland compositor
-//! (weston's headless backend) and a PulseAudio server with a null sink, started on the host
-//! as the test user; inside the env, `xdpyinfo`, `wayland-info` and `pactl` from the image's
-//! own packages (Debian's x11-utils, wayland-utils, pulseaudio-utils) reach them. Without
-//! `--gui`, none of it is visible.
+//! (weston's headless backend), a PulseAudio server with a null sink and a session D-Bus,
+//! started on the host as the test user; inside the env, `xdpyinfo`, `wayland-info`, `pactl`
+//! and `dbus-send` from the image's own packages (Debian's x11-utils, wayland-utils,
+//! pulseaudio-utils, dbus-bin) reach them. Without `--gui`, none of it is visible.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -144,6 +144,18 @@ fn desktop(env: &Env) -> Desktop {
         ],
         "pulse.log",
     );
+    let bus = env.path("run/bus");
+    let blog = start(
+        "dbus-daemon",
+        &[
+            "--session",
+            "--nofork",
+            "--nopidfile",
+            &format!("--address=unix:path={}", bus.display()),
+        ],
+        "dbus.log",
+    );
+    wait_for(&bus, "dbus-daemon", &blog);
     wait_for(
         Path::new(&format!("/tmp/.X11-unix/X{display}")),
         "Xvfb",
@@ -159,82 +171,91 @@ fn in_session(env: &Env, d: &Desktop, args: &[&str]) -> std::process::Output {
     env.dev(args)
         .env("DISPLAY", format!(":{}", d.display))
         .env("WAYLAND_DISPLAY", WAYLAND)
+        .env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", env.path("run/bus").display()),
+        )
         .output()
         .expect("run dev")
 }
 
 #[test]
-fn the_envs_own_tools_reach_the_hosts_display_compositor_and_sound() {
-    {
-        let env = Env::new(Kind::Sub);
-        let reg = Registry::start();
-        let image = push_debian(&reg);
-        env.write_dev_toml(&format!(
-        "image = \"{image}\"\n[tools]\npackages = [\"x11-utils\", \"wayland-utils\", \"pulseaudio-utils\"]\n"
+fn the_envs_own_tools_reach_the_hosts_display_compositor_sound_and_bus() {
+    let env = Env::new(Kind::Sub);
+    let reg = Registry::start();
+    let image = push_debian(&reg);
+    env.write_dev_toml(&format!(
+        "image = \"{image}\"\n[tools]\npackages = [\"x11-utils\", \"wayland-utils\", \"pulseaudio-utils\", \"dbus-bin\"]\n"
     ));
-        let d = desktop(&env);
-        let uid = env.uid;
-        let inside = "echo \"XDG=$XDG_RUNTIME_DIR DISPLAY=$DISPLAY WAYLAND=$WAYLAND_DISPLAY PULSE=$PULSE_SERVER\"; \
-        xdpyinfo | grep -m1 'vendor string'; \
-        wayland-info | grep -c wl_compositor; \
-        pactl info | grep -m1 'Server Name'; \
-        stat -c '%u %a' \"$XDG_RUNTIME_DIR\"; \
-        ls -A /tmp/.X11-unix";
-        let out = in_session(&env, &d, &["run", "--gui", "--", "sh", "-c", inside]);
-        assert!(out.status.success(), "{}", describe("dev run --gui", &out));
-        assert_eq!(
+    let d = desktop(&env);
+    let uid = env.uid;
+    let inside = format!(
+        "echo \"XDG=$XDG_RUNTIME_DIR DISPLAY=$DISPLAY WAYLAND=$WAYLAND_DISPLAY PULSE=$PULSE_SERVER BUS=$DBUS_SESSION_BUS_ADDRESS\"; \
+         xdpyinfo | grep -m1 'vendor string'; \
+         wayland-info | grep -c wl_compositor; \
+         pactl info | grep -m1 'Server Name'; \
+         {GET_ID} >/dev/null && echo bus-reached; \
+         stat -c '%u %a' \"$XDG_RUNTIME_DIR\"; \
+         ls -A /tmp/.X11-unix"
+    );
+    let out = in_session(&env, &d, &["run", "--gui", "--", "sh", "-c", &inside]);
+    assert!(out.status.success(), "{}", describe("dev run --gui", &out));
+    assert_eq!(
         stdout(&out),
         format!(
-            "XDG=/run/user/{uid} DISPLAY=:{n} WAYLAND={WAYLAND} PULSE=unix:/run/user/{uid}/pulse/native\n\
-             vendor string:    The X.Org Foundation\n1\nServer Name: pulseaudio\n{uid} 700\nX{n}\n",
+            "XDG=/run/user/{uid} DISPLAY=:{n} WAYLAND={WAYLAND} PULSE=unix:/run/user/{uid}/pulse/native BUS=unix:path=/run/user/{uid}/bus\n\
+             vendor string:    The X.Org Foundation\n1\nServer Name: pulseaudio\nbus-reached\n{uid} 700\nX{n}\n",
             n = d.display
         ),
         "{}",
         stderr(&out)
     );
-        assert!(
-            stderr(&out).contains(&format!(
-                "opened for the env: Wayland ({WAYLAND}), X11 :{} (its cookie only), PulseAudio",
-                d.display
-            )),
-            "{}",
-            stderr(&out)
-        );
+    assert!(
+        stderr(&out).contains(&format!(
+            "opened for the env: Wayland ({WAYLAND}), X11 :{} (its cookie only), PulseAudio, D-Bus",
+            d.display
+        )),
+        "{}",
+        stderr(&out)
+    );
 
-        // Without --gui: no variable, no socket, and the X server refuses a client without the
-        // cookie (its abstract socket is on the shared network namespace).
-        let none = format!(
-        "echo \"DISPLAY=${{DISPLAY-unset}} WAYLAND=${{WAYLAND_DISPLAY-unset}} XDG=${{XDG_RUNTIME_DIR-unset}}\"; \
+    // Without --gui: no variable, no socket, and the X server refuses a client without the
+    // cookie (its abstract socket is on the shared network namespace).
+    let none = format!(
+        "echo \"DISPLAY=${{DISPLAY-unset}} WAYLAND=${{WAYLAND_DISPLAY-unset}} XDG=${{XDG_RUNTIME_DIR-unset}} BUS=${{DBUS_SESSION_BUS_ADDRESS-unset}}\"; \
          ls -A /tmp/.X11-unix 2>/dev/null | wc -l; \
          xdpyinfo -display :{} >/dev/null 2>&1 && echo x11-reached || echo no-x11; \
          WAYLAND_DISPLAY={WAYLAND} wayland-info >/dev/null 2>&1 && echo wayland-reached || echo no-wayland; \
-         pactl info >/dev/null 2>&1 && echo pulse-reached || echo no-pulse",
+         pactl info >/dev/null 2>&1 && echo pulse-reached || echo no-pulse; \
+         {GET_ID} >/dev/null 2>&1 && echo bus-reached || echo no-bus",
         d.display
     );
-        let out = in_session(&env, &d, &["run", "--", "sh", "-c", &none]);
-        assert_eq!(
-            stdout(&out),
-            "DISPLAY=unset WAYLAND=unset XDG=unset\n0\nno-x11\nno-wayland\nno-pulse\n",
-            "{}",
-            describe("dev run (no --gui)", &out)
-        );
+    let out = in_session(&env, &d, &["run", "--", "sh", "-c", &none]);
+    assert_eq!(
+        stdout(&out),
+        "DISPLAY=unset WAYLAND=unset XDG=unset BUS=unset\n0\nno-x11\nno-wayland\nno-pulse\nno-bus\n",
+        "{}",
+        describe("dev run (no --gui)", &out)
+    );
 
-        // A running env opened nothing: a session that asks for the GUI is told to restart it.
-        env.ok(&["start"]);
-        let out = in_session(&env, &d, &["run", "--gui", "--", "true"]);
-        assert!(
-            !out.status.success(),
-            "{}",
-            describe("dev run --gui (joining)", &out)
-        );
-        let err = stderr(&out);
-        assert!(
-            err.contains("runs without") && err.contains("dev stop"),
-            "{err}"
-        );
-        env.ok(&["stop"]);
-    }
+    // A running env opened nothing: a session that asks for the GUI is told to restart it.
+    env.ok(&["start"]);
+    let out = in_session(&env, &d, &["run", "--gui", "--", "true"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        describe("dev run --gui (joining)", &out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("runs without") && err.contains("dev stop"),
+        "{err}"
+    );
+    env.ok(&["stop"]);
 }
+
+/// A call on the session bus.
+const GET_ID: &str = "dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.GetId";
 
 /// With a single-id map x11-utils cannot be installed (fontconfig-config's postinst chowns to
 /// group `staff`, which that map has not): Wayland and sound, with the image's tools.
@@ -244,25 +265,28 @@ fn with_a_single_id_map_the_envs_tools_reach_the_compositor_and_sound() {
     let reg = Registry::start();
     let image = push_debian(&reg);
     env.write_dev_toml(&format!(
-        "image = \"{image}\"\n[tools]\npackages = [\"wayland-utils\", \"pulseaudio-utils\"]\n"
+        "image = \"{image}\"\n[tools]\npackages = [\"wayland-utils\", \"pulseaudio-utils\", \"dbus-bin\"]\n"
     ));
     let d = desktop(&env);
     let uid = env.uid;
-    let inside = "echo \"XDG=$XDG_RUNTIME_DIR DISPLAY=$DISPLAY WAYLAND=$WAYLAND_DISPLAY\"; \
+    let inside = format!(
+        "echo \"XDG=$XDG_RUNTIME_DIR DISPLAY=$DISPLAY WAYLAND=$WAYLAND_DISPLAY\"; \
         wayland-info | grep -c wl_compositor; \
         pactl info | grep -m1 'Server Name'; \
-        stat -c '%u %a' \"$XDG_RUNTIME_DIR\"";
-    let out = in_session(&env, &d, &["run", "--gui", "--", "sh", "-c", inside]);
+        {GET_ID} >/dev/null && echo bus-reached; \
+        stat -c '%u %a' \"$XDG_RUNTIME_DIR\""
+    );
+    let out = in_session(&env, &d, &["run", "--gui", "--", "sh", "-c", &inside]);
     assert_eq!(
         stdout(&out),
         format!(
-            "XDG=/run/user/{uid} DISPLAY=:{n} WAYLAND={WAYLAND}\n1\nServer Name: pulseaudio\n{uid} 700\n",
+            "XDG=/run/user/{uid} DISPLAY=:{n} WAYLAND={WAYLAND}\n1\nServer Name: pulseaudio\nbus-reached\n{uid} 700\n",
             n = d.display
         ),
         "{}",
         describe("dev run --gui", &out)
     );
-    let none = format!("WAYLAND_DISPLAY={WAYLAND} wayland-info >/dev/null 2>&1 && echo reached; pactl info >/dev/null 2>&1 && echo reached; echo ${{DISPLAY-unset}}");
+    let none = format!("WAYLAND_DISPLAY={WAYLAND} wayland-info >/dev/null 2>&1 && echo reached; pactl info >/dev/null 2>&1 && echo reached; {GET_ID} >/dev/null 2>&1 && echo reached; echo ${{DISPLAY-unset}}");
     let out = in_session(&env, &d, &["run", "--", "sh", "-c", &none]);
     assert_eq!(
         stdout(&out),
