@@ -283,24 +283,30 @@ pub fn session(
                         "stop it first (`dev stop`), or ask for a subordinate id range (`usermod --add-subuids`)",
                     ));
                 }
-                let had = crate::host::load_opened(&opened_dir);
-                if let Some(missing) = host.opening.binds.iter().find(|b| !had.contains(&b.target))
-                {
-                    return Err(UserError::with_hint(
-                        format!(
-                            "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
-                            state.name,
-                            missing.target.display()
-                        ),
-                        format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
-                    ));
-                }
                 if opts.start_only {
                     // `dev start`: the env keeps running without sessions until `dev stop`.
                     request(&run_dir, PERSIST)?;
                     return Ok(0);
                 }
-                Session::connect(&run_dir)
+                let session = Session::connect(&run_dir);
+                // (A keeper that is stopping turns the session away first: the env then starts
+                // again below, with what this session opens.)
+                if session.is_ok() {
+                    let had = crate::host::load_opened(&opened_dir);
+                    if let Some(missing) =
+                        host.opening.binds.iter().find(|b| !had.contains(&b.target))
+                    {
+                        return Err(UserError::with_hint(
+                            format!(
+                                "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
+                                state.name,
+                                missing.target.display()
+                            ),
+                            format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
+                        ));
+                    }
+                }
+                session
             }
             None => {
                 let stack = layer_stack(env, opts);

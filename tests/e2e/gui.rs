@@ -340,3 +340,18 @@ e2e!(
         assert!(left.is_empty(), "{left:?}");
     }
 );
+
+e2e!(
+    a_gui_session_right_after_a_plain_one_starts_the_env_again,
+    |env: Env| {
+        let reg = Registry::start();
+        busybox_project(&env, &reg, "");
+        // Each plain session's env is still stopping when the next one comes: that one must wait
+        // and start the env with the GUI, not be told the env runs without it.
+        for _ in 0..8 {
+            env.ok(&["run", "--", "true"]);
+            let out = env.ok(&["run", "--gui", "--", "sh", "-c", "echo $XDG_RUNTIME_DIR"]);
+            assert_eq!(stdout(&out), format!("/run/user/{}\n", env.uid));
+        }
+    }
+);
