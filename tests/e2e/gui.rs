@@ -31,8 +31,6 @@ impl Drop for Desktop {
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
-        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.display));
-        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.display));
     }
 }
 
@@ -66,8 +64,12 @@ fn desktop(env: &Env) -> Desktop {
         fs::create_dir("/tmp/.X11-unix").expect("mkdir /tmp/.X11-unix");
         fs::set_permissions("/tmp/.X11-unix", fs::Permissions::from_mode(0o1777)).expect("chmod");
     }
+    // Tests run in parallel threads of one process, and other test runs share /tmp: a number
+    // of this test's own, then the first free one from there.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let mine = std::process::id() * 16 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let display = (0..800)
-        .map(|i| 100 + (std::process::id() + i) % 800)
+        .map(|i| 100 + (mine + i * 16) % 800)
         .find(|n| {
             !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
                 && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
@@ -163,6 +165,14 @@ fn desktop(env: &Env) -> Desktop {
     );
     wait_for(&env.path(&format!("run/{WAYLAND}")), "weston", &wlog);
     wait_for(&env.path("run/pulse/native"), "pulseaudio", &plog);
+    // Each is still running (not one that found its display or socket taken).
+    for c in &mut d.children {
+        assert!(
+            c.try_wait().expect("try_wait").is_none(),
+            "a desktop server exited: {}",
+            fs::read_to_string(&xlog).unwrap_or_default()
+        );
+    }
     d
 }
 
