@@ -28,6 +28,7 @@ TEST_PKGS="docker-registry zstd hyperfine debootstrap podman runc util-linux bus
 # catatonit: podman kube play builds its pod's pause image from it, with no network.
 TEST_PKGS="$TEST_PKGS catatonit"
 TEST_PKGS="$TEST_PKGS skopeo"
+TEST_PKGS="$TEST_PKGS xvfb xauth weston pulseaudio dbus-daemon"
 
 missing=""
 for pkg in $RUNTIME_PKGS; do

@@ -180,6 +180,12 @@ pub enum Command {
     Doctor {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also check what `--gui` would open (so does a project or config.toml that asks for it).
+        #[arg(long)]
+        gui: bool,
+        /// Also check what `--gpu` would open.
+        #[arg(long)]
+        gpu: bool,
     },
     /// Named volumes: directories of the store that envs mount (`[[mounts]] volume = "NAME"`),
     /// shared by every env that names them and kept across `dev reset`.
@@ -234,6 +240,18 @@ pub struct EnterArgs {
         value_parser = crate::config::mounts::MountSpec::parse_cli
     )]
     pub mounts: Vec<crate::config::mounts::MountSpec>,
+    /// Open your display (Wayland, X11 with its cookie), sound (PipeWire, PulseAudio), session
+    /// D-Bus and /dev/dri to the env.
+    #[arg(long)]
+    pub gui: bool,
+    /// Open your GPU to the env: `--gpu` or `--gpu=auto` (NVIDIA's if there is one, else
+    /// /dev/dri), `--gpu=nvidia`, `--gpu=none`.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "auto", value_parser = gpu_mode)]
+    pub gpu: Option<crate::host::GpuMode>,
+}
+
+fn gpu_mode(s: &str) -> Result<crate::host::GpuMode, String> {
+    crate::host::GpuMode::parse(s).ok_or_else(|| "use `auto`, `nvidia` or `none`".to_string())
 }
 
 /// An env name: letters, digits, `_`, `.` and `-`, starting with a letter or digit (as

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod export;
 mod features;
+mod host;
 mod ids;
 mod oci;
 mod pull;

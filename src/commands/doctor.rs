@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cli::Format;
 use crate::config::project::Project;
+use crate::host::{Asked, Facts, GpuMode, Opening};
 use crate::ids::{is_setuid_root, IdMode, Identity, Ownership};
 use crate::oci::Reference;
 use crate::sandbox::parent::HELPER_COMMAND;
@@ -55,7 +56,7 @@ impl Check {
     }
 }
 
-pub fn run(format: Format) -> Result<i32> {
+pub fn run(format: Format, gui: bool, gpu: bool) -> Result<i32> {
     let identity = Identity::detect();
     let store = Store::open().ok();
     let mut checks = vec![user_namespaces(), subordinate_ids(&identity), newuidmap()];
@@ -68,6 +69,25 @@ pub fn run(format: Format) -> Result<i32> {
         checks.push(c);
     }
     checks.extend(mounts());
+    // GUI and GPU when asked: by the flags, the project or config.toml.
+    let project = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| Project::discover(&cwd).ok().flatten());
+    let asked = crate::config::trust::openings_asked(
+        gui,
+        gpu.then_some(GpuMode::Auto),
+        project.as_ref().map(|p| &p.config),
+    )
+    .unwrap_or(Asked {
+        gui,
+        gpu: if gpu { GpuMode::Auto } else { GpuMode::None },
+    });
+    if asked.gui {
+        checks.push(gui_sockets(identity.uid));
+    }
+    if asked.gpu != GpuMode::None {
+        checks.push(gpu_devices(asked.gpu, identity.uid));
+    }
     match format {
         Format::Json => crate::ui::json(&checks)?,
         Format::Table => {
@@ -399,6 +419,81 @@ fn credentials() -> Check {
         .map(|(n, f)| format!("{n} ({})", f.display()))
         .collect();
     check("credentials", Status::Ok, names.join(", "))
+}
+
+/// What `--gui` would open here (nothing is written: the env's runtime directory is a name).
+fn gui_sockets(uid: u32) -> Check {
+    let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let root = crate::host::host_root();
+    let mut out = Opening::default();
+    crate::host::gui::discover(
+        &Facts {
+            vars: &vars,
+            root: &root,
+            runtime: std::path::Path::new("/nonexistent"),
+            uid,
+            ldcache: None,
+        },
+        &mut out,
+    );
+    let mut detail = out.opened.join(", ");
+    for n in &out.notes {
+        if !detail.is_empty() {
+            detail.push_str("; ");
+        }
+        detail.push_str(n);
+    }
+    if out.opened.is_empty() {
+        check("gui sockets", Status::Warn, detail)
+            .fix("run dev in your desktop session's terminal (with WAYLAND_DISPLAY or DISPLAY set)")
+    } else {
+        check("gui sockets", Status::Ok, detail)
+    }
+}
+
+/// What `--gpu` would open here; an NVIDIA GPU asked for and not found fails.
+fn gpu_devices(mode: GpuMode, uid: u32) -> Check {
+    let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let root = crate::host::host_root();
+    let ldcache = crate::host::gpu::ldconfig_p(&root);
+    let mut out = Opening::default();
+    let found = crate::host::gpu::discover(
+        mode,
+        &Facts {
+            vars: &vars,
+            root: &root,
+            runtime: std::path::Path::new("/nonexistent"),
+            uid,
+            ldcache: ldcache.as_deref(),
+        },
+        &mut out,
+    );
+    let what = match mode {
+        GpuMode::Nvidia => "gpu (nvidia)",
+        _ => "gpu (auto)",
+    };
+    match found {
+        Err(e) => {
+            let hint = e
+                .downcast_ref::<crate::ui::UserError>()
+                .and_then(|u| u.hint.clone());
+            let c = check(what, Status::Fail, format!("{e}"));
+            match hint {
+                Some(h) => c.fix(h),
+                None => c,
+            }
+        }
+        Ok(()) if out.opened.is_empty() => check(what, Status::Warn, out.notes.join("; "))
+            .fix("install your GPU's driver on the host, or drop `gpu` from dev.toml"),
+        Ok(()) => {
+            let mut detail = out.opened.join(", ");
+            for n in &out.notes {
+                detail.push_str("; ");
+                detail.push_str(n);
+            }
+            check(what, Status::Ok, detail)
+        }
+    }
 }
 
 /// The project's image's registry answers (any HTTP answer on `/v2/` will do).

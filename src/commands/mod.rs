@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Push { reference, quiet } => push::run(reference.as_deref(), quiet),
         Command::Trust { show } => trust::run(show),
         Command::Untrust => trust::untrust(),
-        Command::Doctor { format } => return doctor::run(format),
+        Command::Doctor { format, gui, gpu } => return doctor::run(format, gui, gpu),
         Command::System {
             command: SystemCommand::Df { format },
         } => system::df(format),
@@ -105,6 +105,8 @@ impl From<crate::cli::EnterArgs> for crate::session::EnterOptions {
             name: a.name,
             ssh_agent: a.ssh_agent,
             mounts: a.mounts,
+            gui: a.gui,
+            gpu: a.gpu,
         }
     }
 }

@@ -42,6 +42,12 @@ pub struct DevToml {
     /// How long the env keeps running after its last session (overrides config.toml's).
     #[serde(default)]
     pub linger: Option<super::settings::Linger>,
+    /// Open the host's display, sound and session bus to the env (needs trust).
+    #[serde(default)]
+    pub gui: bool,
+    /// Open the host's GPU to the env: `auto`, `nvidia` or `none` (needs trust).
+    #[serde(default)]
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -35,6 +35,12 @@ pub struct Settings {
     /// wins); [`Linger::DEFAULT`] when unset.
     #[serde(default)]
     pub linger: Option<Linger>,
+    /// Open the host's display, sound and session bus to every env, as `--gui` does.
+    #[serde(default)]
+    pub gui: bool,
+    /// Open the host's GPU to every env, as `--gpu` does (`auto`, `nvidia`, `none`).
+    #[serde(default)]
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 /// How long a project's env keeps running after its last session left, so that the next

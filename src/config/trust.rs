@@ -55,6 +55,13 @@ pub struct Parts {
     /// Host variables read with `${localEnv:…}`, which enter the env.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_env: Vec<String>,
+    /// `gui = true`: the host's display, sound and session bus inside the env. (Left out of
+    /// the record when false, so records made before it still hold.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gui: bool,
+    /// `gpu = "auto" | "nvidia"`: the host's GPU devices and driver inside the env.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 impl Parts {
@@ -69,6 +76,8 @@ impl Parts {
                 .iter()
                 .map(|(r, o)| format!("{r} {}", o.canonical()))
                 .collect(),
+            gui: config.gui,
+            gpu: config.gpu.filter(|g| *g != crate::host::GpuMode::None),
             ..Parts::default()
         }
     }
@@ -279,6 +288,23 @@ pub fn ssh_agent_socket(asked: bool, project: Option<&DevToml>) -> Result<Option
     Ok(wanted.then_some(sock))
 }
 
+/// What the session opens of the host: `--gui`/`--gpu` (a given `--gpu` wins), the project's
+/// `gui`/`gpu` (trusted with the rest of it), or the user's config.toml.
+pub fn openings_asked(
+    gui: bool,
+    gpu: Option<crate::host::GpuMode>,
+    project: Option<&DevToml>,
+) -> Result<crate::host::Asked> {
+    let settings = Settings::load()?;
+    Ok(crate::host::Asked {
+        gui: gui || project.is_some_and(|p| p.gui) || settings.gui,
+        gpu: gpu
+            .or(project.and_then(|p| p.gpu))
+            .or(settings.gpu)
+            .unwrap_or_default(),
+    })
+}
+
 /// The lines that show `parts`, and against `before` (what was trusted) what changed:
 /// `+` added, `-` removed. Control characters are shown escaped, so the text cannot move the
 /// cursor or hide a line on the terminal.
@@ -336,12 +362,40 @@ pub fn describe(parts: &Parts, before: Option<&Parts>) -> Vec<String> {
         }
     }
     const AGENT: &str = "ssh-agent = true: your ssh agent (SSH_AUTH_SOCK) is reachable inside";
-    match (parts.ssh_agent, before.map(|b| b.ssh_agent)) {
-        (true, None) => out.push(AGENT.to_string()),
-        (true, Some(true)) => out.push(format!("  {AGENT}")),
-        (true, Some(false)) => out.push(format!("+ {AGENT}")),
-        (false, Some(true)) => out.push(format!("- {AGENT}")),
-        (false, _) => {}
+    const GUI: &str =
+        "gui = true: your display (Wayland, X11), sound and session D-Bus are reachable inside";
+    let gpu = |p: &Parts| {
+        p.gpu.map(|g| {
+            format!(
+                "gpu = \"{}\": your GPU's devices and driver libraries are reachable inside",
+                g.name()
+            )
+        })
+    };
+    let flags = [
+        (
+            parts.ssh_agent.then(|| AGENT.to_string()),
+            before.map(|b| b.ssh_agent.then(|| AGENT.to_string())),
+        ),
+        (
+            parts.gui.then(|| GUI.to_string()),
+            before.map(|b| b.gui.then(|| GUI.to_string())),
+        ),
+        (gpu(parts), before.map(gpu)),
+    ];
+    for (now, was) in flags {
+        match (now, was) {
+            (Some(n), None) => out.push(n),
+            (Some(n), Some(Some(w))) if n == w => out.push(format!("  {n}")),
+            (Some(n), Some(w)) => {
+                if let Some(w) = w {
+                    out.push(format!("- {w}"));
+                }
+                out.push(format!("+ {n}"));
+            }
+            (None, Some(Some(w))) => out.push(format!("- {w}")),
+            (None, _) => {}
+        }
     }
     out
 }

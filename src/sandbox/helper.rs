@@ -429,6 +429,7 @@ mod tests {
             image_user: None,
             image: "test".into(),
             keep: None,
+            ldconfig: false,
         }
     }
 

@@ -327,6 +327,9 @@ fn setup(plan: &SandboxPlan) -> Result<()> {
     // host's `dev` binary).
     sys::process::not_dumpable()?;
     tree(&mut sys::Linux, plan)?;
+    if plan.ldconfig || forget_gpu_drop_in() {
+        ldconfig(plan);
+    }
     let shell = choose_shell(plan)?;
     write_user_entries(plan, shell.as_deref().unwrap_or("/bin/sh"))
 }
@@ -337,6 +340,48 @@ pub(super) fn tree<S: Sys>(sys: &mut S, plan: &SandboxPlan) -> Result<()> {
         .context("cannot create init's mount namespace")?;
     execute(sys, &plan.steps)?;
     sys.set_hostname(&plan.hostname)
+}
+
+/// Removes the mount point an earlier start with the GPU left of its `ld.so.conf.d` drop-in
+/// (beneath the root, no symlink followed); whether there was one, so ld.so's cache is made
+/// again without the GPU's libraries.
+fn forget_gpu_drop_in() -> bool {
+    let rel = Path::new(super::plan::GPU_DROP_IN_INSIDE.trim_start_matches('/'));
+    let Ok(root) = Tree::open(Path::new("/")) else {
+        return false;
+    };
+    matches!(root.lstat(rel), Ok(Some(_))) && root.remove(rel).is_ok()
+}
+
+/// Runs the image's `ldconfig` as root inside, so ld.so finds the GPU's libraries bound in; a
+/// failure is a note (the env still starts, without them in ld.so's cache).
+fn ldconfig(plan: &SandboxPlan) {
+    let Some(program) = ["/sbin/ldconfig", "/usr/sbin/ldconfig", "/usr/bin/ldconfig"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+    else {
+        crate::ui::note(format_args!(
+            "note: the image `{}` has no ldconfig; the GPU's libraries are in {} (set LD_LIBRARY_PATH)",
+            plan.image,
+            super::plan::GPU_LIB_INSIDE
+        ));
+        return;
+    };
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    sys::clean_exec(&mut cmd);
+    match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => crate::ui::note(format_args!(
+            "note: ldconfig in the env failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(400)]).trim()
+        )),
+        Err(e) => crate::ui::note(format_args!("note: cannot run ldconfig in the env: {e}")),
+    }
 }
 
 /// A session's command, ready to start.

@@ -194,6 +194,13 @@ pub enum Kept {
 /// Where `SSH_AUTH_SOCK` points inside.
 pub const SSH_AGENT_INSIDE: &str = "/run/dev/ssh-agent.sock";
 
+/// Where the GPU's driver libraries are bound inside (on the env's /run tmpfs: nothing of them
+/// is left in the env's layer).
+pub const GPU_LIB_INSIDE: &str = "/run/dev/gpu/lib";
+/// The drop-in that keeps them in ld.so's cache when the env runs `ldconfig` again (every
+/// `apt-get install` of a library does); init removes its mount point at a start without them.
+pub const GPU_DROP_IN_INSIDE: &str = "/etc/ld.so.conf.d/000-dev-gpu.conf";
+
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Paths the project or home may not sit under: they are the sandbox's own.
@@ -421,6 +428,10 @@ pub struct SandboxPlan {
     pub image: String,
     /// Set for a project's env: the helper keeps it running for every session that joins it.
     pub keep: Option<KeepPlan>,
+    /// Run the image's `ldconfig` as root inside once the tree is built (the GPU's driver
+    /// libraries were bound in).
+    #[serde(default)]
+    pub ldconfig: bool,
 }
 
 /// What the keeper of a running env needs: where its runtime files go, and what `dev ps` shows.

@@ -58,7 +58,7 @@ pub fn gate(project: &Project) -> Result<()> {
         None => (
             format!(
                 "{file} in `{root}` asks for {}, which you have not trusted",
-                asks(&parts)
+                asks_for(&parts)
             ),
             "review it with `dev trust --show`, then run `dev trust`",
         ),
@@ -89,15 +89,25 @@ pub fn gate(project: &Project) -> Result<()> {
     Ok(())
 }
 
-/// What a project that runs nothing asks for, in a few words.
-fn asks(parts: &Parts) -> &'static str {
+/// What of the host a project that runs nothing asks for, in words.
+fn asks_for(parts: &Parts) -> String {
+    let mut what = Vec::new();
     if parts.ssh_agent {
-        "your ssh agent"
-    } else if !parts.host_env.is_empty() {
-        "host environment variables"
-    } else {
-        "host mounts"
+        what.push("your ssh agent");
     }
+    if parts.gui {
+        what.push("your display and sound");
+    }
+    if parts.gpu.is_some() {
+        what.push("your GPU");
+    }
+    if !parts.host_env.is_empty() {
+        what.push("host environment variables");
+    }
+    if !parts.mounts.is_empty() {
+        what.push("host mounts");
+    }
+    what.join(" and ")
 }
 
 /// One line from the terminal, read straight from fd 0 (a terminal in canonical mode hands

@@ -32,6 +32,10 @@ pub struct EnterOptions {
     pub ssh_agent: bool,
     /// `--mount`: on top of config.toml's and dev.toml's.
     pub mounts: Vec<crate::config::mounts::MountSpec>,
+    /// Open the host's GUI (`--gui`).
+    pub gui: bool,
+    /// Open the host's GPU (`--gpu`).
+    pub gpu: Option<crate::host::GpuMode>,
 }
 
 /// What `dev update` re-resolves instead of taking from dev.lock.

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{EnterOptions, Prepared};
 use crate::beneath::Tree;
+use crate::host::{Asked, Facts, GpuMode, Opening};
 use crate::ids::Identity;
 use crate::ids::Ownership;
 use crate::sandbox::plan::{
@@ -32,13 +33,42 @@ pub struct Host {
     pub ssh_agent: Option<PathBuf>,
     /// The mounts the user and the project asked for, resolved (see `session::mounts`).
     pub mounts: Vec<Bind>,
+    /// What the session opens of the host (GUI, GPU), as binds and variables.
+    pub opening: Opening,
 }
 
 impl Host {
-    /// Reads the host's facts for a session of `identity`.
-    pub fn read(identity: &Identity, ssh_agent: Option<PathBuf>) -> Result<Host> {
+    /// Reads the host's facts for a session of `identity`; what `asked` opens has its files in
+    /// `runtime` (the env's own runtime directory on the host). `root`: the command runs as
+    /// root inside.
+    pub fn read(
+        identity: &Identity,
+        ssh_agent: Option<PathBuf>,
+        asked: Asked,
+        runtime: &Path,
+        root: bool,
+    ) -> Result<Host> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let opening = if asked.any() {
+            let host_root = crate::host::host_root();
+            let ldcache = (asked.gpu != GpuMode::None)
+                .then(|| crate::host::gpu::ldconfig_p(&host_root))
+                .flatten();
+            crate::host::open(
+                asked,
+                &Facts {
+                    vars: &vars,
+                    root: &host_root,
+                    runtime,
+                    uid: if root { 0 } else { identity.uid },
+                    ldcache: ldcache.as_deref(),
+                },
+            )?
+        } else {
+            Opening::default()
+        };
         Ok(Host {
-            vars: std::env::vars().collect(),
+            vars,
             user: user_plan(identity)?,
             etc_files: ["/etc/resolv.conf", "/etc/hosts"]
                 .iter()
@@ -47,6 +77,7 @@ impl Host {
                 .collect(),
             ssh_agent,
             mounts: Vec::new(),
+            opening,
         })
     }
 }
@@ -238,7 +269,14 @@ pub fn plan(
         ssh_agent: host.ssh_agent.clone(),
         etc_files: host.etc_files.clone(),
         kept: place.kept.clone(),
-        binds: host.mounts.clone(),
+        // What the session opens of the host (GUI, GPU), then the mounts asked for, on top.
+        binds: host
+            .opening
+            .binds
+            .iter()
+            .chain(&host.mounts)
+            .cloned()
+            .collect(),
         // The mount points made for them are the user's (not with one id mapped to root).
         bind_owner: (id_mode(&env.identity, opts.root) != IdMode::FlatRoot)
             .then_some((user.uid, user.gid)),
@@ -259,7 +297,7 @@ pub fn plan(
             })
             .unwrap_or_default(),
     );
-    let vars = environment(
+    let mut vars = environment(
         image_env,
         &host.vars,
         &user,
@@ -268,6 +306,7 @@ pub fn plan(
         host.ssh_agent.is_some(),
         &extra,
     );
+    with_opening(&mut vars, &host.opening);
     SandboxPlan {
         ids: id_mode(&env.identity, opts.root),
         rootfs: RootfsPlan {
@@ -294,6 +333,27 @@ pub fn plan(
         image_user: env.config.config.user.clone(),
         image: env.image.clone(),
         keep: None,
+        ldconfig: host.opening.ldconfig,
+    }
+}
+
+/// The opening's variables over the others, and its directories at the end of `PATH`.
+fn with_opening(vars: &mut Vec<(String, String)>, opening: &Opening) {
+    for (k, v) in &opening.env {
+        match vars.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
+    for dir in &opening.path {
+        match vars.iter_mut().find(|(key, _)| key == "PATH") {
+            Some((_, path)) if !path.split(':').any(|d| d == dir) => {
+                path.push(':');
+                path.push_str(dir);
+            }
+            Some(_) => {}
+            None => vars.push(("PATH".into(), dir.clone())),
+        }
     }
 }
 
@@ -357,6 +417,35 @@ pub fn check_shared_path(path: &Path, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opening_sets_its_variables_and_appends_to_path() {
+        let mut vars = vec![
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("DISPLAY".to_string(), ":9".to_string()),
+        ];
+        let opening = Opening {
+            env: vec![
+                ("DISPLAY".into(), ":0".into()),
+                ("XDG_RUNTIME_DIR".into(), "/run/user/1500".into()),
+            ],
+            path: vec!["/run/dev/gpu/bin".into()],
+            ..Opening::default()
+        };
+        with_opening(&mut vars, &opening);
+        with_opening(&mut vars, &opening);
+        assert_eq!(
+            vars,
+            [
+                (
+                    "PATH".to_string(),
+                    "/usr/bin:/bin:/run/dev/gpu/bin".to_string()
+                ),
+                ("DISPLAY".to_string(), ":0".to_string()),
+                ("XDG_RUNTIME_DIR".to_string(), "/run/user/1500".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn fallbacks_start_with_an_absolute_shell_only() {

@@ -288,6 +288,32 @@ fn run_in_env(
     Ok(())
 }
 
+/// Makes the files of what a starting env opens of the host, records it for the sessions that
+/// join a kept env (`keep`), and says in a line what was opened.
+fn open_host(dir: &Path, opening: &crate::host::Opening, keep: bool) -> Result<()> {
+    if opening.binds.is_empty() && opening.env.is_empty() {
+        if keep {
+            // What an earlier start of the env opened is not open now.
+            let _ = std::fs::remove_file(crate::host::opened_record(dir));
+        }
+    } else {
+        crate::host::write_files(dir, opening)?;
+        if keep {
+            crate::host::save_opened(dir, opening)?;
+        }
+    }
+    for n in &opening.notes {
+        crate::ui::note(format_args!("note: {n}"));
+    }
+    if !opening.opened.is_empty() {
+        crate::ui::note(format_args!(
+            "opened for the env: {}",
+            opening.opened.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// One session in the env: plans the sandbox and runs `argv` (the shell when empty) in `cwd`.
 /// The `last` thing this process does may join the env in this very process.
 pub fn session(
@@ -374,6 +400,17 @@ fn session_with(
         opts.ssh_agent,
         project.as_ref().map(|p| &p.config),
     )?;
+    let asked = crate::config::trust::openings_asked(
+        opts.gui,
+        opts.gpu,
+        project.as_ref().map(|p| &p.config),
+    )?;
+    // The files dev makes for what the session opens: in the env's runtime directory, or in
+    // the throwaway env's, removed with it.
+    let opened_dir = match &place.scratch {
+        Some(scratch) => scratch.join("host"),
+        None => store.run_dir(&mapping, root).join("host"),
+    };
     // What a joining session cannot change (see `RunState::shape`).
     let env_tools = env.tools.as_ref().filter(|_| opts.image.is_none());
     let env_features = match opts.image {
@@ -385,7 +422,7 @@ fn session_with(
         Some(sock) => format!("{fingerprint}, ssh agent {}", sock.display()),
         None => fingerprint.clone(),
     };
-    let mut host = Host::read(identity, ssh_agent)?;
+    let mut host = Host::read(identity, ssh_agent, asked, &opened_dir, opts.root)?;
     let mounts = resolve_mounts(env, opts, &host)?;
     host.mounts = mounts.iter().map(|m| m.bind.clone()).collect();
     // The env's home is always its own: run from the home directory itself, it takes the
@@ -395,6 +432,7 @@ fn session_with(
     }
     let mut sandbox = plan(env, opts, &host, &place, argv.clone(), cwd.clone());
     if !persistent {
+        open_host(&opened_dir, &host.opening, false)?;
         return run_sandbox(identity, &sandbox);
     }
     let run_dir = store.run_dir(&mapping, root);
@@ -409,8 +447,17 @@ fn session_with(
                 // Started from another dev.toml, dev.lock or image, or for other ids or
                 // another name: a lingering env (no session in it) is stopped and started
                 // anew; one in use is joined as it is (below, said or refused).
+                // What this session opens of the host (--gui, --gpu) that the env lacks.
+                let had = crate::host::load_opened(&opened_dir);
+                let lacks = host
+                    .opening
+                    .binds
+                    .iter()
+                    .find(|b| !had.contains(&b.target))
+                    .cloned();
                 let differs = state.shape != shape
                     || state.mounts != super::mounts::key(&host.mounts)
+                    || lacks.is_some()
                     || state.ids != sandbox.ids
                     || opts.name.as_ref().is_some_and(|n| *n != state.name);
                 if differs && request(&run_dir, RETIRE).is_ok_and(|a| a == "ok") {
@@ -452,7 +499,22 @@ fn session_with(
                     request(&run_dir, PERSIST)?;
                     return Ok(0);
                 }
-                Session::connect(&run_dir)
+                let session = Session::connect(&run_dir);
+                // (A keeper that is stopping turns the session away first: the env then starts
+                // again below, with what this session opens.)
+                if session.is_ok() {
+                    if let Some(missing) = lacks {
+                        return Err(UserError::with_hint(
+                            format!(
+                                "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
+                                state.name,
+                                missing.target.display()
+                            ),
+                            format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
+                        ));
+                    }
+                }
+                session
             }
             None => {
                 let stack = layer_stack(env, opts);
@@ -468,6 +530,7 @@ fn session_with(
                     stack.top_first(),
                     opts.name.as_deref(),
                 )?;
+                open_host(&opened_dir, &host.opening, true)?;
                 sandbox.keep = Some(KeepPlan {
                     run_dir: run_dir.clone(),
                     name: env_name.clone(),

@@ -375,6 +375,7 @@ pub fn build_plan(
         image_user: None,
         image: image.name.clone(),
         keep: None,
+        ldconfig: false,
     }
 }
 

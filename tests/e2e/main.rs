@@ -11,6 +11,8 @@ mod durability;
 mod export_archive;
 mod export_build;
 mod features;
+mod gpu;
+mod gui;
 mod hostile;
 mod lifecycle;
 mod linger;
