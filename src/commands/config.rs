@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::ConfigFormat;
-use crate::config::devcontainer::{check_host, Command, Ignored, Mount, METADATA_LABEL};
+use crate::config::devcontainer::{check_host, Command, Ignored, METADATA_LABEL};
 use crate::config::project::{no_project, Project};
 use crate::oci::ImageConfig;
 
@@ -33,8 +33,14 @@ struct Effective {
     /// What runs, by when: `[setup] root`, `[setup] user`, or a lifecycle command's name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     commands: BTreeMap<String, Vec<Shown>>,
+    /// `[[mounts]]` (or a devcontainer.json's `mounts`), as written: config.toml's and
+    /// `--mount`'s come on top at a session.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    mounts: Vec<Mount>,
+    mounts: Vec<String>,
+    /// What the project or config.toml opens of the host (`gui`, `gpu`), found on this machine
+    /// now: only what exists is passed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    opens: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     forward_ports: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -148,8 +154,13 @@ fn effective(project: &Project) -> Effective {
     }
     let mut ignored = Vec::new();
     let mut env = c.env.clone();
-    let (mut features, mut mounts, mut ports, mut unmet) =
-        (BTreeMap::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut features: BTreeMap<String, serde_json::Value> = c
+        .features
+        .iter()
+        .filter_map(|(r, o)| Some((r.clone(), serde_json::to_value(o).ok()?)))
+        .collect();
+    let mounts = c.mounts.iter().map(ToString::to_string).collect();
+    let (mut ports, mut unmet) = (Vec::new(), Vec::new());
     if let Some(dc) = dc {
         env = dc.dev_toml().env;
         let mut all = dc.hooks.all();
@@ -166,7 +177,6 @@ fn effective(project: &Project) -> Effective {
                 .push(Shown::Command(command));
         }
         features = dc.features.clone();
-        mounts = dc.mounts.clone();
         ports = dc.forward_ports.clone();
         unmet = check_host(&dc.host_requirements, &project.root);
         ignored = dc.ignored.clone();
@@ -184,8 +194,43 @@ fn effective(project: &Project) -> Effective {
         features,
         commands,
         mounts,
+        opens: opens(c),
         forward_ports: ports,
         host_requirements_unmet: unmet,
         ignored,
+    }
+}
+
+/// What `gui`/`gpu` (the project's or config.toml's) would open of this host now, and the notes
+/// for what it lacks. Reads the host only: nothing is made.
+fn opens(c: &crate::config::project::DevToml) -> Vec<String> {
+    let Ok(asked) = crate::config::trust::openings_asked(false, None, Some(c)) else {
+        return vec!["config.toml cannot be read: run `dev doctor`".into()];
+    };
+    if !asked.any() {
+        return Vec::new();
+    }
+    let vars: BTreeMap<String, String> = std::env::vars().collect();
+    let root = crate::host::host_root();
+    let ldcache = (asked.gpu != crate::host::GpuMode::None)
+        .then(|| crate::host::gpu::ldconfig_p(&root))
+        .flatten();
+    let opening = crate::host::open(
+        asked,
+        &crate::host::Facts {
+            vars: &vars,
+            root: &root,
+            runtime: std::path::Path::new("/nonexistent"),
+            uid: nix::unistd::getuid().as_raw(),
+            ldcache: ldcache.as_deref(),
+        },
+    );
+    match opening {
+        Ok(o) => o
+            .opened
+            .into_iter()
+            .chain(o.notes.into_iter().map(|n| format!("note: {n}")))
+            .collect(),
+        Err(e) => vec![format!("error: {}", crate::ui::render(&e))],
     }
 }

@@ -630,3 +630,110 @@ fn another_users_devcontainer_json_above_is_refused() {
         "{err}"
     );
 }
+
+e2e!(
+    features_and_mounts_of_a_devcontainer_json_are_installed_and_bound,
+    |env: Env| {
+        use crate::common::image::Compression;
+        let reg = Registry::start();
+        let image = push_busybox(&reg);
+        env.ok(&["pull", "-q", &image]);
+        let host = reg.host();
+        // Two Features that would install alphabetically (`a` first), reordered by the file.
+        for id in ["a", "b"] {
+            let meta = serde_json::json!({"id": id, "version": "1.0.0",
+                "options": {"flavor": {"type": "string", "default": "plain"}}});
+            crate::features::publish(
+                &reg,
+                &format!("f/{id}"),
+                &meta,
+                &format!("#!/bin/sh\nmkdir -p /opt\necho \"{id} $FLAVOR $_REMOTE_USER $VERSION\" >> /opt/order.log\n"),
+                vec![],
+                Compression::Plain,
+            );
+        }
+        // A local Feature, relative to the devcontainer.json's directory.
+        let local = env.path("project/.devcontainer/local");
+        fs::create_dir_all(&local).expect("mkdir");
+        fs::write(
+            local.join("devcontainer-feature.json"),
+            r#"{"id": "local", "version": "0.1.0"}"#,
+        )
+        .expect("write");
+        fs::write(
+            local.join("install.sh"),
+            "#!/bin/sh\necho local >> /opt/order.log\n",
+        )
+        .expect("write");
+        let shared = env.path("shared");
+        fs::create_dir_all(&shared).expect("mkdir");
+        fs::write(shared.join("data"), "from the host\n").expect("write");
+        env.chown_all(&shared);
+        let file = devcontainer(
+            &env,
+            &format!(
+                r#"{{
+                // Features and mounts, as the Dev Containers CLI reads them.
+                "image": "{image}",
+                "remoteUser": "vscode",
+                "features": {{
+                    "{host}/f/a:1": {{"flavor": "spicy"}},
+                    "{host}/f/b:1": "1.0",
+                    "./local": {{}},
+                }},
+                "overrideFeatureInstallOrder": ["{host}/f/b", "./local"],
+                "mounts": [
+                    "source={},target=/mnt/shared,type=bind,readonly",
+                    {{"source": "dc-cache", "target": "/cache", "type": "volume"}},
+                ],
+            }}"#,
+                shared.display()
+            ),
+        );
+        // Features run code and mounts open the host: trust first.
+        let err = env.fails(&["run", "--", "true"]);
+        assert!(err.contains("have not trusted"), "{err}");
+        let show = stdout(&env.ok(&["trust", "--show"]));
+        assert!(
+            show.contains("[features]") && show.contains("[[mounts]]"),
+            "{show}"
+        );
+        env.trust();
+        let out = env.ok(&[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "cat /opt/order.log /mnt/shared/data; echo x > /cache/y && cat /cache/y; touch /mnt/shared/no 2>/dev/null || echo read-only",
+        ]);
+        assert_eq!(
+            stdout(&out),
+            "b plain vscode 1.0\nlocal\na spicy vscode \nfrom the host\nx\nread-only\n"
+        );
+        // Pinned beside the file, as the CLI writes it.
+        let lock = fs::read_to_string(file.with_file_name("devcontainer-lock.json"))
+            .expect("devcontainer-lock.json");
+        let lock: serde_json::Value = serde_json::from_str(&lock).expect("json");
+        for id in ["a", "b"] {
+            let entry = &lock["features"][format!("{host}/f/{id}:1")];
+            assert!(
+                entry["resolved"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with(&format!("{host}/f/{id}@sha256:"))),
+                "{lock}"
+            );
+        }
+        let volumes = stdout(&env.ok(&["volume", "ls", "--format", "json"]));
+        assert!(volumes.contains("dc-cache"), "{volumes}");
+        // `dev config` shows them as the session binds them.
+        let out = env.ok(&["config", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            v["mounts"],
+            serde_json::json!([
+                format!("`{}` at `/mnt/shared` (read-only)", shared.display()),
+                "volume `dc-cache` at `/cache`"
+            ])
+        );
+    }
+);

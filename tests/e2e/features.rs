@@ -14,7 +14,7 @@ use crate::e2e;
 
 /// Publishes a Feature (its devcontainer-feature.json, install.sh and more files) at
 /// `repo:tag`; returns the manifest digest.
-fn publish(
+pub fn publish(
     reg: &Registry,
     repo: &str,
     meta: &serde_json::Value,

@@ -311,4 +311,23 @@ e2e!(doctor_says_what_gui_and_gpu_would_open, |env: Env| {
             .is_some_and(|d| d.contains("NVIDIA (5 device nodes, 2 libraries, nvidia-smi)")),
         "{gpu}"
     );
+    // `dev config` shows what the project's `gpu` opens of this host, and what it lacks.
+    let opens = |root: &Path| {
+        let out = run_on(&env, root, &["config", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", describe("dev config --format json", &out)));
+        v["opens"].clone()
+    };
+    assert_eq!(
+        opens(&root),
+        serde_json::json!(["NVIDIA (5 device nodes, 2 libraries, nvidia-smi)"])
+    );
+    let none = opens(&empty);
+    assert!(
+        none.as_array().is_some_and(|a| a.len() == 1
+            && a[0]
+                .as_str()
+                .is_some_and(|l| l.starts_with("error: ") && l.contains("NVIDIA"))),
+        "{none}"
+    );
 });
