@@ -114,8 +114,13 @@ pub fn find(root: &Path, notes: &mut Vec<String>) -> Result<Option<Spec>> {
                     "regenerate it (`nvidia-ctk cdi generate --format=json`), or move it away to use the driver's files directly",
                 )
             };
-            let bytes =
-                read_bounded(&path, MAX_SPEC).map_err(|e| bad(format!("cannot be read: {e}")))?;
+            let bytes = read_trusted(&path).map_err(|e| {
+                if e.is::<UserError>() {
+                    e
+                } else {
+                    bad(format!("cannot be read: {e}"))
+                }
+            })?;
             let mut spec: Spec = serde_json::from_slice(&bytes)
                 .map_err(|e| bad(format!("is not a CDI spec: {e}")))?;
             if spec.kind != KIND {
@@ -132,6 +137,37 @@ pub fn find(root: &Path, notes: &mut Vec<String>) -> Result<Option<Spec>> {
         }
     }
     Ok(None)
+}
+
+/// The spec at `path`, bounded, if only root or the user could have written it: a spec
+/// another user can write would choose the host paths bound into the user's env.
+fn read_trusted(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path)?;
+    let st = file.metadata()?;
+    let me = nix::unistd::getuid().as_raw();
+    let writable_by_others = st.mode() & 0o022 != 0;
+    if (st.uid() != 0 && st.uid() != me) || writable_by_others {
+        return Err(UserError::with_hint(
+            format!(
+                "the CDI spec `{}` is writable by someone other than root and you (owner uid {}, mode {:o}); dev does not use it",
+                path.display(),
+                st.uid(),
+                st.mode() & 0o7777
+            ),
+            format!(
+                "make it root's and writable by root only (`sudo chown root: {0}; sudo chmod 644 {0}`), or remove it",
+                path.display()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SPEC {
+        anyhow::bail!("larger than {MAX_SPEC} bytes");
+    }
+    Ok(bytes)
 }
 
 /// Variables a spec may not set inside: dev's own, and the loader's.
@@ -396,5 +432,22 @@ mod tests {
         let mut notes = Vec::new();
         assert!(find(t.path(), &mut notes).expect("reads").is_none());
         assert!(notes[0].contains("--format=json"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_spec_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        // Any user could make it bind their choice of host paths into the victim's env.
+        let t = tempfile::tempdir().expect("tempdir");
+        spec_in(
+            t.path(),
+            r#"{"cdiVersion":"0.6.0","kind":"nvidia.com/gpu","containerEdits":{}}"#,
+        );
+        let file = t.path().join("etc/cdi/nvidia.json");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let err = find(t.path(), &mut Vec::new()).expect_err("refused");
+        assert!(err.to_string().contains("other than root and you"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(find(t.path(), &mut Vec::new()).expect("reads").is_some());
     }
 }

@@ -30,7 +30,7 @@ impl std::error::Error for UserError {}
 
 /// The text printed for an error, one line per cause, the hint last.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
+    let mut out = format!("error: {}", shown(&err.to_string()));
     let hint = err
         .chain()
         .find_map(|c| {
@@ -55,12 +55,21 @@ pub fn render(err: &anyhow::Error) -> String {
                 .then(|| "the disk is full; free space, or run `dev system prune`".to_string())
         });
     for cause in err.chain().skip(1) {
-        out.push_str(&format!("\n  caused by: {cause}"));
+        out.push_str(&format!("\n  caused by: {}", shown(&cause.to_string())));
     }
     if let Some(h) = hint {
-        out.push_str(&format!("\nhint: {h}"));
+        out.push_str(&format!("\nhint: {}", shown(&h)));
     }
     out
+}
+
+/// `text` with its control characters escaped (line breaks kept): errors quote names from
+/// images, archives, registries and configs, which must not drive the user's terminal.
+fn shown(text: &str) -> String {
+    text.split('\n')
+        .map(crate::config::trust::printable)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// An exit status to return without printing an error.

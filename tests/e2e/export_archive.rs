@@ -488,3 +488,30 @@ e2e!(
         assert_eq!(seen, "project file\nbuilt with [env]\n");
     }
 );
+
+// An archive's entry names reach the error on the user's terminal: control characters in
+// them are shown escaped, so a hostile archive cannot retitle, clear or rewrite the terminal.
+e2e!(
+    load_error_escapes_control_characters_of_entry_names,
+    |env: Env| {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        let name = b"\x1b]0;owned\x07\x1b[2J/../index.json";
+        {
+            let u = h.as_ustar_mut().unwrap();
+            u.name[..name.len()].copy_from_slice(name);
+        }
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &[][..]).unwrap();
+        let (ok, err) = load_archive(&env, &tar.into_inner().unwrap());
+        assert!(!ok, "the archive was accepted");
+        assert!(err.contains("points outside the archive"), "{err}");
+        assert!(
+            !err.contains('\x1b') && !err.contains('\x07'),
+            "control characters reached the terminal: {err:?}"
+        );
+        assert!(err.contains("\\u{1b}[2J"), "not shown escaped: {err:?}");
+    }
+);
