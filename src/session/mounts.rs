@@ -100,6 +100,18 @@ fn resolve_one(origin: Origin, spec: &MountSpec, cx: &Context<'_>) -> Result<Res
                     format!("create it, or {hint_fix}"),
                 )
             })?;
+            if origin == Origin::Project {
+                within_project(&path, &real, cx.project).map_err(|real| {
+                    UserError::with_hint(
+                        format!(
+                            "the mount source `{}` (from dev.toml) is reached through a symlink (it is `{}`)",
+                            printable(&path.display().to_string()),
+                            printable(&real.display().to_string())
+                        ),
+                        "a project path is mounted only as it is; write the real path in dev.toml (and trust it again)",
+                    )
+                })?;
+            }
             (real, None)
         }
     };
@@ -117,6 +129,31 @@ fn resolve_one(origin: Origin, spec: &MountSpec, cx: &Context<'_>) -> Result<Res
         },
         volume,
     })
+}
+
+/// Refuses (with the real path) a source written inside the project that a symlink takes
+/// elsewhere: the trust the user gave is for dev.toml's text, and the project's links change
+/// with every pull without changing it. Paths outside the project are the user's to follow.
+fn within_project(path: &Path, real: &Path, project: &Path) -> Result<(), PathBuf> {
+    let mut lexical = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    let Ok(rest) = lexical.strip_prefix(project) else {
+        return Ok(());
+    };
+    let root = std::fs::canonicalize(project).map_err(|_| real.to_path_buf())?;
+    if root.join(rest) == real {
+        Ok(())
+    } else {
+        Err(real.to_path_buf())
+    }
 }
 
 fn shown(spec: &MountSpec) -> String {

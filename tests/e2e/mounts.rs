@@ -520,3 +520,31 @@ e2e!(
         assert!(!stderr(&out).contains("other mounts"), "{}", stderr(&out));
     }
 );
+
+// A project-relative source is what the trusted dev.toml says: a symlink checked into the
+// project (which a later `git pull` can point anywhere without changing dev.toml, so without
+// asking for trust again) does not carry the mount out to a host path.
+e2e!(a_project_source_through_a_symlink_is_refused, |env: Env| {
+    let reg = Registry::start();
+    let secret = env.path("outside/secret");
+    file(&env, &secret, "key", "s3cret\n");
+    busybox_dev_toml(
+        &env,
+        &reg,
+        &env.path("project"),
+        "[[mounts]]\nsource = \"./data\"\ntarget = \"/data\"\nreadonly = true\n",
+    );
+    std::os::unix::fs::symlink(&secret, env.path("project/data")).expect("symlink");
+    env.trust();
+    let out = env.run(&["run", "--", "cat", "/data/key"]);
+    assert!(!out.status.success(), "the mount went through the symlink");
+    assert!(!stdout(&out).contains("s3cret"), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("through a symlink"), "{err}");
+    assert_eq!(errors(&err), 1, "{err}");
+    // A real directory of the project at that name is mounted.
+    fs::remove_file(env.path("project/data")).expect("rm");
+    file(&env, &env.path("project/data"), "key", "mine\n");
+    let out = env.ok(&["run", "--", "cat", "/data/key"]);
+    assert_eq!(stdout(&out), "mine\n");
+});
