@@ -267,17 +267,31 @@ fn get_tarball(url: &str, what: &str) -> Result<Vec<u8>> {
         }
     }
     let stall = crate::registry::stall_timeout()?;
+    // The plain-HTTP rule holds for redirects too: https follows https only, and a loopback
+    // URL is not redirected at all (ureq hands back the redirect, refused below).
+    let https = url.starts_with("https://");
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(15))
         .timeout_read(stall)
         .user_agent(concat!("dev/", env!("CARGO_PKG_VERSION")))
+        .https_only(https)
+        .redirects(if https { 5 } else { 0 })
         .build();
     let resp = agent.get(url).call().map_err(|e| {
         UserError::with_hint(
             format!("cannot download the Feature `{what}`: {e}"),
-            "check the URL and the network",
+            "check the URL and the network (a redirect to plain HTTP is not followed)",
         )
     })?;
+    if resp.status() != 200 {
+        return Err(UserError::with_hint(
+            format!(
+                "cannot download the Feature `{what}`: it answered {} (a redirect from a plain-HTTP URL is not followed)",
+                resp.status()
+            ),
+            "give the URL it redirects to, over https",
+        ));
+    }
     let mut tar = Vec::new();
     resp.into_reader()
         .take(MAX_FEATURE + 1)

@@ -437,3 +437,49 @@ e2e!(
         assert!(!env.path("project/dev.lock").exists(), "{err}");
     }
 );
+
+// The loopback rule for plain HTTP holds for where a tarball Feature's URL redirects to: a
+// redirect to a plain-HTTP host that is not a loopback address (one a network can forge) is
+// not followed, and nothing from it is installed.
+e2e!(
+    a_tarball_feature_redirected_off_loopback_is_refused,
+    |env: Env| {
+        let reg = Registry::start();
+        let image = push_busybox(&reg);
+        let meta = serde_json::json!({"id": "tarred", "version": "3.0.0"});
+        let layer = Layer::new(vec![
+            Entry::File(
+                "./devcontainer-feature.json".into(),
+                meta.to_string().into_bytes(),
+                0o644,
+            ),
+            Entry::File(
+                "./install.sh".into(),
+                b"#!/bin/sh\necho forged > /tarred\n".to_vec(),
+                0o644,
+            ),
+        ]);
+        let (tgz, _) = layer.blob();
+        let forged = Server::start(move |_| Response::new(200, tgz.clone()));
+        // The same listener, by a name the loopback rule does not take as loopback.
+        let elsewhere = format!("http://[::ffff:127.0.0.1]:{}/f.tgz", forged.port);
+        let redirecting =
+            Server::start(move |_| Response::new(302, "").header("Location", &elsewhere));
+        let url = format!(
+            "http://127.0.0.1:{}/devcontainer-feature-tarred.tgz",
+            redirecting.port
+        );
+        write_project(&env, &image, &format!("\"{url}\" = {{}}\n"));
+        env.trust();
+        let out = env.run(&["run", "--", "cat", "/tarred"]);
+        assert!(!out.status.success(), "installed from the redirect");
+        assert!(forged.requests().is_empty(), "the redirect was followed");
+        let err = stderr(&out);
+        assert!(err.contains("redirect"), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+    }
+);
