@@ -168,14 +168,14 @@ pub fn build(input: &BuildInput<'_>) -> Result<ImageRecord> {
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(MediaType::OCI_MANIFEST.to_string()),
-        config: descriptor(
+        config: Descriptor::new(
             MediaType::OCI_CONFIG,
             &config_digest,
             config_bytes.len() as u64,
         ),
         layers: layers
             .iter()
-            .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+            .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
             .collect(),
     };
     let manifest_bytes = serde_json::to_vec(&manifest)?;
@@ -195,17 +195,6 @@ pub fn build(input: &BuildInput<'_>) -> Result<ImageRecord> {
     };
     store.save_image(&record)?;
     Ok(record)
-}
-
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.clone(),
-        size,
-        platform: None,
-        annotations: None,
-        urls: None,
-    }
 }
 
 /// The shell the image starts: dev.toml's, else bash where the image has it, else sh.

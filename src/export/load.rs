@@ -452,12 +452,15 @@ fn docker_images(contents: &Contents) -> Result<Vec<Found>> {
                 Compression::Gzip => MediaType::DOCKER_LAYER_GZIP,
                 Compression::Zstd => MediaType::OCI_LAYER_ZSTD,
             };
-            layers.push((descriptor(media_type, &f.digest, f.size), f.path.clone()));
+            layers.push((
+                Descriptor::new(media_type, &f.digest, f.size),
+                f.path.clone(),
+            ));
         }
         let manifest = ImageManifest {
             schema_version: 2,
             media_type: Some(MediaType::DOCKER_MANIFEST.to_string()),
-            config: descriptor(
+            config: Descriptor::new(
                 MediaType::DOCKER_CONFIG,
                 &config.digest,
                 config_bytes.len() as u64,
@@ -480,17 +483,6 @@ fn docker_images(contents: &Contents) -> Result<Vec<Found>> {
         });
     }
     Ok(found)
-}
-
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.clone(),
-        size,
-        platform: None,
-        annotations: None,
-        urls: None,
-    }
 }
 
 /// Unpacks the image's layers (those the store lacks) and records it under its names.

@@ -71,6 +71,20 @@ pub struct Descriptor {
     pub urls: Option<Vec<String>>,
 }
 
+impl Descriptor {
+    /// A descriptor of a blob dev wrote: no platform, annotations or URLs.
+    pub fn new(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.clone(),
+            size,
+            platform: None,
+            annotations: None,
+            urls: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {

@@ -114,10 +114,10 @@ impl Store {
         let manifest = ImageManifest {
             schema_version: 2,
             media_type: Some(MediaType::OCI_MANIFEST.to_string()),
-            config: descriptor(OCI_CONFIG, &config_digest, config_bytes.len() as u64),
+            config: Descriptor::new(OCI_CONFIG, &config_digest, config_bytes.len() as u64),
             layers: layers
                 .iter()
-                .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+                .map(|l| Descriptor::new(&l.media_type, &l.digest, l.size))
                 .collect(),
         };
         let manifest_bytes = serde_json::to_vec(&manifest)?;
@@ -135,17 +135,6 @@ impl Store {
         };
         self.save_image(&record)?;
         Ok(record)
-    }
-}
-
-fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.clone(),
-        size,
-        platform: None,
-        annotations: None,
-        urls: None,
     }
 }
 
