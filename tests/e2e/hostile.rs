@@ -548,3 +548,40 @@ e2e!(
         assert!(raced > 0, "the racer never showed `/r/d`");
     }
 );
+
+// The copy backend marks a finished copy with `/.dev-complete` in the env's root, which the
+// image shaped: an image whose layer holds that name as a symlink to a host file must not make
+// dev write (truncate) the host file.
+e2e!(
+    copy_backend_never_writes_through_an_images_symlink,
+    |env: Env| {
+        let reg = Registry::start();
+        let victim = env.path("outside/victim");
+        fs::write(&victim, SENTINEL).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(env.path("outside"), fs::Permissions::from_mode(0o755)).unwrap();
+        env.chown_all(&env.path("outside"));
+        let mut layers = crate::common::image::busybox_layers();
+        layers.push(Layer::new(vec![Entry::Symlink(
+            ".dev-complete".into(),
+            victim.display().to_string(),
+        )]));
+        ImageBuilder::new(layers).push(&reg, "hostile/marker", Some("1"));
+        env.write_dev_toml(&format!("image = \"{}/hostile/marker:1\"\n", reg.host()));
+        let out = env
+            .dev(&["run", "--", "cat", "/etc/os-release"])
+            .env("DEV_OVERLAY", "copy")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::common::describe("dev run", &out)
+        );
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            SENTINEL,
+            "the host file was written through the image's symlink"
+        );
+    }
+);
