@@ -242,7 +242,7 @@ pub fn diff(name: Option<&str>) -> Result<()> {
                 .is_some_and(|st| !crate::beneath::is_whiteout(&st))
         })
     };
-    for e in crate::store::envs::walk_upper(&dir.join("upper"))? {
+    for e in crate::store::envs::walk_env_tree(&dir.join("upper"))? {
         let kind = if crate::beneath::is_whiteout(&e.stat) {
             'D'
         } else if in_lower(&e.rel) {

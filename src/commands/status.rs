@@ -117,7 +117,7 @@ pub fn run() -> Result<()> {
 /// ones dev writes itself; walked beneath the layer's root fd (the env shapes that tree).
 fn drifted(upper: &Path) -> Result<Vec<PathBuf>> {
     use rustix::fs::FileType;
-    Ok(crate::store::envs::walk_upper(upper)?
+    Ok(crate::store::envs::walk_env_tree(upper)?
         .into_iter()
         .filter(|e| crate::beneath::file_type(&e.stat) != FileType::Directory)
         .map(|e| e.rel)

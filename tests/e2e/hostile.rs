@@ -510,16 +510,20 @@ e2e!(diff_never_looks_through_a_layers_symlink, |env: Env| {
     );
 });
 
-// While `dev diff` and `dev status` walk the env's writable layer, a process in the env swaps a
-// directory of it for a symlink to a host directory, again and again. Neither may list, stat or
-// name anything of the host's.
+// While `dev diff`, `dev status` and `dev ps` walk the env's writable layer, a process in the
+// env swaps a directory of it for a symlink to a host directory, again and again. None may list,
+// stat or name anything of the host's (`ps` would count the host's sparse 1 TiB file).
 e2e!(
-    diff_and_status_never_enter_a_directory_swapped_for_a_symlink,
+    diff_status_and_ps_never_enter_a_directory_swapped_for_a_symlink,
     |env: Env| {
         use std::time::{Duration, Instant};
         let reg = Registry::start();
         crate::shell::busybox_project(&env, &reg, "");
         host_secret(&env);
+        let big = fs::File::create(env.path("outside/host-big")).unwrap();
+        big.set_len(1 << 40).unwrap();
+        drop(big);
+        env.chown_all(&env.path("outside"));
         // Many files beside the raced directory make the walk take a while between listing
         // `/r` and entering `/r/d`.
         let script = format!(
@@ -537,11 +541,19 @@ e2e!(
                 let said = crate::common::stdout(&o) + &crate::common::stderr(&o);
                 assert!(o.status.success(), "{}", crate::common::describe(cmd, &o));
                 assert!(
-                    !said.contains("host-secret"),
+                    !said.contains("host-"),
                     "`dev {cmd}` walked into the host's directory:\n{said}"
                 );
                 raced += said.lines().filter(|l| *l == "A /r/d").count();
             }
+            let ps: serde_json::Value =
+                serde_json::from_slice(&env.ok(&["ps", "--format", "json"]).stdout)
+                    .expect("ps json");
+            let size = ps[0]["size_bytes"].as_u64().expect("size_bytes");
+            assert!(
+                size < 1 << 39,
+                "`dev ps` counted the host's files: {size} bytes"
+            );
         }
         env.ok(&["run", "--root", "--", "touch", "/r/stop"]);
         assert!(racer.wait().expect("racer").success());
