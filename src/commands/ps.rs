@@ -222,48 +222,35 @@ pub fn rm(name: Option<&str>, force: bool, reset: bool) -> Result<()> {
 
 /// `dev diff`: paths of the env's own layer against the layers under it, like `docker diff`.
 pub fn diff(name: Option<&str>) -> Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let store = Store::open()?;
     let mapping = Identity::detect().store_key();
     let (dir, rec) = env_of(&store, &mapping, name)?;
-    let lowers: Vec<PathBuf> = rec
+    // The layers were shaped by the image: a name the env made is looked up beneath each
+    // layer's root, so a symlink in a layer never makes the lookup land on the host.
+    let lowers: Vec<crate::beneath::Tree> = rec
         .layers
         .iter()
-        .map(|d| store.layer_path(&mapping, d).join("root"))
+        .filter_map(|d| {
+            crate::beneath::Tree::open(&store.layer_path(&mapping, d).join("root")).ok()
+        })
         .collect();
-    let upper = dir.join("upper");
     let in_lower = |rel: &std::path::Path| {
         lowers.iter().any(|l| {
-            l.join(rel)
-                .symlink_metadata()
-                .is_ok_and(|m| !(m.file_type().is_char_device() && m.rdev() == 0))
+            l.lstat(rel)
+                .ok()
+                .flatten()
+                .is_some_and(|st| !crate::beneath::is_whiteout(&st))
         })
     };
-    let mut out = Vec::new();
-    let mut stack = vec![upper.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = e.path();
-            let rel = path.strip_prefix(&upper).unwrap_or(&path).to_path_buf();
-            let Ok(meta) = path.symlink_metadata() else {
-                continue;
-            };
-            let kind = if meta.file_type().is_char_device() && meta.rdev() == 0 {
-                'D'
-            } else if in_lower(&rel) {
-                'C'
-            } else {
-                'A'
-            };
-            out.push((rel, kind));
-            if meta.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out.sort();
-    for (rel, kind) in out {
-        crate::ui::out(format_args!("{kind} /{}", rel.display()));
+    for e in crate::store::envs::walk_env_tree(&dir.join("upper"))? {
+        let kind = if crate::beneath::is_whiteout(&e.stat) {
+            'D'
+        } else if in_lower(&e.rel) {
+            'C'
+        } else {
+            'A'
+        };
+        crate::ui::out(format_args!("{kind} /{}", e.rel.display()));
     }
     Ok(())
 }

@@ -93,7 +93,7 @@ pub fn run() -> Result<()> {
         }
     ));
     let upper = store.env_dir(&mapping, &project.root).join("upper");
-    let drift = drifted(&upper);
+    let drift = drifted(&upper)?;
     if drift.is_empty() {
         crate::ui::out(format_args!(
             "drift:       none (the env's writable layer holds nothing of its own)"
@@ -114,26 +114,13 @@ pub fn run() -> Result<()> {
 }
 
 /// Files (not directories: those are mount points) in the env's writable layer, except the
-/// ones dev writes itself.
-fn drifted(upper: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![upper.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-                continue;
-            }
-            let rel = p.strip_prefix(upper).unwrap_or(&p).to_path_buf();
-            if !OWN.iter().any(|o| rel == Path::new(o)) {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    out
+/// ones dev writes itself; walked beneath the layer's root fd (the env shapes that tree).
+fn drifted(upper: &Path) -> Result<Vec<PathBuf>> {
+    use rustix::fs::FileType;
+    Ok(crate::store::envs::walk_env_tree(upper)?
+        .into_iter()
+        .filter(|e| crate::beneath::file_type(&e.stat) != FileType::Directory)
+        .map(|e| e.rel)
+        .filter(|rel| !OWN.iter().any(|o| rel == Path::new(o)))
+        .collect())
 }

@@ -399,7 +399,12 @@ pub enum Launch {
 pub fn command(plan: &SandboxPlan, in_place: bool) -> Result<Launch> {
     let shell = choose_shell(plan)?;
     if let Some(user) = plan.image_user.as_deref().filter(|u| !u.is_empty()) {
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        // The image's file: read beneath the root, bounded (a symlink to /dev/zero there
+        // would otherwise fill memory).
+        let passwd = Tree::open(std::path::Path::new("/"))
+            .and_then(|root| root.read_bounded(std::path::Path::new("etc/passwd"), 16 << 20))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         check_image_user(user, &passwd).map_err(|e| {
             UserError::with_hint(
                 format!("image `{}` is not usable: {e}", plan.image),

@@ -92,8 +92,7 @@ fn mount_with<S: Sys>(sys: &mut S, plan: &RootfsPlan, backend: Backend) -> Resul
             })
         }
         Backend::Copy => {
-            let done = plan.copy.join(".dev-complete");
-            if !done.exists() {
+            if !copy_is_complete(&plan.copy) {
                 let staging = plan.copy.with_extension("staging");
                 let _ = crate::unpack::remove_tree(&staging);
                 fs::DirBuilder::new()
@@ -106,7 +105,7 @@ fn mount_with<S: Sys>(sys: &mut S, plan: &RootfsPlan, backend: Backend) -> Resul
                 let _ = crate::unpack::remove_tree(&plan.copy);
                 fs::rename(&staging, &plan.copy)
                     .context("cannot move the copied root into place")?;
-                fs::write(&done, b"").context("cannot mark the copy complete")?;
+                mark_copy_complete(&plan.copy).context("cannot mark the copy complete")?;
             }
             sys.bind_self(&plan.copy)?;
             std::fs::remove_dir(&plan.merged).ok();
@@ -137,6 +136,26 @@ impl<S: Sys> Mounted<S> {
             let _ = crate::unpack::remove_tree(scratch);
         }
     }
+}
+
+/// The mark of a finished copy, in the copied root. The image shaped that tree (and the env
+/// writes it), so the mark is looked at and made beneath the root's fd, never through a symlink
+/// a layer put at its name.
+const COPY_COMPLETE: &str = ".dev-complete";
+
+fn copy_is_complete(copy: &Path) -> bool {
+    crate::beneath::Tree::open(copy)
+        .and_then(|t| t.lstat(Path::new(COPY_COMPLETE)))
+        .ok()
+        .flatten()
+        .is_some_and(|st| crate::beneath::file_type(&st) == rustix::fs::FileType::RegularFile)
+}
+
+fn mark_copy_complete(copy: &Path) -> std::io::Result<()> {
+    let root = crate::beneath::Tree::open(copy)?;
+    root.remove(Path::new(COPY_COMPLETE))?;
+    root.create_file(Path::new(COPY_COMPLETE), 0o644)?;
+    Ok(())
 }
 
 /// Copies one layer tree onto `dest`, applying its whiteouts (char 0/0) and opaque directories.

@@ -2,6 +2,7 @@
 //! throwaway ones for `--rm` and for `--image` runs outside a project.
 
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -78,6 +79,91 @@ fn mkdir(p: &Path) -> Result<()> {
         .mode(0o700)
         .create(p)
         .with_context(|| format!("cannot create `{}`", p.display()))
+}
+
+/// One entry of an env's writable tree (its layer, its home, a volume): its path relative to
+/// the tree's root and its own status (a symlink's, never its target's).
+#[derive(Debug)]
+pub struct EnvTreeEntry {
+    pub rel: PathBuf,
+    pub stat: crate::beneath::Stat,
+}
+
+/// How deep and how wide a walk of an env's tree goes before it gives up.
+const TREE_MAX_DEPTH: usize = 256;
+const TREE_MAX_ENTRIES: usize = 2_000_000;
+
+/// Every entry of the env's tree at `top` (nothing there: none), sorted by path. The env's own
+/// processes shape that tree while this runs, so it is walked beneath the tree's root fd: each
+/// name is opened `O_PATH | O_NOFOLLOW` in its parent's fd and only a directory held that way
+/// is entered; no path is resolved again. One fd is open per level, at most
+/// `TREE_MAX_DEPTH` levels and `TREE_MAX_ENTRIES` entries are walked. A directory dev cannot
+/// read (a sub-root's, mode 0700) is listed, not entered.
+pub fn walk_env_tree(top: &Path) -> Result<Vec<EnvTreeEntry>> {
+    let root = match crate::beneath::Tree::open(top) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open `{}`", top.display())),
+    };
+    let mut out = Vec::new();
+    walk_dir(top, &root, &PathBuf::new(), &mut out)?;
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+fn walk_dir(
+    top: &Path,
+    dir: &crate::beneath::Tree,
+    rel: &Path,
+    out: &mut Vec<EnvTreeEntry>,
+) -> Result<()> {
+    use rustix::fs::{Dir, FileType};
+    let too_big = |what: String| {
+        crate::ui::UserError::with_hint(
+            format!("the env's tree `{}` {what}", top.display()),
+            "remove what the env made with `dev rm`, or look inside with `dev shell`",
+        )
+    };
+    if rel.components().count() >= TREE_MAX_DEPTH {
+        return Err(too_big(format!(
+            "nests directories more than {TREE_MAX_DEPTH} deep"
+        )));
+    }
+    let Ok(listing) = Dir::read_from(dir.fd()) else {
+        return Ok(());
+    };
+    let mut names = Vec::new();
+    for e in listing {
+        let Ok(e) = e else { break };
+        let name = std::ffi::OsStr::from_bytes(e.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        if out.len() + names.len() >= TREE_MAX_ENTRIES {
+            return Err(too_big(format!(
+                "holds more than {TREE_MAX_ENTRIES} entries"
+            )));
+        }
+        names.push(name.to_os_string());
+    }
+    for name in names {
+        // Gone since it was listed: the env changed it; nothing to report.
+        let Ok(entry) = dir.entry(&name) else {
+            continue;
+        };
+        let rel = rel.join(&name);
+        let sub = (entry.file_type() == FileType::Directory)
+            .then(|| entry.open_dir().ok())
+            .flatten();
+        out.push(EnvTreeEntry {
+            rel: rel.clone(),
+            stat: entry.stat,
+        });
+        if let Some(sub) = sub {
+            walk_dir(top, &sub, &rel, out)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -390,19 +476,59 @@ impl Store {
     }
 }
 
-/// Bytes of regular files under `dir` (those readable from here: an env's layer holds
-/// directories of ids inside the env).
+/// Bytes of regular files under `dir`, an env's writable tree (those readable from here: an
+/// env's layer holds directories of ids inside the env); walked as [`walk_env_tree`] walks, so
+/// 0 for a tree past its bounds.
 pub fn tree_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) if m.is_file() => total += m.len(),
-                _ => {}
-            }
-        }
+    walk_env_tree(dir).map_or(0, |entries| {
+        entries
+            .iter()
+            .filter(|e| crate::beneath::file_type(&e.stat) == rustix::fs::FileType::RegularFile)
+            .map(|e| e.stat.st_size.max(0) as u64)
+            .sum()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symlink in the layer is an entry of its own; what it points to is never walked.
+    #[test]
+    fn a_walk_lists_symlinks_and_never_follows_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (upper, host) = (dir.path().join("upper"), dir.path().join("host"));
+        fs::create_dir_all(upper.join("a")).expect("upper");
+        fs::create_dir_all(&host).expect("host");
+        fs::write(host.join("secret"), "x").expect("secret");
+        fs::write(upper.join("a/file"), "x").expect("file");
+        std::os::unix::fs::symlink(&host, upper.join("a/link")).expect("link");
+        std::os::unix::fs::symlink("/", upper.join("root")).expect("root link");
+        let rels: Vec<PathBuf> = walk_env_tree(&upper)
+            .expect("walks")
+            .into_iter()
+            .map(|e| e.rel)
+            .collect();
+        let want: Vec<PathBuf> = ["a", "a/file", "a/link", "root"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(rels, want);
+        assert!(walk_env_tree(&dir.path().join("none"))
+            .expect("no layer yet")
+            .is_empty());
     }
-    total
+
+    /// Nesting past the depth bound is refused with a message, not walked without end.
+    #[test]
+    fn a_walk_refuses_nesting_past_its_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let upper = dir.path().join("upper");
+        let deep: PathBuf = std::iter::once("upper".to_string())
+            .chain((0..=TREE_MAX_DEPTH).map(|_| "d".to_string()))
+            .collect();
+        fs::create_dir_all(dir.path().join(deep)).expect("deep");
+        let err = walk_env_tree(&upper).expect_err("too deep");
+        assert!(format!("{err:#}").contains("deep"), "{err:#}");
+    }
 }

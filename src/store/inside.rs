@@ -81,11 +81,7 @@ pub enum FailureKind {
 
 impl Failure {
     pub fn of(e: &anyhow::Error) -> Failure {
-        let full = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>().is_some_and(is_disk_full)
-                || c.downcast_ref::<crate::unpack::UnpackError>()
-                    .is_some_and(crate::unpack::UnpackError::is_disk_full)
-        });
+        let full = failed_for_disk_full(e);
         let hint = e
             .chain()
             .find_map(|c| c.downcast_ref::<crate::ui::UserError>())
@@ -119,6 +115,17 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
     )
+}
+
+/// Whether any cause of `e` is an I/O error that says the filesystem is full, an unpack's
+/// included: the one test of it, for the helper's replies and for the error the user sees.
+pub fn failed_for_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(is_disk_full)
+            || c.downcast_ref::<crate::unpack::UnpackError>()
+                .and_then(crate::unpack::UnpackError::io_error)
+                .is_some_and(is_disk_full)
+    })
 }
 
 /// Runs an operation in the helper of `identity`'s subordinate mapping.

@@ -45,13 +45,7 @@ pub fn render(err: &anyhow::Error) -> String {
             }
         })
         .or_else(|| {
-            err.chain()
-                .any(|c| {
-                    c.downcast_ref::<std::io::Error>()
-                        .is_some_and(crate::store::inside::is_disk_full)
-                        || c.downcast_ref::<crate::unpack::UnpackError>()
-                            .is_some_and(crate::unpack::UnpackError::is_disk_full)
-                })
+            crate::store::inside::failed_for_disk_full(err)
                 .then(|| "the disk is full; free space, or run `dev system prune`".to_string())
         });
     for cause in err.chain().skip(1) {

@@ -67,14 +67,11 @@ pub enum UnpackError {
 }
 
 impl UnpackError {
-    /// Whether it failed because the store's filesystem is full.
-    pub fn is_disk_full(&self) -> bool {
+    /// The I/O error it failed with, if it was one (see `store::inside::is_disk_full`).
+    pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            UnpackError::Io { source, .. } | UnpackError::Read(source) => matches!(
-                source.raw_os_error(),
-                Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
-            ),
-            _ => false,
+            UnpackError::Io { source, .. } | UnpackError::Read(source) => Some(source),
+            _ => None,
         }
     }
 

@@ -466,3 +466,134 @@ e2e!(
         );
     }
 );
+
+/// A file outside every store that a walk of an env's tree must never reach.
+fn host_secret(env: &Env) {
+    let outside = env.path("outside");
+    fs::write(outside.join("host-secret"), SENTINEL).unwrap();
+    fs::set_permissions(
+        outside.join("host-secret"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+    env.chown_all(&outside);
+}
+
+// `dev diff` tells added from changed by looking the env's paths up in the image's layers. A
+// layer's symlink to a host directory must not turn that look-up into a probe of the host's
+// files: what the env made under a directory of that name is added, whatever the host holds.
+e2e!(diff_never_looks_through_a_layers_symlink, |env: Env| {
+    let reg = Registry::start();
+    host_secret(&env);
+    let mut layers = crate::common::image::busybox_layers();
+    layers.push(Layer::new(vec![Entry::Symlink("peek".into(), out(&env))]));
+    ImageBuilder::new(layers).push(&reg, "hostile/peek", Some("1"));
+    env.write_dev_toml(&format!("image = \"{}/hostile/peek:1\"\n", reg.host()));
+    env.ok(&[
+        "run",
+        "--root",
+        "--",
+        "sh",
+        "-c",
+        "rm /peek && mkdir /peek && echo mine > /peek/host-secret && ln -s / /to-root",
+    ]);
+    let diff = crate::common::stdout(&env.ok(&["diff"]));
+    for line in ["A /peek/host-secret", "A /to-root"] {
+        assert!(diff.lines().any(|l| l == line), "no `{line}` in:\n{diff}");
+    }
+    assert!(
+        !diff
+            .lines()
+            .any(|l| l.starts_with("A /to-root/") || l.starts_with("C /to-root/")),
+        "a symlink to / was followed:\n{diff}"
+    );
+});
+
+// While `dev diff`, `dev status` and `dev ps` walk the env's writable layer, a process in the
+// env swaps a directory of it for a symlink to a host directory, again and again. None may list,
+// stat or name anything of the host's (`ps` would count the host's sparse 1 TiB file).
+e2e!(
+    diff_status_and_ps_never_enter_a_directory_swapped_for_a_symlink,
+    |env: Env| {
+        use std::time::{Duration, Instant};
+        let reg = Registry::start();
+        crate::shell::busybox_project(&env, &reg, "");
+        host_secret(&env);
+        let big = fs::File::create(env.path("outside/host-big")).unwrap();
+        big.set_len(1 << 40).unwrap();
+        drop(big);
+        env.chown_all(&env.path("outside"));
+        // Many files beside the raced directory make the walk take a while between listing
+        // `/r` and entering `/r/d`.
+        let script = format!(
+            "mkdir /r && cd /r && i=0; while [ $i -lt 3000 ]; do : > z$i; i=$((i+1)); done; \
+             echo ready; while [ ! -e /r/stop ]; do mkdir d; rmdir d; ln -s {} d; rm d; done",
+            out(&env)
+        );
+        let mut racer =
+            crate::common::spawn_ready(&mut env.dev(&["run", "--root", "--", "sh", "-c", &script]));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut raced = 0;
+        while Instant::now() < deadline {
+            for cmd in ["diff", "status"] {
+                let o = env.run(&[cmd]);
+                let said = crate::common::stdout(&o) + &crate::common::stderr(&o);
+                assert!(o.status.success(), "{}", crate::common::describe(cmd, &o));
+                assert!(
+                    !said.contains("host-"),
+                    "`dev {cmd}` walked into the host's directory:\n{said}"
+                );
+                raced += said.lines().filter(|l| *l == "A /r/d").count();
+            }
+            let ps: serde_json::Value =
+                serde_json::from_slice(&env.ok(&["ps", "--format", "json"]).stdout)
+                    .expect("ps json");
+            let size = ps[0]["size_bytes"].as_u64().expect("size_bytes");
+            assert!(
+                size < 1 << 39,
+                "`dev ps` counted the host's files: {size} bytes"
+            );
+        }
+        env.ok(&["run", "--root", "--", "touch", "/r/stop"]);
+        assert!(racer.wait().expect("racer").success());
+        assert!(raced > 0, "the racer never showed `/r/d`");
+    }
+);
+
+// The copy backend marks a finished copy with `/.dev-complete` in the env's root, which the
+// image shaped: an image whose layer holds that name as a symlink to a host file must not make
+// dev write (truncate) the host file.
+e2e!(
+    copy_backend_never_writes_through_an_images_symlink,
+    |env: Env| {
+        let reg = Registry::start();
+        let victim = env.path("outside/victim");
+        fs::write(&victim, SENTINEL).unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(env.path("outside"), fs::Permissions::from_mode(0o755)).unwrap();
+        env.chown_all(&env.path("outside"));
+        let mut layers = crate::common::image::busybox_layers();
+        layers.push(Layer::new(vec![Entry::Symlink(
+            ".dev-complete".into(),
+            victim.display().to_string(),
+        )]));
+        ImageBuilder::new(layers).push(&reg, "hostile/marker", Some("1"));
+        env.write_dev_toml(&format!("image = \"{}/hostile/marker:1\"\n", reg.host()));
+        let out = env
+            .dev(&["run", "--", "cat", "/etc/os-release"])
+            .env("DEV_OVERLAY", "copy")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::common::describe("dev run", &out)
+        );
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            SENTINEL,
+            "the host file was written through the image's symlink"
+        );
+    }
+);
