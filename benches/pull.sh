@@ -11,6 +11,9 @@
 #                    system: on a shared disk, other users' deletions make ext4's inode
 #                    allocator slow for minutes (`recently_deleted`). Left as it is afterwards.
 #                    Default: in the work dir, removed at the end.
+#   DEV_BENCH_BASELINE another dev binary (e.g. the last commit's), run in the same rounds as
+#                    `dev pull (baseline)` and `dev run --image (baseline)`; the README is then
+#                    left alone, the figures are only printed.
 set -eu
 RUNS=${RUNS:-5}
 . "$(dirname "$0")/lib.sh"
@@ -49,10 +52,18 @@ POD_PULL="$AS podman --root \$($WORK/trial-dir)/podman --runroot \$($WORK/trial-
 #    In $RUNS rounds of one run of each command, so that the machine's drift (a deletion of
 #    thousands of files elsewhere slows ext4 for minutes) falls on every command alike; the
 #    summary takes each command's median over the rounds.
+BASE=${DEV_BENCH_BASELINE:-}
+if [ -n "$BASE" ]; then
+    install -m 0755 "$BASE" "$WORK/bin/dev-baseline"
+    BASE_PULL="$AS env XDG_DATA_HOME=\$($WORK/trial-dir) $WORK/bin/dev-baseline pull -q $IMAGE"
+    set -- --prepare "$WORK/next-trial" -n "dev pull (baseline)" "$BASE_PULL"
+else
+    set --
+fi
 mkdir -p "$WORK/out"
 for r in $(seq "$RUNS"); do
     hyperfine --runs 1 --export-json "$WORK/out/pull-$r.json" \
-        --prepare "$WORK/next-trial" -n "dev pull" "$DEV_PULL" \
+        --prepare "$WORK/next-trial" -n "dev pull" "$DEV_PULL" "$@" \
         --prepare "$WORK/next-trial" -n "podman pull" "$POD_PULL" \
         --prepare "sync" -n "libdeflate-gunzip (floor)" "libdeflate-gunzip -c $CACHE/layer.tar.gz > /dev/null" \
         --prepare "sync" -n "gzip -dc (floor)" "gzip -dc $CACHE/layer.tar.gz > /dev/null"
@@ -65,9 +76,12 @@ DEV_RUN="$AS env XDG_DATA_HOME=\$($WORK/trial-dir) XDG_RUNTIME_DIR=\$($WORK/tria
 POD_RUN="$AS podman --root \$($WORK/trial-dir)/podman --runroot \$($WORK/trial-dir)/podman-run run --rm $IMAGE true"
 "$WORK/next-trial"
 $AS env XDG_DATA_HOME="$("$WORK/trial-dir")" XDG_RUNTIME_DIR="$("$WORK/trial-dir")/run" "$WORK/bin/dev" run --image "$IMAGE" -- true
+if [ -n "$BASE" ]; then
+    set -- --prepare "$WORK/next-trial" -n "dev run --image (baseline)" "$(echo "$DEV_RUN" | sed 's|/bin/dev run|/bin/dev-baseline run|')"
+fi
 for r in $(seq "$RUNS"); do
     hyperfine --runs 1 --export-json "$WORK/out/first-$r.json" \
-        --prepare "$WORK/next-trial" -n "dev run --image" "$DEV_RUN" \
+        --prepare "$WORK/next-trial" -n "dev run --image" "$DEV_RUN" "$@" \
         --prepare "$WORK/next-trial" -n "podman run --rm" "$POD_RUN"
 done
 
@@ -106,6 +120,10 @@ lines = [
 ]
 text = "\n".join(lines)
 print(text)
+if "dev pull (baseline)" in res:
+    bp, br = res["dev pull (baseline)"], first["dev run --image (baseline)"]
+    print(f"\nbaseline: dev pull {bp*1000:.0f} ms (this dev is {dev/bp:.2f}x of it), first run {br*1000:.0f} ms ({frun/br:.2f}x); README left alone")
+    sys.exit(0)
 readme = open(sys.argv[6]).read()
 readme = re.sub(r"<!-- bench:pull -->.*?<!-- /bench:pull -->", "<!-- bench:pull -->\n" + text + "\n<!-- /bench:pull -->", readme, flags=re.S)
 open(sys.argv[6], "w").write(readme)
