@@ -30,6 +30,10 @@ fn sh(what: &str, cmd: &mut Command) {
 struct Ext4 {
     image: PathBuf,
     at: PathBuf,
+    /// The test's directory: its processes name it in their environment.
+    mark: String,
+    /// Loop devices set up for the remounts, detached at the end.
+    loops: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ext4 {
@@ -45,6 +49,8 @@ impl Ext4 {
         let fs = Ext4 {
             image,
             at: env.path("data"),
+            mark: env.dir.path().display().to_string(),
+            loops: Default::default(),
         };
         fs.mount();
         env.chown_all(&fs.at);
@@ -87,7 +93,10 @@ impl Ext4 {
         );
     }
 
-    /// Unmounts (once the processes that used it are gone) and mounts it again.
+    /// Unmounts (once this test's processes that used it are gone) and mounts it again, from a
+    /// loop device of its own: another test's env that unshared its mount namespace meanwhile
+    /// holds a copy of the shut-down mount, and the old device with it; a new device reads the
+    /// image afresh, as a disk that comes back after a power cut.
     fn remount(&self) {
         self.wait_for_settle();
         let start = Instant::now();
@@ -103,7 +112,24 @@ impl Ext4 {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.mount();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&self.image)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "{}",
+            crate::common::describe("losetup --find --show", &out)
+        );
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        sh(
+            "mount the ext4 image again from a new loop device",
+            Command::new("mount")
+                .args(["-t", "ext4", &dev])
+                .arg(&self.at),
+        );
+        self.loops.borrow_mut().push(dev);
     }
 }
 
@@ -124,6 +150,11 @@ impl Ext4 {
                     fs::read_link(p.path().join("ns/mnt")).is_ok_and(|ns| ns != ours)
                         && fs::read_to_string(p.path().join("mountinfo"))
                             .is_ok_and(|m| m.contains(&point))
+                        // This test's own (another test's env only holds a copy).
+                        && String::from_utf8_lossy(
+                            &fs::read(p.path().join("environ")).unwrap_or_default(),
+                        )
+                        .contains(&self.mark)
                 })
                 .map(|p| {
                     let cmd = fs::read(p.path().join("cmdline")).unwrap_or_default();
@@ -148,6 +179,9 @@ impl Ext4 {
 impl Drop for Ext4 {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        for dev in self.loops.borrow().iter() {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
     }
 }
 
