@@ -239,7 +239,6 @@ fn image_config(
     if !config.is_object() {
         config = json!({});
     }
-    config["created"] = json!(created);
     if !config["config"].is_object() {
         config["config"] = json!({});
     }
@@ -270,24 +269,13 @@ fn image_config(
     for (k, v) in labels {
         run["Labels"][k] = json!(v);
     }
-    if !config["rootfs"].is_object() {
-        config["rootfs"] = json!({"type": "layers", "diff_ids": []});
-    }
-    if !config["rootfs"]["diff_ids"].is_array() {
-        config["rootfs"]["diff_ids"] = json!([]);
-    }
-    let has_history = config["history"].is_array();
-    for d in added {
-        if let Some(ids) = config["rootfs"]["diff_ids"].as_array_mut() {
-            ids.push(json!(d.to_string()));
-        }
-        if has_history {
-            if let Some(h) = config["history"].as_array_mut() {
-                h.push(json!({"created": created, "created_by": "dev build: [tools]"}));
-            }
-        }
-    }
-    config
+    crate::store::commit::derive_config(
+        config,
+        added.iter().copied(),
+        created,
+        "dev build: [tools]",
+        &[],
+    )
 }
 
 #[derive(Default)]

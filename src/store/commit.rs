@@ -106,7 +106,11 @@ impl Store {
             base_config,
             added.iter().map(|l| &l.diff_id),
             &created,
-            &format!("dev commit of {} ({})", env.image, env.project.display()),
+            "dev",
+            &[(
+                "comment",
+                &format!("dev commit of {} ({})", env.image, env.project.display()),
+            )],
         );
         let config_bytes = serde_json::to_vec(&config)?;
         let config_digest = Digest::of_bytes(&config_bytes);
@@ -139,13 +143,15 @@ impl Store {
 }
 
 /// The base image's config with the new layers' diff ids appended, a history entry for each
-/// (when the base keeps a history) and a new creation time. Everything else (Env, User,
-/// WorkingDir, Cmd, labels) is the base's.
-fn derive_config<'a>(
+/// (`{"created", "created_by"}` and `extra`, when the base keeps a history) and a new creation
+/// time. Everything else (Env, User, WorkingDir, Cmd, labels) is the base's. `dev build`
+/// derives its config the same way.
+pub fn derive_config<'a>(
     mut config: Value,
     diff_ids: impl Iterator<Item = &'a Digest>,
     created: &str,
-    comment: &str,
+    created_by: &str,
+    extra: &[(&str, &str)],
 ) -> Value {
     if !config.is_object() {
         config = json!({});
@@ -163,8 +169,12 @@ fn derive_config<'a>(
             ids.push(json!(d.to_string()));
         }
         if has_history {
+            let mut entry = json!({"created": created, "created_by": created_by});
+            for (k, v) in extra {
+                entry[*k] = json!(v);
+            }
             if let Some(h) = config["history"].as_array_mut() {
-                h.push(json!({"created": created, "created_by": "dev", "comment": comment}));
+                h.push(entry);
             }
         }
     }
@@ -212,7 +222,13 @@ mod tests {
             "history": [{"created_by": "base"}],
         });
         let d = Digest::of_bytes(b"layer");
-        let out = derive_config(base, [&d].into_iter(), "2026-01-01T00:00:00Z", "c");
+        let out = derive_config(
+            base,
+            [&d].into_iter(),
+            "2026-01-01T00:00:00Z",
+            "dev",
+            &[("comment", "c")],
+        );
         assert_eq!(
             out["rootfs"]["diff_ids"],
             json!(["sha256:aa", d.to_string()])
