@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::ui::UserError;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// Registries reached over plain HTTP (loopback ones always may be). A loopback one listed
@@ -90,7 +90,18 @@ impl Settings {
         dirs::config_dir().map(|d| d.join("dev/config.toml"))
     }
 
+    /// The user's settings, read once per process: a session asks for them in several places
+    /// (trust, pull, mounts, linger, GUI), each a copy of the first read.
     pub fn load() -> Result<Self> {
+        static LOADED: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+        if let Some(s) = LOADED.get() {
+            return Ok(s.clone());
+        }
+        let read = Self::read()?;
+        Ok(LOADED.get_or_init(|| read).clone())
+    }
+
+    fn read() -> Result<Self> {
         let Some(path) = Self::path() else {
             return Ok(Settings::default());
         };
