@@ -14,8 +14,9 @@ use crate::oci::manifest::Compression;
 use crate::oci::{
     Descriptor, Document, DocumentError, EntryError, ImageManifest, Platform, Reference,
 };
-use crate::registry::{Endpoint, RegistryError};
+use crate::registry::{Endpoint, Follow, Landing, RegistryError};
 use crate::store::images::{record_name, ImageRecord, LayerRecord};
+use crate::store::layers::Blob;
 use crate::store::Store;
 use crate::ui::progress::PullProgress;
 use crate::ui::UserError;
@@ -44,18 +45,7 @@ pub fn notice_flat(store: &Store, identity: &Identity) {
     }
 }
 
-/// When a pull's new layers are flushed to disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settle {
-    /// Before `pull` returns: what `dev pull` says it made survives a power cut.
-    Now,
-    /// By a process of its own (`dev __settle`), while the session that pulled starts: until
-    /// it is done the layers stay marked unsynced, so after a power cut the next session
-    /// fetches them again instead of running on them.
-    InBackground,
-}
-
-/// The hidden command that settles layers in the background (see [`Settle::InBackground`]).
+/// The hidden command that flushes a pull's layers to disk once the pull returned.
 pub const SETTLE_COMMAND: &str = "__settle";
 
 /// Pulls `reference` into the store and returns its record.
@@ -64,7 +54,6 @@ pub fn pull(
     identity: &Identity,
     reference: &Reference,
     progress: &PullProgress,
-    settle: Settle,
 ) -> Result<ImageRecord> {
     let settings = Settings::load()?;
     let _shared = store.lock_store(false)?;
@@ -124,11 +113,10 @@ pub fn pull(
         .collect();
     fetch_layers(store, identity, &endpoint, &jobs, progress)?;
     let diff_ids: Vec<_> = jobs.iter().map(|(_, d)| d.clone()).collect();
-    match settle {
-        // Before the image is recorded: after a power cut, a recorded image's layers are whole.
-        Settle::Now => store.settle(identity, &diff_ids)?,
-        Settle::InBackground => settle_in_background(&store.unsettled(identity, &diff_ids)),
-    }
+    // Not on the pull's critical path (a `syncfs` is most of a cold pull's time when the page
+    // cache holds the layer): until `dev __settle` is done the layers stay marked unsynced, so
+    // after a power cut they are fetched again instead of run on torn.
+    settle_in_background(&store.unsettled(identity, &diff_ids));
 
     if let Some((bytes, _)) = &index {
         store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
@@ -334,32 +322,72 @@ fn fetch_layer(
         return Ok(());
     }
     let bar = progress.layer(&short, desc.size);
-    // A blob the store holds already is unpacked from there; a download from its partial
-    // file, never renamed into the blobs nor flushed to disk: it is deleted once the layer
-    // is in place.
-    let source = if store.has_blob(&desc.digest) {
-        store.blob_path(&desc.digest)
-    } else {
-        let partial = store.partial_path(&desc.digest);
-        if let Err(e) = endpoint.download(desc, &partial, &|done, _| bar.set(done)) {
-            // Kept for resuming, a partial download on a full disk would make every other
-            // pull fail too: the space goes back.
-            if matches!(&e, RegistryError::Io { source, .. } if crate::store::inside::is_disk_full(source))
-            {
-                let _ = std::fs::remove_file(&partial);
-            }
-            return Err(e.into());
-        }
-        partial
-    };
-    bar.phase("unpacking");
-    if let Err(e) = store.unpack_layer(identity, &source, diff_id) {
-        // A blob whose content is refused is not kept either.
-        let _ = std::fs::remove_file(&source);
-        return Err(e.context(format!("cannot unpack layer {}", desc.digest)));
+    // A blob the store holds already is unpacked from there.
+    if store.has_blob(&desc.digest) {
+        let blob = store.blob_path(&desc.digest);
+        bar.phase("unpacking");
+        let unpacked = store.unpack_layer(identity, &blob, diff_id);
+        return finish_layer(unpacked, &blob, desc, &bar);
     }
-    // The unpacked tree is what is kept; the compressed blob is not needed any more.
-    let _ = std::fs::remove_file(&source);
+    // A download is unpacked as it lands in its partial file, which is never renamed into the
+    // blobs nor flushed to disk: it is deleted once the layer is in place. What the unpack
+    // reads is unverified until the end, and nothing of it is made visible unless the layer's
+    // content hashes to `diff_id`, which the config (itself verified) names.
+    let partial = store.partial_path(&desc.digest);
+    let landing = Landing::default();
+    let (downloaded, unpacked) = std::thread::scope(|s| {
+        let download = s.spawn(|| {
+            let done = endpoint.download(desc, &partial, &|done, _| {
+                landing.written(done);
+                bar.set(done);
+            });
+            landing.over(done.is_ok());
+            if done.is_ok() {
+                bar.phase("unpacking");
+            }
+            done
+        });
+        let unpacked = store.unpack_blob(
+            identity,
+            Blob::Stream {
+                shown: &partial,
+                input: Box::new(Follow::new(partial.clone(), &landing)),
+                size: desc.size,
+            },
+            diff_id,
+        );
+        (download.join(), unpacked)
+    });
+    let Ok(downloaded) = downloaded else {
+        bail!("internal error: a download thread panicked");
+    };
+    if let Err(e) = downloaded {
+        // Kept for resuming, a partial download on a full disk would make every other
+        // pull fail too: the space goes back.
+        if matches!(&e, RegistryError::Io { source, .. } if crate::store::inside::is_disk_full(source))
+        {
+            let _ = std::fs::remove_file(&partial);
+        }
+        return Err(e.into());
+    }
+    let unpacked = match unpacked {
+        // The download started over under the unpack: the file is whole now.
+        Err(_) if landing.rewound() => store.unpack_layer(identity, &partial, diff_id),
+        other => other,
+    };
+    finish_layer(unpacked, &partial, desc, &bar)
+}
+
+/// After a layer's unpack: its blob is deleted either way (a blob whose content is refused
+/// is not kept; an unpacked tree is what is kept).
+fn finish_layer(
+    unpacked: Result<crate::unpack::LayerStats>,
+    blob: &std::path::Path,
+    desc: &Descriptor,
+    bar: &crate::ui::progress::LayerProgress,
+) -> Result<()> {
+    let _ = std::fs::remove_file(blob);
+    unpacked.map_err(|e| e.context(format!("cannot unpack layer {}", desc.digest)))?;
     bar.finish("done");
     Ok(())
 }

@@ -57,25 +57,45 @@ pub fn main() -> i32 {
     }
 }
 
-/// The helper's side of the store's protocol: one operation from stdin (JSON), done here as
-/// root inside the user namespace, its reply on stdout.
+/// The helper's side of the store's protocol: one operation from stdin (a line of JSON), done
+/// here as root inside the user namespace, its reply on stdout. What follows the line is the
+/// operation's input (a streamed unpack's blob).
 fn serve_store_op() -> Result<()> {
-    use std::io::Read;
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::fd::AsFd;
+    let stdin = std::fs::File::from(
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot read the operation")?,
+    );
+    let mut stdin = BufReader::with_capacity(256 << 10, stdin);
     let mut request = Vec::new();
-    std::io::stdin()
+    (&mut stdin)
         .take(1 << 20)
-        .read_to_end(&mut request)
+        .read_until(b'\n', &mut request)
         .context("cannot read the operation")?;
     let op: Op = serde_json::from_slice(&request).context("the operation is not valid")?;
-    let reply = serde_json::to_string(&execute(op)).context("cannot encode the reply")?;
+    let reply =
+        serde_json::to_string(&execute(op, Box::new(stdin))).context("cannot encode the reply")?;
     crate::ui::out(reply);
     Ok(())
 }
 
 /// The store's runner (`store::inside::set_runner`): `op` in a helper of `identity`'s
-/// subordinate mapping, over its stdin and stdout.
-pub fn run_in_helper(identity: &Identity, op: &Op) -> Result<Reply> {
-    let request = serde_json::to_vec(op).context("cannot encode the operation")?;
-    let answer = run_helper(identity, &request)?;
-    serde_json::from_slice(&answer).context("the helper gave no reply")
+/// subordinate mapping, over its stdin and stdout, `input` after the operation.
+pub fn run_in_helper(
+    identity: &Identity,
+    op: &Op,
+    input: Option<&mut dyn std::io::Read>,
+) -> Result<Reply> {
+    let mut request = serde_json::to_vec(op).context("cannot encode the operation")?;
+    request.push(b'\n');
+    let (answer, cut) = run_helper(identity, &request, input)?;
+    let reply = serde_json::from_slice(&answer).context("the helper gave no reply")?;
+    match (reply, cut) {
+        // What the helper made of a stream cut short is not the cause: the cut is.
+        (Reply::Failed(_), Some(cut)) => Err(anyhow::Error::new(cut)),
+        (reply, _) => Ok(reply),
+    }
 }

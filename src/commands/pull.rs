@@ -1,11 +1,11 @@
 //! `dev pull REF`: pull an image into the store and say which manifest it is; and the hidden
-//! `dev __settle`, which flushes the layers a session pulled once that session started.
+//! `dev __settle`, which flushes the layers a pull made once the pull returned.
 
 use anyhow::Result;
 
 use crate::ids::Identity;
 use crate::oci::{Digest, Reference};
-use crate::pull::{pull, Settle};
+use crate::pull::pull;
 use crate::store::Store;
 use crate::ui::progress::PullProgress;
 
@@ -14,7 +14,7 @@ pub fn run(reference: &str, quiet: bool) -> Result<()> {
     let store = Store::open()?;
     let identity = Identity::detect();
     let progress = PullProgress::new(quiet);
-    let rec = pull(&store, &identity, &reference, &progress, Settle::Now)?;
+    let rec = pull(&store, &identity, &reference, &progress)?;
     if quiet {
         crate::ui::out(format_args!("{}", rec.manifest_digest));
     } else {

@@ -76,13 +76,7 @@ pub fn target(
     });
     let record = match found {
         Some(rec) => rec,
-        None => crate::pull::pull(
-            store,
-            identity,
-            &wanted,
-            &PullProgress::new(false),
-            crate::pull::Settle::Now,
-        )?,
+        None => crate::pull::pull(store, identity, &wanted, &PullProgress::new(false))?,
     };
     Ok(Some(Target {
         shown,

@@ -8,9 +8,11 @@
 pub mod auth;
 mod client;
 mod error;
+mod follow;
 mod loopback;
 mod push;
 
 pub use client::{stall_timeout, Endpoint};
 pub use error::RegistryError;
+pub use follow::{Follow, Landing};
 pub use push::Pushed;

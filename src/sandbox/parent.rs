@@ -156,7 +156,12 @@ impl Maps {
 /// Runs `dev __userns-helper sub store` as root inside a user namespace with the full mapping,
 /// gives it `request` on its stdin and returns what it answers on its stdout (the store's typed
 /// protocol, opaque here). A helper that dies without answering is an error with what it said.
-pub fn run_helper(identity: &Identity, request: &[u8]) -> Result<Vec<u8>> {
+/// Also returns why `input` stopped before its end, if it did (the helper then saw it cut off).
+pub fn run_helper(
+    identity: &Identity,
+    request: &[u8],
+    input: Option<&mut dyn std::io::Read>,
+) -> Result<(Vec<u8>, Option<std::io::Error>)> {
     use std::io::Write;
     if !identity.has_subordinate() {
         bail!("internal error: the user-namespace helper needs a subordinate id range");
@@ -170,9 +175,14 @@ pub fn run_helper(identity: &Identity, request: &[u8]) -> Result<Vec<u8>> {
         Ok(child) => (child, false),
         Err((child, _)) => (child, true),
     };
+    let mut cut = None;
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that died already is seen below, by its status.
-        let _ = stdin.write_all(request);
+        if stdin.write_all(request).is_ok() {
+            if let Some(input) = input {
+                cut = feed(input, &mut stdin).err();
+            }
+        }
     }
     let out = child
         .wait_with_output()
@@ -189,7 +199,33 @@ pub fn run_helper(identity: &Identity, request: &[u8]) -> Result<Vec<u8>> {
             }
         ));
     }
-    Ok(out.stdout)
+    Ok((out.stdout, cut))
+}
+
+/// Copies `input` to the helper's stdin, in large writes through a large pipe. A helper that
+/// stopped reading (it refused the layer) ends it quietly: its reply says why.
+fn feed(
+    input: &mut dyn std::io::Read,
+    stdin: &mut std::process::ChildStdin,
+) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    use std::os::fd::AsRawFd;
+    // Fewer wake-ups of the helper; the size is a hint (the kernel's limit for users is 1 MiB).
+    let _ = nix::fcntl::fcntl(stdin.as_raw_fd(), nix::fcntl::F_SETPIPE_SZ(1 << 20));
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match stdin.write_all(&buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Starts the sandbox for `plan` and waits for it, passing signals on; returns the exit code.

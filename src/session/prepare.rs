@@ -442,13 +442,7 @@ fn image_in_store(
             return Ok(rec);
         }
     }
-    crate::pull::pull(
-        store,
-        identity,
-        reference,
-        &PullProgress::new(false),
-        crate::pull::Settle::InBackground,
-    )
+    crate::pull::pull(store, identity, reference, &PullProgress::new(false))
 }
 
 /// `DEV_OVERLAY` when set, else the cached probe for this kernel, else `None` (probe now).

@@ -1,10 +1,12 @@
 //! The store's work that runs as root inside the user namespace of a subordinate mapping —
 //! unpacking a layer with its owners, capturing and packing trees that subordinate ids own,
-//! removing them — as typed operations and replies. They travel to the helper process as JSON
-//! on its stdin and come back on its stdout; a failure keeps its kind and hint, so the user
+//! removing them — as typed operations and replies. They travel to the helper process as one
+//! line of JSON on its stdin (a layer being downloaded follows it there, see `streamed`) and
+//! come back on its stdout; a failure keeps its kind and hint, so the user
 //! sees the same error as if `dev` had done the work itself. The store never starts the
 //! helper: the sandbox registers how (`set_runner`) before any command runs.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -18,10 +20,15 @@ use crate::unpack::LayerStats;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
-    /// Unpack the verified blob as layer `diff_id` into `layers_dir`, owners kept.
+    /// Unpack the blob as layer `diff_id` into `layers_dir`, owners kept; it is made visible
+    /// only if its uncompressed content hashes to `diff_id`.
     Unpack {
         layers_dir: PathBuf,
+        /// The blob's file; with `streamed`, only the name its errors give.
         blob: PathBuf,
+        /// The blob's bytes (this many) follow the operation on stdin, as they are downloaded.
+        #[serde(default)]
+        streamed: Option<u64>,
         diff_id: Digest,
         /// `dev`'s `cache_epoch` of the store: recorded in the layer unsynced (the helper may
         /// see other mount ids); without one the layer is synced before it is recorded.
@@ -128,8 +135,9 @@ pub fn failed_for_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs an operation in the helper of `identity`'s subordinate mapping.
-pub type Runner = fn(&crate::ids::Identity, &Op) -> Result<Reply>;
+/// Runs an operation in the helper of `identity`'s subordinate mapping, with the bytes of
+/// `input` after it on the helper's stdin.
+pub type Runner = fn(&crate::ids::Identity, &Op, Option<&mut dyn Read>) -> Result<Reply>;
 
 static RUNNER: OnceLock<Runner> = OnceLock::new();
 
@@ -140,27 +148,45 @@ pub fn set_runner(runner: Runner) {
 
 /// Runs `op` as root inside the user namespace; a failure comes back as an error.
 pub fn run(identity: &crate::ids::Identity, op: &Op) -> Result<Reply> {
+    run_fed(identity, op, None)
+}
+
+/// Like [`run`], `input` following the operation (a streamed unpack's blob).
+pub fn run_fed(
+    identity: &crate::ids::Identity,
+    op: &Op,
+    input: Option<&mut dyn Read>,
+) -> Result<Reply> {
     let runner = RUNNER
         .get()
         .ok_or_else(|| anyhow::anyhow!("internal error: no helper runner is registered"))?;
-    match runner(identity, op)? {
+    match runner(identity, op, input)? {
         Reply::Failed(f) => Err(f.into()),
         reply => Ok(reply),
     }
 }
 
-/// Does the work of `op` in this process (the helper's side, or `dev` itself without a range).
-pub fn execute(op: Op) -> Reply {
-    use super::layers::{capture_layer, mark_synced, pack_into, remove_paths, unpack_into};
+/// Does the work of `op` in this process (the helper's side, or `dev` itself without a range);
+/// `stdin` is what followed the operation, a streamed unpack's blob.
+pub fn execute(op: Op, stdin: Box<dyn Read + Send>) -> Reply {
+    use super::layers::{capture_layer, mark_synced, pack_into, remove_paths, unpack_into, Blob};
     let done = match op {
         Op::Unpack {
             layers_dir,
             blob,
+            streamed,
             diff_id,
             epoch,
         } => unpack_into(
             &layers_dir,
-            &blob,
+            match streamed {
+                Some(size) => Blob::Stream {
+                    shown: &blob,
+                    input: stdin,
+                    size,
+                },
+                None => Blob::File(&blob),
+            },
             &diff_id,
             crate::unpack::UnpackOptions { keep_owners: true },
             epoch,
@@ -193,6 +219,7 @@ mod tests {
         let op = Op::Unpack {
             layers_dir: "/s/layers".into(),
             blob: "/s/blob".into(),
+            streamed: Some(12),
             diff_id: Digest::of_bytes(b"x"),
             epoch: Some("boot/7".into()),
         };

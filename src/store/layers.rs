@@ -107,6 +107,17 @@ impl Store {
         blob: &Path,
         diff_id: &Digest,
     ) -> Result<LayerStats> {
+        self.unpack_blob(identity, Blob::File(blob), diff_id)
+    }
+
+    /// Like [`Store::unpack_layer`], from a file or from a stream (a download as it lands).
+    /// Either way nothing is made visible unless the uncompressed content hashes to `diff_id`.
+    pub fn unpack_blob(
+        &self,
+        identity: &Identity,
+        blob: Blob<'_>,
+        diff_id: &Digest,
+    ) -> Result<LayerStats> {
         let dir = self.layers_dir(&identity.store_key());
         fs::DirBuilder::new()
             .recursive(true)
@@ -115,13 +126,19 @@ impl Store {
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         let epoch = cache_epoch(&dir);
         if identity.has_subordinate() {
+            let (path, streamed, mut input) = match blob {
+                Blob::File(p) => (p, None, None),
+                Blob::Stream { shown, input, size } => (shown, Some(size), Some(input)),
+            };
             let op = inside::Op::Unpack {
                 layers_dir: dir,
-                blob: blob.to_path_buf(),
+                blob: path.to_path_buf(),
+                streamed,
                 diff_id: diff_id.clone(),
                 epoch,
             };
-            match inside::run(identity, &op)? {
+            let fed = input.as_mut().map(|i| i as &mut dyn std::io::Read);
+            match inside::run_fed(identity, &op, fed)? {
                 inside::Reply::Unpacked { stats } => Ok(stats),
                 other => bail!("internal error: the helper answered {other:?} to an unpack"),
             }
@@ -284,13 +301,26 @@ pub fn pack_into(
     Ok(result)
 }
 
+/// Where a layer's compressed bytes come from.
+pub enum Blob<'a> {
+    /// A file holding all of them.
+    File(&'a Path),
+    /// `size` bytes read from `input` as they arrive; `shown` is the file they are saved in,
+    /// named in errors.
+    Stream {
+        shown: &'a Path,
+        input: Box<dyn std::io::Read + Send + 'a>,
+        size: u64,
+    },
+}
+
 /// The unpack itself: staging dir → unpack → verify → meta.json → rename into place.
 /// Runs in the helper process (as root inside the user namespace) or in `dev` itself. With
 /// an `epoch` the layer is recorded unsynced (see `Store::settle`); without, it is flushed
 /// to disk before it is recorded.
 pub fn unpack_into(
     layers_dir: &Path,
-    blob: &Path,
+    blob: Blob<'_>,
     diff_id: &Digest,
     opts: UnpackOptions,
     epoch: Option<String>,
@@ -305,8 +335,14 @@ pub fn unpack_into(
         fs::DirBuilder::new()
             .mode(0o755)
             .create(staging.join("root"))?;
-        let stats = unpack::unpack_layer(blob, diff_id, &staging.join("root"), opts)
-            .map_err(|e| anyhow!("layer {diff_id}: {e}"))?;
+        let root = staging.join("root");
+        let stats = match blob {
+            Blob::File(path) => unpack::unpack_layer(path, diff_id, &root, opts),
+            Blob::Stream { input, size, .. } => {
+                unpack::unpack_layer_from(input, size, diff_id, &root, opts)
+            }
+        }
+        .map_err(|e| anyhow!("layer {diff_id}: {e}"))?;
         if epoch.is_none() {
             syncfs(&staging)?;
         }

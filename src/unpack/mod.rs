@@ -125,13 +125,33 @@ pub fn unpack_layer(
     opts: UnpackOptions,
 ) -> Result<LayerStats, UnpackError> {
     let (actual, stats) = unpack_archive(blob, dest, opts)?;
-    if &actual != diff_id {
+    check_diff_id(diff_id, actual)?;
+    Ok(stats)
+}
+
+/// Like [`unpack_layer`], the blob's `compressed` bytes read from `input` (a download as it
+/// arrives).
+pub fn unpack_layer_from(
+    input: Box<dyn Read + Send + '_>,
+    compressed: u64,
+    diff_id: &Digest,
+    dest: &Path,
+    opts: UnpackOptions,
+) -> Result<LayerStats, UnpackError> {
+    // Never more than the blob is said to hold (a longer one fails its digest anyway).
+    let (actual, stats) = unpack_stream(Box::new(input.take(compressed)), compressed, dest, opts)?;
+    check_diff_id(diff_id, actual)?;
+    Ok(stats)
+}
+
+fn check_diff_id(expected: &Digest, actual: Digest) -> Result<(), UnpackError> {
+    if &actual != expected {
         return Err(UnpackError::DiffIdMismatch {
-            expected: diff_id.clone(),
+            expected: expected.clone(),
             actual,
         });
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// Unpacks the archive at `blob` (gzip, zstd or plain tar) into `dest` (an empty directory) by
@@ -142,14 +162,28 @@ pub fn unpack_archive(
     dest: &Path,
     opts: UnpackOptions,
 ) -> Result<(Digest, LayerStats), UnpackError> {
-    let mut file = File::open(blob).map_err(|e| UnpackError::io(blob, e))?;
+    let file = File::open(blob).map_err(|e| UnpackError::io(blob, e))?;
     let compressed = file.metadata().map_err(|e| UnpackError::io(blob, e))?.len();
+    unpack_stream(
+        Box::new(BufReader::with_capacity(256 << 10, file)),
+        compressed,
+        dest,
+        opts,
+    )
+}
+
+/// The archive of `compressed` bytes read from `input`, unpacked into `dest`.
+fn unpack_stream(
+    mut input: Box<dyn Read + Send + '_>,
+    compressed: u64,
+    dest: &Path,
+    opts: UnpackOptions,
+) -> Result<(Digest, LayerStats), UnpackError> {
     let mut head = [0u8; 4];
-    let n = read_full(&mut file, &mut head).map_err(|e| UnpackError::io(blob, e))?;
+    let n = read_full(&mut input, &mut head).map_err(UnpackError::Read)?;
     let compression = Compression::sniff(&head[..n]);
-    let input =
-        io::Cursor::new(head[..n].to_vec()).chain(BufReader::with_capacity(256 << 10, file));
-    let decoded: Box<dyn Read + Send> = match compression {
+    let input = io::Cursor::new(head[..n].to_vec()).chain(input);
+    let decoded: Box<dyn Read + Send + '_> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(input).map_err(UnpackError::Read)?)

@@ -59,7 +59,7 @@ pub struct Measured {
 /// digest of every byte the inflater produced. The inflater gives `limit_error()` instead of
 /// producing more than `limit` bytes.
 pub fn run<T>(
-    input: Box<dyn Read + Send>,
+    input: Box<dyn Read + Send + '_>,
     limit: u64,
     limit_error: fn() -> io::Error,
     consume: impl FnOnce(&mut ChunkReader) -> T,
@@ -109,7 +109,7 @@ pub fn run<T>(
 /// Reads `input` to its end in chunks of `CHUNK` (in buffers the writer gave back, where it
 /// has), each to the hasher; an error goes down the same way and ends it.
 fn inflate(
-    mut input: Box<dyn Read + Send>,
+    mut input: Box<dyn Read + Send + '_>,
     limit: u64,
     limit_error: fn() -> io::Error,
     to_hasher: &SyncSender<io::Result<Vec<u8>>>,

@@ -208,6 +208,15 @@ fn image(reg: &Registry, repo: &str) -> (Pushed, Vec<Layer>) {
     (pushed, layers)
 }
 
+/// Busybox under the layers of [`image`]: one `dev run` can check the files.
+fn runnable_image(reg: &Registry, repo: &str) -> (Pushed, Vec<Layer>) {
+    let (_, data) = image(reg, &format!("{repo}-data"));
+    let mut layers = crate::common::image::busybox_layers();
+    layers.extend(data);
+    let pushed = ImageBuilder::new(layers.clone()).push(reg, repo, Some("v1"));
+    (pushed, layers)
+}
+
 /// Every layer of the image is in the store, and every file in it holds what was pushed.
 fn assert_layers_whole(env: &Env, pushed: &Pushed, layers: &[Layer]) {
     for ((_, diff_id), layer) in pushed.layers.iter().zip(layers) {
@@ -242,17 +251,81 @@ fn meta_files(store: &Path) -> usize {
     n
 }
 
-e2e!(a_pull_is_durable_once_it_returns, |env: Env| {
+/// How many of the store's layers are still marked unsynced (their flush not yet done).
+fn unsynced_layers(store: &Path) -> usize {
+    let mut n = 0;
+    for map in fs::read_dir(store.join("layers-v1"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
+            let meta = fs::read_to_string(l.path().join("meta.json")).unwrap_or_default();
+            if meta.contains("\"unsynced\"") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+e2e!(
+    a_pull_cut_off_right_after_it_returns_is_fetched_again_not_run_torn,
+    |env: Env| {
+        let reg = Registry::start();
+        let (pushed, layers) = runnable_image(&reg, "fixture/durable");
+        let disk = Ext4::new(&env, 256);
+        let r = format!("{}/fixture/durable:v1", reg.host());
+        // `dev pull` does not wait for its layers to reach the disk (`dev __settle` flushes
+        // them once it returned): the cut comes at once, before that can be done.
+        env.ok(&["pull", &r]);
+        disk.crash_and_remount();
+        let outside = env.path("outside");
+        let out = env.ok_in(
+            &outside,
+            &["run", "--image", &r, "--", "sha256sum", "/l3/f39", "/l0/f0"],
+        );
+        // Layer 0 is busybox; data layer l is layers[l + 1].
+        let want = |l: usize, f: usize| match &layers[l + 1].entries[f + 1] {
+            Entry::File(_, data, _) => crate::common::image::sha256(data),
+            _ => unreachable!(),
+        };
+        let got = crate::common::stdout(&out);
+        for (l, f) in [(3, 39), (0, 0)] {
+            assert!(
+                got.contains(&want(l, f)[7..]),
+                "/l{l}/f{f} is torn after the power cut: {got}"
+            );
+        }
+        assert_layers_whole(&env, &pushed, &layers);
+    }
+);
+
+e2e!(a_pull_is_durable_once_its_flush_is_done, |env: Env| {
     let reg = Registry::start();
-    let (pushed, layers) = image(&reg, "fixture/durable");
+    let (pushed, layers) = runnable_image(&reg, "fixture/flushed");
     let disk = Ext4::new(&env, 256);
-    let r = format!("{}/fixture/durable:v1", reg.host());
+    let r = format!("{}/fixture/flushed:v1", reg.host());
     env.ok(&["pull", &r]);
+    let start = Instant::now();
+    while unsynced_layers(&env.store()) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pull's layers were not flushed within 20 s of its return"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     disk.crash_and_remount();
-    // What `dev` will run on after the power cut is what was pulled.
     assert_layers_whole(&env, &pushed, &layers);
-    env.ok(&["pull", &r]);
-    assert_layers_whole(&env, &pushed, &layers);
+    // Nothing is fetched again: with the registry gone the image still runs, from the store.
+    drop(reg);
+    let outside = env.path("outside");
+    let out = env.ok_in(&outside, &["run", "--image", &r, "--", "cat", "/l2/f7"]);
+    let want = match &layers[3].entries[8] {
+        Entry::File(_, data, _) => data.clone(),
+        _ => unreachable!(),
+    };
+    assert!(out.stdout == want, "/l2/f7 differs after the power cut");
 });
 
 e2e!(

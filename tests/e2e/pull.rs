@@ -680,3 +680,88 @@ e2e!(
         );
     }
 );
+
+e2e!(
+    a_download_cut_under_its_unpack_resumes_or_starts_over,
+    |env: Env| {
+        use crate::common::http::{forward, Response, Server};
+        use std::collections::BTreeMap;
+        use std::io::Write;
+        use std::sync::{Arc, Mutex};
+        let reg = Registry::start();
+        let img = big_image(&reg, "fixture/cut-mid");
+        let upstream = reg.url();
+        // Both are cut half-way while their unpack reads them; the first is resumed with a Range
+        // request, the second's Range is ignored (a full answer), so its download starts over
+        // under the unpack.
+        let resumed = img.layers[0].0.clone();
+        let restarted = img.layers[1].0.clone();
+        let path = |d: &str| format!("/v2/fixture/cut-mid/blobs/{d}");
+        let blobs: BTreeMap<String, Vec<u8>> = [&resumed, &restarted]
+            .iter()
+            .map(|d| (path(d), fs::read(reg.blob_file(d)).unwrap()))
+            .collect();
+        let gets = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+        let seen = gets.clone();
+        let resumed_path = path(&resumed);
+        let front = Server::start(move |req| {
+            let Some(blob) = blobs.get(&req.path).cloned() else {
+                return forward(&upstream, req);
+            };
+            let n = {
+                let mut g = seen.lock().unwrap();
+                let c = g.entry(req.path.clone()).or_default();
+                *c += 1;
+                *c
+            };
+            if n == 1 {
+                return Response::streamed(200, Some(blob.len() as u64), move |w| {
+                    let _ = w.write_all(&blob[..blob.len() / 2]);
+                    let _ = w.flush();
+                    // Long enough for the unpack to take what came.
+                    std::thread::sleep(Duration::from_millis(300));
+                });
+            }
+            let from = req
+                .headers
+                .get("range")
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|r| r.parse::<usize>().ok());
+            match from {
+                Some(from) if req.path == resumed_path => Response::new(206, blob[from..].to_vec())
+                    .header(
+                        "Content-Range",
+                        &format!("bytes {from}-{}/{}", blob.len() - 1, blob.len()),
+                    ),
+                _ => Response::new(200, blob),
+            }
+        });
+        let r = format!("127.0.0.1:{}/fixture/cut-mid:v1", front.port);
+        env.ok(&["pull", &r]);
+        let gets = gets.lock().unwrap().clone();
+        assert_eq!(
+            (gets.get(&path(&resumed)), gets.get(&path(&restarted))),
+            (Some(&2), Some(&2)),
+            "each cut blob was asked for twice"
+        );
+        // Whole layers (their diff ids were checked before they became visible), nothing left over.
+        for (l, (_, diff_id)) in img.layers.iter().enumerate() {
+            for f in 0..40 {
+                let file = env.layer_root(diff_id).join(format!("l{l}/f{f}"));
+                assert_eq!(
+                    fs::metadata(&file).map(|m| m.len()).ok(),
+                    Some(256 << 10),
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+        assert_eq!(
+            fs::read_dir(env.store().join("blobs-v1/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+);
