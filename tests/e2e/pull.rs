@@ -686,7 +686,6 @@ e2e!(
     |env: Env| {
         use crate::common::http::{forward, Response, Server};
         use std::collections::BTreeMap;
-        use std::io::Write;
         use std::sync::{Arc, Mutex};
         let reg = Registry::start();
         let img = big_image(&reg, "fixture/cut-mid");
