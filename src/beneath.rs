@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 /// The root of an untrusted tree, as an open directory.
 #[derive(Debug)]
@@ -198,12 +198,6 @@ impl Tree {
         rustix::fs::mkdirat(&dir.fd, name, Mode::from_raw_mode(mode)).map_err(err)
     }
 
-    /// Makes `rel` a symlink to `target` (which is never resolved here).
-    pub fn symlink(&self, target: &Path, rel: &Path) -> io::Result<()> {
-        let (dir, name) = self.parent(rel)?;
-        rustix::fs::symlinkat(target, &dir.fd, name).map_err(err)
-    }
-
     /// Makes `link` a hard link to the entry `existing` (not to what a symlink there points to).
     pub fn hard_link(&self, existing: &Path, link: &Path) -> io::Result<()> {
         let (from_dir, from) = self.parent(existing)?;
@@ -222,40 +216,6 @@ impl Tree {
             0,
         )
         .map_err(err)
-    }
-
-    /// Sets the owner of `rel` itself (a symlink's own owner, not its target's).
-    pub fn chown(&self, rel: &Path, uid: u32, gid: u32) -> io::Result<()> {
-        let (dir, name) = self.parent(rel)?;
-        // SAFETY of the ids: any value is a valid id to ask for; the kernel checks it.
-        let (uid, gid) = (
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Gid::from_raw(gid),
-        );
-        rustix::fs::chownat(
-            &dir.fd,
-            name,
-            Some(uid),
-            Some(gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(err)
-    }
-
-    /// Sets the modification time of `rel` itself (a symlink's own), leaving its access time.
-    pub fn set_mtime(&self, rel: &Path, secs: i64, nanos: i64) -> io::Result<()> {
-        let (dir, name) = self.parent(rel)?;
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: secs,
-                tv_nsec: nanos,
-            },
-        };
-        rustix::fs::utimensat(&dir.fd, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(err)
     }
 
     /// Removes whatever is at `rel`, a whole directory tree included; nothing there is fine.
@@ -623,8 +583,6 @@ mod tests {
         }
         assert!(t.mkdir(Path::new("link/victim/new"), 0o755).is_err());
         assert!(t.create_file(Path::new("link/new"), 0o644).is_err());
-        assert!(t.chown(Path::new("link/victim"), 0, 0).is_err());
-        assert!(t.set_mtime(Path::new("link/victim"), 0, 0).is_err());
         assert!(t.remove(Path::new("link/victim")).is_err());
         assert!(t.open_at(Path::new("../x"), OFlags::RDONLY, 0).is_err());
         assert!(outside.path().join("victim/secret").exists());

@@ -113,10 +113,6 @@ pub fn pull(
         .collect();
     fetch_layers(store, identity, &endpoint, &jobs, progress)?;
     let diff_ids: Vec<_> = jobs.iter().map(|(_, d)| d.clone()).collect();
-    // Not on the pull's critical path (a `syncfs` is most of a cold pull's time when the page
-    // cache holds the layer): until `dev __settle` is done the layers stay marked unsynced, so
-    // after a power cut they are fetched again instead of run on torn.
-    settle_in_background(&store.unsettled(identity, &diff_ids));
 
     if let Some((bytes, _)) = &index {
         store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
@@ -145,6 +141,11 @@ pub fn pull(
             .collect(),
     };
     store.save_image(&rec)?;
+    // Not on the pull's critical path (a `syncfs` is most of a cold pull's time when the page
+    // cache holds the layer): until `dev __settle` is done the layers stay marked unsynced, so
+    // after a power cut they are fetched again instead of run on torn. Started after the
+    // records above, whose own flushes would otherwise wait behind it.
+    settle_in_background(&store.unsettled(identity, &diff_ids));
     Ok(rec)
 }
 

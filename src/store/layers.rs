@@ -346,12 +346,27 @@ pub fn unpack_into(
         if epoch.is_none() {
             syncfs(&staging)?;
         }
+        let synced = epoch.is_none();
         let meta = LayerMeta {
             diff_id: diff_id.clone(),
             stats: stats.clone(),
             unsynced: epoch,
         };
-        write_atomic(&staging.join("meta.json"), &serde_json::to_vec(&meta)?)?;
+        let meta_path = staging.join("meta.json");
+        let meta_json = serde_json::to_vec(&meta)?;
+        if synced {
+            write_atomic(&meta_path, &meta_json)?;
+        } else {
+            // Marked unsynced, the layer needs nothing flushed now: a meta.json lost to a power
+            // cut is a layer not found, fetched again, as one found under another epoch is.
+            crate::atomic::write(
+                &meta_path,
+                &meta_json,
+                0o644,
+                crate::atomic::Durability::Volatile,
+            )
+            .with_context(|| format!("cannot write `{}`", meta_path.display()))?;
+        }
         // The caller found no readable meta.json: a tree here is damaged, so it is replaced.
         if final_dir.exists() {
             unpack::remove_tree(&final_dir)
@@ -359,7 +374,9 @@ pub fn unpack_into(
         }
         fs::rename(&staging, &final_dir)
             .with_context(|| format!("cannot move layer into `{}`", final_dir.display()))?;
-        sync_dir(layers_dir);
+        if synced {
+            sync_dir(layers_dir);
+        }
         Ok(stats)
     })();
     if result.is_err() {

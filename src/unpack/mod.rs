@@ -20,13 +20,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::FileType;
+use rustix::fs::{FileType, OFlags};
 
 use crate::beneath::{self, Tree};
 use crate::oci::manifest::Compression;
 use crate::oci::Digest;
 use archive::Kind;
-use path::{normalize, SafeDirs};
+use path::{normalize, OpenDirs, SafeDirs};
 
 /// Below this, a layer is never called a bomb.
 pub const MIN_SIZE_LIMIT: u64 = 1 << 30;
@@ -254,6 +254,12 @@ struct LayerWriter {
     root: Tree,
     opts: UnpackOptions,
     dirs: SafeDirs,
+    open: OpenDirs,
+    /// The owner a file this process creates in the layer gets (none known: a setgid root
+    /// passes its group down); an entry of that owner needs no chown.
+    own_ids: Option<(u32, u32)>,
+    /// This process's umask: an entry whose mode survives it needs no chmod.
+    umask: u32,
     deferred: Vec<DeferredDir>,
     /// Where each directory is in `deferred`: a directory given twice takes its last entry's
     /// metadata, as with GNU tar.
@@ -265,8 +271,9 @@ struct LayerWriter {
     buf: Vec<u8>,
 }
 
-fn set_fd_mtime(fd: &File, secs: i64, nanos: u32) {
-    let times = rustix::fs::Timestamps {
+/// Timestamps that set the modification time and leave the access time.
+fn mtime_only(secs: i64, nanos: u32) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_OMIT,
@@ -275,9 +282,25 @@ fn set_fd_mtime(fd: &File, secs: i64, nanos: u32) {
             tv_sec: secs,
             tv_nsec: i64::from(nanos),
         },
-    };
+    }
+}
+
+fn set_fd_mtime(fd: &File, secs: i64, nanos: u32) {
     // A time the filesystem cannot hold is clamped by the kernel, as it is for GNU tar.
-    let _ = rustix::fs::futimens(fd, &times);
+    let _ = rustix::fs::futimens(fd, &mtime_only(secs, nanos));
+}
+
+/// This process's umask, from /proc (asking `umask(2)` would change it under other threads);
+/// unknown, every mode is set again after creation.
+fn current_umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 /// The lines of this process's `/proc/self/uid_map` or `gid_map`: (inside, outside, count).
@@ -367,10 +390,23 @@ impl LayerWriter {
         limit: u64,
         compressed: u64,
     ) -> Result<Self, UnpackError> {
+        let tree = Tree::open(root).map_err(|e| UnpackError::io(root, e))?;
+        let st = rustix::fs::fstat(tree.fd()).map_err(|e| UnpackError::io(root, e.into()))?;
+        // Directories the writer makes are never setgid while it writes (their modes come
+        // last), so only the root's could pass a group down.
+        let own_ids = (st.st_mode & 0o2000 == 0).then(|| {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        });
         Ok(LayerWriter {
-            root: Tree::open(root).map_err(|e| UnpackError::io(root, e))?,
+            root: tree,
             opts,
             dirs: SafeDirs::default(),
+            open: OpenDirs::default(),
+            own_ids,
+            umask: current_umask(),
             deferred: Vec::new(),
             deferred_at: std::collections::HashMap::new(),
             declared: 0,
@@ -451,13 +487,22 @@ impl LayerWriter {
         self.dirs.prepare_parents(&self.root, &rel)?;
         match entry.kind {
             Kind::Dir => {
-                match self.root.lstat(&rel).map_err(io_err)? {
-                    Some(st) if beneath::file_type(&st) == FileType::Directory => {}
-                    Some(_) => {
-                        self.clear(&rel)?;
-                        self.root.mkdir(&rel, 0o700).map_err(io_err)?;
+                let made = self.in_parent(&rel, |dir, name| {
+                    rustix::fs::mkdirat(dir, name, rustix::fs::Mode::from_raw_mode(0o700))
+                        .map_err(io::Error::from)
+                })?;
+                match made {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                        match self.root.lstat(&rel).map_err(io_err)? {
+                            Some(st) if beneath::file_type(&st) == FileType::Directory => {}
+                            _ => {
+                                self.clear(&rel)?;
+                                self.root.mkdir(&rel, 0o700).map_err(io_err)?;
+                            }
+                        }
                     }
-                    None => self.root.mkdir(&rel, 0o700).map_err(io_err)?,
+                    Err(e) => return Err(io_err(e)),
                 }
                 self.dirs.insert(&rel);
                 if !xattrs.is_empty() {
@@ -474,8 +519,22 @@ impl LayerWriter {
                 });
             }
             Kind::File => {
-                self.clear(&rel)?;
-                let mut out = self.root.create_file(&rel, 0o600).map_err(io_err)?;
+                // Created with its permissions (the special bits come after any chown, which
+                // would clear them), beneath a staging directory only this user can enter.
+                let created = mode & 0o777;
+                let mut out = File::from(self.make(&rel, |dir, name| {
+                    rustix::fs::openat(
+                        dir,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        rustix::fs::Mode::from_raw_mode(created),
+                    )
+                    .map_err(io::Error::from)
+                })?);
                 let mut written = 0u64;
                 while let Some((offset, n)) = reader
                     .read_data(&mut self.buf)
@@ -492,13 +551,15 @@ impl LayerWriter {
                     // The holes, a trailing one included, take no space.
                     out.set_len(entry.size).map_err(io_err)?;
                 }
-                if let Some((u, g)) = owner {
+                if let Some((u, g)) = owner.filter(|o| Some(*o) != self.own_ids) {
                     std::os::unix::fs::fchown(&out, Some(u), Some(g))
                         .map_err(chown_error(&rel, u, g))?;
                 }
                 // After chown: chown clears setuid bits.
-                out.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_err)?;
+                if created & !self.umask != mode & 0o7777 {
+                    out.set_permissions(fs::Permissions::from_mode(mode))
+                        .map_err(io_err)?;
+                }
                 set_xattrs(&out, &xattrs);
                 set_fd_mtime(&out, mtime, nanos);
                 self.stats.files += 1;
@@ -511,14 +572,27 @@ impl LayerWriter {
                     )));
                 }
                 let target = Path::new(OsStr::from_bytes(&entry.link));
-                self.clear(&rel)?;
-                self.root.symlink(target, &rel).map_err(io_err)?;
-                if let Some((u, g)) = owner {
-                    self.root
-                        .chown(&rel, u, g)
-                        .map_err(chown_error(&rel, u, g))?;
+                self.make(&rel, |dir, name| {
+                    rustix::fs::symlinkat(target, dir, name).map_err(io::Error::from)
+                })?;
+                if let Some((u, g)) = owner.filter(|o| Some(*o) != self.own_ids) {
+                    self.in_parent(&rel, |dir, name| {
+                        rustix::fs::chownat(
+                            dir,
+                            name,
+                            Some(rustix::fs::Uid::from_raw(u)),
+                            Some(rustix::fs::Gid::from_raw(g)),
+                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(io::Error::from)
+                    })?
+                    .map_err(chown_error(&rel, u, g))?;
                 }
-                let _ = self.root.set_mtime(&rel, mtime, i64::from(nanos));
+                let times = mtime_only(mtime, nanos);
+                let _ = self.in_parent(&rel, |dir, name| {
+                    rustix::fs::utimensat(dir, name, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(io::Error::from)
+                })?;
                 self.stats.files += 1;
             }
             Kind::HardLink => {
@@ -574,8 +648,45 @@ impl LayerWriter {
                 if beneath::file_type(&st) == FileType::Directory {
                     self.dirs.forget(rel);
                 }
+                // An open directory may be (or be beneath) what goes.
+                self.open.clear();
                 self.root.remove(rel).map_err(|e| UnpackError::io(rel, e))
             }
+        }
+    }
+
+    /// Runs `op` on `rel`'s name in its parent directory, which `prepare_parents` made sure
+    /// is a real directory beneath the root; the outer error is the parent's, the inner `op`'s.
+    fn in_parent<T>(
+        &mut self,
+        rel: &Path,
+        op: impl FnOnce(std::os::fd::BorrowedFd<'_>, &OsStr) -> io::Result<T>,
+    ) -> Result<io::Result<T>, UnpackError> {
+        let name = rel
+            .file_name()
+            .ok_or_else(|| UnpackError::io(rel, io::Error::from(io::ErrorKind::InvalidInput)))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = self
+            .open
+            .get(&self.root, parent)
+            .map_err(|e| UnpackError::io(parent, e))?;
+        Ok(op(dir.fd(), name))
+    }
+
+    /// Creates `rel` with `make` in its parent; when something is in the way (`EEXIST`, as
+    /// when a layer names a path twice), removes it and makes `rel` once more.
+    fn make<T>(
+        &mut self,
+        rel: &Path,
+        mut make: impl FnMut(std::os::fd::BorrowedFd<'_>, &OsStr) -> io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        match self.in_parent(rel, &mut make)? {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) => {
+                self.clear(rel)?;
+                self.in_parent(rel, make)?
+                    .map_err(|e| UnpackError::io(rel, e))
+            }
+            done => done.map_err(|e| UnpackError::io(rel, e)),
         }
     }
 

@@ -81,6 +81,46 @@ impl SafeDirs {
     }
 }
 
+/// The directories entries were last written in, open: most entries of a layer go into the
+/// directory of the entry before them, and an entry is then created by its name in the open
+/// directory instead of by a walk of its whole path. Each was opened beneath the layer's root
+/// with no symlink followed; the writer empties the cache whenever it removes anything (the
+/// only way a directory of the layer can be replaced), so an open directory is always the one
+/// at its path.
+#[derive(Default)]
+pub struct OpenDirs {
+    /// Most recently used last.
+    open: Vec<(PathBuf, Tree)>,
+}
+
+/// Directories kept open (a few fds).
+const OPEN_DIRS: usize = 8;
+
+impl OpenDirs {
+    /// The directory `rel` beneath `root`, opened now or before.
+    pub fn get(&mut self, root: &Tree, rel: &Path) -> std::io::Result<&Tree> {
+        match self.open.iter().position(|(p, _)| p == rel) {
+            Some(i) => {
+                let hit = self.open.remove(i);
+                self.open.push(hit);
+            }
+            None => {
+                let dir = root.dir(rel)?;
+                if self.open.len() == OPEN_DIRS {
+                    self.open.remove(0);
+                }
+                self.open.push((rel.to_path_buf(), dir));
+            }
+        }
+        Ok(&self.open[self.open.len() - 1].1)
+    }
+
+    /// Forgets them all (something in the layer was removed).
+    pub fn clear(&mut self) {
+        self.open.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +149,25 @@ mod tests {
         assert!(s.prepare_parents(&tree, Path::new("l/x")).is_err());
         s.prepare_parents(&tree, Path::new("d/e/f")).unwrap();
         assert!(t.path().join("d/e").is_dir());
+    }
+
+    #[test]
+    fn open_dirs_are_the_ones_at_their_paths_and_never_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a", t.path().join("l")).unwrap();
+        let tree = Tree::open(t.path()).unwrap();
+        let mut open = OpenDirs::default();
+        for i in 0..20 {
+            // More directories than are kept open, then the first again.
+            let rel = PathBuf::from(format!("a/b/{i}"));
+            std::fs::create_dir(t.path().join(&rel)).unwrap();
+            open.get(&tree, &rel).unwrap();
+        }
+        let st = rustix::fs::fstat(open.get(&tree, Path::new("a/b/0")).unwrap().fd()).unwrap();
+        let want = std::fs::metadata(t.path().join("a/b/0")).unwrap();
+        assert_eq!(st.st_ino, std::os::unix::fs::MetadataExt::ino(&want));
+        assert!(open.get(&tree, Path::new("l/b")).is_err());
+        assert!(open.open.len() <= OPEN_DIRS);
     }
 }
