@@ -735,6 +735,100 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A plain tar of these entries: (path, symlink target or None for a file/dir).
+    fn tar_of(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, target).unwrap();
+                }
+                None if path.ends_with('/') => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, path, io::empty()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(4);
+                    b.append_data(&mut h, path, &b"data"[..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_directory_written_in_then_replaced_by_a_symlink_is_never_written_through() {
+        let base = tempfile::tempdir().unwrap();
+        let outside = base.path().join("outside");
+        fs::create_dir_all(outside.join("b")).unwrap();
+        let target = outside.display().to_string();
+        // Files go into `a/b` (open in the writer's cache) before `a` becomes a symlink out;
+        // the next entry under `a/b` must not land in the old directory nor in `outside/b`.
+        for later in ["a/b/z", "a/c"] {
+            let blob = base.path().join("blob");
+            let tar = tar_of(&[
+                ("a/", None),
+                ("a/b/", None),
+                ("a/b/x", None),
+                ("a", Some(&target)),
+                (later, None),
+            ]);
+            fs::write(&blob, &tar).unwrap();
+            let stage = base.path().join("stage");
+            fs::create_dir(&stage).unwrap();
+            let err = unpack_layer(
+                &blob,
+                &Digest::of_bytes(&tar),
+                &stage,
+                UnpackOptions { keep_owners: false },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, UnpackError::ThroughSymlink { .. }),
+                "{later}: {err}"
+            );
+            assert_eq!(
+                fs::read_dir(&outside).unwrap().count(),
+                1,
+                "{later}: written outside"
+            );
+            assert_eq!(fs::read_dir(outside.join("b")).unwrap().count(), 0);
+            remove_tree(&stage).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_directory_replaced_and_made_again_is_written_in_as_the_new_one() {
+        let base = tempfile::tempdir().unwrap();
+        let blob = base.path().join("blob");
+        let tar = tar_of(&[
+            ("a/b/", None),
+            ("a/b/x", None),
+            ("a/b", None),
+            ("a/b/", None),
+            ("a/b/y", None),
+        ]);
+        fs::write(&blob, &tar).unwrap();
+        let stage = base.path().join("stage");
+        fs::create_dir(&stage).unwrap();
+        unpack_layer(
+            &blob,
+            &Digest::of_bytes(&tar),
+            &stage,
+            UnpackOptions { keep_owners: false },
+        )
+        .unwrap();
+        assert!(stage.join("a/b").is_dir());
+        assert!(stage.join("a/b/y").is_file());
+        assert!(!stage.join("a/b/x").exists());
+    }
+
     #[test]
     fn id_ranges_read_as_one_line() {
         let map = [(0, 100000, 1001), (1001, 1001, 1), (1002, 101001, 64534)];
