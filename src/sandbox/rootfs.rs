@@ -49,11 +49,13 @@ pub fn mount<S: Sys>(sys: &mut S, plan: &RootfsPlan) -> Result<Mounted<S>> {
                     backend,
                 };
                 if let Ok(json) = serde_json::to_vec(&cache) {
+                    // A cache, probed again if a power cut loses it: not flushed (a first run's
+                    // fsync here waited behind the flush of the layers it had just pulled).
                     let _ = crate::atomic::write(
                         &plan.probe_cache,
                         &json,
                         0o644,
-                        crate::atomic::Durability::Durable,
+                        crate::atomic::Durability::Volatile,
                     );
                 }
                 return Ok(m);

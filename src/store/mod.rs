@@ -96,7 +96,14 @@ impl Store {
         }
         let tag = store.root.join("CACHEDIR.TAG");
         if !tag.exists() {
-            write_atomic(&tag, CACHEDIR_TAG.as_bytes())?;
+            // A hint for backup tools, written again if a power cut loses it: not flushed.
+            crate::atomic::write(
+                &tag,
+                CACHEDIR_TAG.as_bytes(),
+                0o644,
+                crate::atomic::Durability::Volatile,
+            )
+            .with_context(|| format!("cannot write `{}`", tag.display()))?;
         }
         Ok(store)
     }
