@@ -54,6 +54,8 @@ impl Ext4 {
         };
         fs.mount();
         env.chown_all(&fs.at);
+        // The disk as the user got it (theirs) is on the disk before any cut.
+        sh("sync", Command::new("sync").arg("-f").arg(&fs.at));
         fs
     }
 
