@@ -55,6 +55,19 @@ pub fn pull(
     reference: &Reference,
     progress: &PullProgress,
 ) -> Result<ImageRecord> {
+    // The first layer's unpack helper is mapped while the registry is asked for the image.
+    crate::sandbox::parent::prestart_store_helper(identity);
+    let pulled = pull_image(store, identity, reference, progress);
+    crate::sandbox::parent::forget_prestarted();
+    pulled
+}
+
+fn pull_image(
+    store: &Store,
+    identity: &Identity,
+    reference: &Reference,
+    progress: &PullProgress,
+) -> Result<ImageRecord> {
     let settings = Settings::load()?;
     let _shared = store.lock_store(false)?;
     if !matches!(progress, PullProgress::Quiet) {

@@ -39,9 +39,19 @@ pub fn spawn_helper(
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_COMMAND).arg(mode.as_arg()).args(args);
     setup(&mut cmd);
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .context("cannot start the `dev` helper process")?;
+    map_helper(identity, mode, child)
+}
+
+/// The second half of [`spawn_helper`]: maps the started helper's user namespace. It may run
+/// on another thread than the one that started the helper (which the helper dies with).
+fn map_helper(
+    identity: &Identity,
+    mode: IdMode,
+    mut child: Child,
+) -> Result<Result<Child, (Child, i32)>> {
     let pid = Pid::from_raw(child.id() as i32);
     if mode != IdMode::Subordinate || !identity.has_subordinate() {
         return Ok(Ok(child));
@@ -156,6 +166,80 @@ impl Maps {
 /// Runs `dev __userns-helper sub store` as root inside a user namespace with the full mapping,
 /// gives it `request` on its stdin and returns what it answers on its stdout (the store's typed
 /// protocol, opaque here). A helper that dies without answering is an error with what it said.
+/// A store helper being started ahead of its operation (see [`prestart_store_helper`]).
+static PRESTARTED: std::sync::Mutex<Option<std::thread::JoinHandle<Option<Child>>>> =
+    std::sync::Mutex::new(None);
+
+fn spawn_store_helper(identity: &Identity) -> Result<Result<Child, (Child, i32)>> {
+    map_helper(identity, IdMode::Subordinate, start_store_helper()?)
+}
+
+fn start_store_helper() -> Result<Child> {
+    let exe = std::env::current_exe().context("cannot find the `dev` executable to re-run")?;
+    Command::new(exe)
+        .arg(HELPER_COMMAND)
+        .arg(IdMode::Subordinate.as_arg())
+        .arg("store")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the `dev` helper process")
+}
+
+/// Starts a store helper for `identity` on a thread of its own, for the next [`run_helper`]
+/// to take: its user namespace is mapped (newuidmap and newgidmap, ~10 ms) while a pull still
+/// asks the registry for the image, not after. [`forget_prestarted`] ends one never taken.
+pub fn prestart_store_helper(identity: &Identity) {
+    if !identity.has_subordinate() {
+        return;
+    }
+    // Started on this thread, which lives on (the helper dies with the thread that started
+    // it); only the mapping, which waits for the helper, on another.
+    let Ok(child) = start_store_helper() else {
+        return;
+    };
+    let identity = identity.clone();
+    let started =
+        std::thread::spawn(
+            move || match map_helper(&identity, IdMode::Subordinate, child) {
+                Ok(Ok(child)) => Some(child),
+                Ok(Err((mut child, _))) => {
+                    let _ = child.wait();
+                    None
+                }
+                Err(_) => None,
+            },
+        );
+    if let Ok(mut slot) = PRESTARTED.lock() {
+        if let Some(old) = slot.replace(started) {
+            end_prestarted(old);
+        }
+    }
+}
+
+fn take_prestarted() -> Option<Child> {
+    let started = PRESTARTED.lock().ok()?.take()?;
+    started.join().ok().flatten()
+}
+
+fn end_prestarted(started: std::thread::JoinHandle<Option<Child>>) {
+    if let Ok(Some(mut child)) = started.join() {
+        // With its stdin closed it has no operation and exits; killed in case it waits.
+        drop(child.stdin.take());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Ends the helper [`prestart_store_helper`] started, if no operation took it.
+pub fn forget_prestarted() {
+    let started = PRESTARTED.lock().ok().and_then(|mut s| s.take());
+    if let Some(started) = started {
+        end_prestarted(started);
+    }
+}
+
 /// Also returns why `input` stopped before its end, if it did (the helper then saw it cut off).
 pub fn run_helper(
     identity: &Identity,
@@ -166,11 +250,10 @@ pub fn run_helper(
     if !identity.has_subordinate() {
         bail!("internal error: the user-namespace helper needs a subordinate id range");
     }
-    let started = spawn_helper(identity, IdMode::Subordinate, &["store".into()], |c| {
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-    })?;
+    let started = match take_prestarted() {
+        Some(child) => Ok(child),
+        None => spawn_store_helper(identity)?,
+    };
     let (mut child, failed) = match started {
         Ok(child) => (child, false),
         Err((child, _)) => (child, true),
