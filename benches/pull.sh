@@ -9,7 +9,9 @@
 #   RUNS             hyperfine runs per command (default 5)
 #   DEV_BENCH_TRIALS an empty directory for the trials' stores, e.g. on a freshly made file
 #                    system: on a shared disk, other users' deletions make ext4's inode
-#                    allocator slow for minutes (`recently_deleted`). Left as it is afterwards.
+#                    allocator slow for minutes (`recently_deleted`). Made with
+#                    `mkfs.ext4 -E lazy_itable_init=0,lazy_journal_init=0`, or its background
+#                    zeroing of the inode tables writes during the trials. Left as it is afterwards.
 #                    Default: in the work dir, removed at the end.
 #   DEV_BENCH_BASELINE another dev binary (e.g. the last commit's), run in the same rounds as
 #                    `dev pull (baseline)` and `dev run --image (baseline)`; the README is then

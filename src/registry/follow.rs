@@ -114,7 +114,14 @@ impl Read for Follow<'_> {
         // Opened once there are bytes: the download has created the file by then.
         let file = match &self.file {
             Some(f) => f,
-            None => self.file.insert(File::open(&self.path)?),
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&self.path)?;
+                self.file.insert(f)
+            }
         };
         let want = buf
             .len()
