@@ -39,6 +39,9 @@ pub enum Op {
     Settle {
         layers_dir: PathBuf,
         diff_ids: Vec<Digest>,
+        /// `dev`'s `cache_epoch` the flush was for (the helper sees other mount ids): only
+        /// marks of it are cleared.
+        epoch: String,
     },
     /// Turn a build's writable layer into a layer of `layers_dir`.
     Capture { upper: PathBuf, layers_dir: PathBuf },
@@ -195,7 +198,8 @@ pub fn execute(op: Op, stdin: Box<dyn Read + Send>) -> Reply {
         Op::Settle {
             layers_dir,
             diff_ids,
-        } => mark_synced(&layers_dir, &diff_ids).map(|()| Reply::Settled),
+            epoch,
+        } => mark_synced(&layers_dir, &diff_ids, &epoch).map(|()| Reply::Settled),
         Op::Capture { upper, layers_dir } => capture_layer(&upper, &layers_dir)
             .map(|(diff_id, stats)| Reply::Captured { diff_id, stats }),
         Op::Pack {

@@ -57,20 +57,32 @@ impl Store {
     /// then their unsynced marks cleared. Called once a pull's layers are all in place, so the
     /// flush overlaps nothing the pull still has to write.
     pub fn settle(&self, identity: &Identity, diff_ids: &[Digest]) -> Result<()> {
+        let dir = self.layers_dir(&identity.store_key());
+        // The epoch the flush is for: a mark of another (the file system shut down and mounted
+        // again meanwhile) is never cleared, its layer's files may be torn.
+        let Some(epoch) = cache_epoch(&dir) else {
+            return Ok(());
+        };
         let pending = self.unsettled(identity, diff_ids);
         if pending.is_empty() {
             return Ok(());
         }
-        let dir = self.layers_dir(&identity.store_key());
         syncfs(&dir)?;
+        if cache_epoch(&dir).as_ref() != Some(&epoch) {
+            bail!(
+                "the store's file system at `{}` was mounted again during its flush",
+                dir.display()
+            );
+        }
         if identity.has_subordinate() {
             let op = inside::Op::Settle {
                 layers_dir: dir,
                 diff_ids: pending,
+                epoch,
             };
             inside::run(identity, &op).map(drop)
         } else {
-            mark_synced(&dir, &pending)
+            mark_synced(&dir, &pending, &epoch)
         }
     }
 
@@ -241,14 +253,16 @@ impl Store {
 }
 
 /// Clears the unsynced mark of these layers' meta.json (after their files were flushed).
-pub fn mark_synced(layers_dir: &Path, diff_ids: &[Digest]) -> Result<()> {
+pub fn mark_synced(layers_dir: &Path, diff_ids: &[Digest], epoch: &str) -> Result<()> {
     for d in diff_ids {
         let p = layers_dir.join(d.hex()).join("meta.json");
         let Ok(bytes) = fs::read(&p) else { continue };
         let Ok(mut meta) = serde_json::from_slice::<LayerMeta>(&bytes) else {
             continue;
         };
-        if meta.unsynced.take().is_some() {
+        // Only the flush's own epoch: a layer marked under another was not flushed by it.
+        if meta.unsynced.as_deref() == Some(epoch) {
+            meta.unsynced = None;
             write_atomic(&p, &serde_json::to_vec(&meta)?)?;
         }
     }
@@ -551,8 +565,10 @@ mod tests {
             "written in this epoch"
         );
         assert!(store.layer_meta("m", &torn).is_none(), "written in another");
-        mark_synced(&layers, std::slice::from_ref(&now)).expect("mark");
+        mark_synced(&layers, &[now.clone(), torn.clone()], &epoch).expect("mark");
         let meta = store.layer_meta("m", &now).expect("complete");
         assert_eq!(meta.unsynced, None);
+        // A flush of this epoch says nothing of a layer written in another.
+        assert!(store.layer_meta("m", &torn).is_none(), "still torn");
     }
 }
