@@ -219,6 +219,27 @@ fn runnable_image(reg: &Registry, repo: &str) -> (Pushed, Vec<Layer>) {
     (pushed, layers)
 }
 
+/// A `dev run` of the image (busybox under the layers of [`image`]) reads the files of the
+/// first and the last data layer as they were pushed.
+fn assert_a_run_reads_whole_files(env: &Env, cwd: &Path, r: &str, layers: &[Layer]) {
+    let out = env.ok_in(
+        cwd,
+        &["run", "--image", r, "--", "sha256sum", "/l3/f39", "/l0/f0"],
+    );
+    // Layer 0 is busybox; data layer l is layers[l + 1].
+    let want = |l: usize, f: usize| match &layers[l + 1].entries[f + 1] {
+        Entry::File(_, data, _) => crate::common::image::sha256(data),
+        _ => unreachable!(),
+    };
+    let got = crate::common::stdout(&out);
+    for (l, f) in [(3, 39), (0, 0)] {
+        assert!(
+            got.contains(&want(l, f)[7..]),
+            "/l{l}/f{f} is torn after the power cut: {got}"
+        );
+    }
+}
+
 /// Every layer of the image is in the store, and every file in it holds what was pushed.
 fn assert_layers_whole(env: &Env, pushed: &Pushed, layers: &[Layer]) {
     for ((_, diff_id), layer) in pushed.layers.iter().zip(layers) {
@@ -237,8 +258,9 @@ fn assert_layers_whole(env: &Env, pushed: &Pushed, layers: &[Layer]) {
     }
 }
 
-fn meta_files(store: &Path) -> usize {
-    let mut n = 0;
+/// The meta.json of each layer in the store (of every mapping).
+fn metas(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     for map in fs::read_dir(store.join("layers-v1"))
         .into_iter()
         .flatten()
@@ -246,29 +268,27 @@ fn meta_files(store: &Path) -> usize {
     {
         for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
             if l.file_name() != "tmp" && l.path().join("meta.json").is_file() {
-                n += 1;
+                out.push(l.path().join("meta.json"));
             }
         }
     }
-    n
+    out
+}
+
+fn meta_files(store: &Path) -> usize {
+    metas(store).len()
 }
 
 /// How many of the store's layers are still marked unsynced (their flush not yet done).
 fn unsynced_layers(store: &Path) -> usize {
-    let mut n = 0;
-    for map in fs::read_dir(store.join("layers-v1"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for l in fs::read_dir(map.path()).into_iter().flatten().flatten() {
-            let meta = fs::read_to_string(l.path().join("meta.json")).unwrap_or_default();
-            if meta.contains("\"unsynced\"") {
-                n += 1;
-            }
-        }
-    }
-    n
+    metas(store)
+        .iter()
+        .filter(|m| {
+            fs::read_to_string(m)
+                .unwrap_or_default()
+                .contains("\"unsynced\"")
+        })
+        .count()
 }
 
 e2e!(
@@ -283,22 +303,7 @@ e2e!(
         env.ok(&["pull", &r]);
         disk.crash_and_remount();
         let outside = env.path("outside");
-        let out = env.ok_in(
-            &outside,
-            &["run", "--image", &r, "--", "sha256sum", "/l3/f39", "/l0/f0"],
-        );
-        // Layer 0 is busybox; data layer l is layers[l + 1].
-        let want = |l: usize, f: usize| match &layers[l + 1].entries[f + 1] {
-            Entry::File(_, data, _) => crate::common::image::sha256(data),
-            _ => unreachable!(),
-        };
-        let got = crate::common::stdout(&out);
-        for (l, f) in [(3, 39), (0, 0)] {
-            assert!(
-                got.contains(&want(l, f)[7..]),
-                "/l{l}/f{f} is torn after the power cut: {got}"
-            );
-        }
+        assert_a_run_reads_whole_files(&env, &outside, &r, &layers);
         assert_layers_whole(&env, &pushed, &layers);
     }
 );
@@ -345,22 +350,7 @@ e2e!(
         // them meanwhile): the cut comes at once, before that can be done.
         env.ok_in(&outside, &["run", "--image", &r, "--", "true"]);
         disk.crash_and_remount();
-        let out = env.ok_in(
-            &outside,
-            &["run", "--image", &r, "--", "sha256sum", "/l3/f39", "/l0/f0"],
-        );
-        // Layer 0 is busybox; data layer l is layers[l + 1].
-        let want = |l: usize, f: usize| match &layers[l + 1].entries[f + 1] {
-            Entry::File(_, data, _) => crate::common::image::sha256(data),
-            _ => unreachable!(),
-        };
-        let got = crate::common::stdout(&out);
-        for (l, f) in [(3, 39), (0, 0)] {
-            assert!(
-                got.contains(&want(l, f)[7..]),
-                "/l{l}/f{f} is torn after the power cut: {got}"
-            );
-        }
+        assert_a_run_reads_whole_files(&env, &outside, &r, &layers);
         assert_layers_whole(&env, &pushed, &layers);
     }
 );
