@@ -174,6 +174,15 @@ fn pull_image(
     Ok(rec)
 }
 
+/// Tells the unpack that the download failed, if the thread ends (a panic) before saying how.
+struct OverOnDrop<'a>(&'a Landing);
+
+impl Drop for OverOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.over(false);
+    }
+}
+
 /// Deletes the downloads whose layers are unpacked (the tree is what is kept).
 fn remove_downloads(paths: &[std::path::PathBuf]) {
     for p in paths {
@@ -190,13 +199,19 @@ fn settle_in_background(diff_ids: &[crate::oci::Digest]) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let _ = std::process::Command::new(exe)
+    let started = std::process::Command::new(exe)
         .arg(SETTLE_COMMAND)
         .args(diff_ids.iter().map(|d| d.to_string()))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+    // Reaped when it is done: a session that pulled lives on, and would keep it a zombie.
+    if let Ok(mut child) = started {
+        let _ = std::thread::Builder::new()
+            .name("settle-reaper".into())
+            .spawn(move || child.wait());
+    }
 }
 
 struct Resolved {
@@ -377,10 +392,13 @@ fn fetch_layer(
     let landing = Landing::default();
     let (downloaded, unpacked) = std::thread::scope(|s| {
         let download = s.spawn(|| {
+            // Whatever ends this thread ends the download for the unpack reading it.
+            let guard = OverOnDrop(&landing);
             let done = endpoint.download(desc, &partial, &|done, _| {
                 landing.written(done);
                 bar.set(done);
             });
+            std::mem::forget(guard);
             landing.over(done.is_ok());
             if done.is_ok() {
                 bar.phase("unpacking");

@@ -76,8 +76,14 @@ fn serve_store_op() -> Result<()> {
         .read_until(b'\n', &mut request)
         .context("cannot read the operation")?;
     let op: Op = serde_json::from_slice(&request).context("the operation is not valid")?;
-    let reply =
-        serde_json::to_string(&execute(op, Box::new(stdin))).context("cannot encode the reply")?;
+    let done = execute(op, Box::new(stdin));
+    // No reader of stdin is left once the reply is due: `dev`, still feeding a layer this
+    // refused, gets EPIPE and reads the reply, instead of both waiting on full pipes.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
+    let reply = serde_json::to_string(&done).context("cannot encode the reply")?;
     crate::ui::out(reply);
     Ok(())
 }

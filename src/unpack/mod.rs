@@ -392,14 +392,14 @@ impl LayerWriter {
     ) -> Result<Self, UnpackError> {
         let tree = Tree::open(root).map_err(|e| UnpackError::io(root, e))?;
         let st = rustix::fs::fstat(tree.fd()).map_err(|e| UnpackError::io(root, e.into()))?;
-        // Directories the writer makes are never setgid while it writes (their modes come
-        // last), so only the root's could pass a group down.
-        let own_ids = (st.st_mode & 0o2000 == 0).then(|| {
-            (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            )
-        });
+        // A new file's group is this process's, or (a setgid parent, or a `grpid` mount) its
+        // directory's, which for every directory made here is the root's (their own groups
+        // and modes come last): only a root of this process's group, not setgid, is sure.
+        let (euid, egid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let own_ids = (st.st_mode & 0o2000 == 0 && st.st_gid == egid).then_some((euid, egid));
         Ok(LayerWriter {
             root: tree,
             opts,
@@ -800,6 +800,103 @@ mod tests {
             );
             assert_eq!(fs::read_dir(outside.join("b")).unwrap().count(), 0);
             remove_tree(&stage).unwrap();
+        }
+    }
+
+    /// A plain tar of regular files with these modes and owners.
+    fn tar_of_files(files: &[(&str, u32, (u64, u64))]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, mode, (uid, gid)) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(*mode);
+            h.set_uid(*uid);
+            h.set_gid(*gid);
+            h.set_size(4);
+            b.append_data(&mut h, path, &b"data"[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack_files(
+        files: &[(&str, u32, (u64, u64))],
+        stage: &Path,
+        keep_owners: bool,
+    ) -> Vec<(u32, u32, u32)> {
+        let tar = tar_of_files(files);
+        let blob = stage.with_extension("tar");
+        fs::write(&blob, &tar).unwrap();
+        unpack_layer(
+            &blob,
+            &Digest::of_bytes(&tar),
+            stage,
+            UnpackOptions { keep_owners },
+        )
+        .unwrap();
+        files
+            .iter()
+            .map(|(p, _, _)| {
+                let m = fs::symlink_metadata(stage.join(p)).unwrap();
+                use std::os::unix::fs::MetadataExt;
+                (m.mode() & 0o7777, m.uid(), m.gid())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_get_their_modes_whatever_the_umask_cuts() {
+        let base = tempfile::tempdir().unwrap();
+        let stage = base.path().join("stage");
+        fs::create_dir(&stage).unwrap();
+        let modes = [
+            0o666, 0o777, 0o644, 0o444, 0o000, 0o4755, 0o2755, 0o1777, 0o6711,
+        ];
+        let files: Vec<(String, u32)> = modes.iter().map(|m| (format!("f{m:o}"), *m)).collect();
+        let spec: Vec<(&str, u32, (u64, u64))> = files
+            .iter()
+            .map(|(p, m)| (p.as_str(), *m, (0, 0)))
+            .collect();
+        let got = unpack_files(&spec, &stage, false);
+        for ((path, mode), (got, _, _)) in files.iter().zip(got) {
+            assert_eq!(
+                got,
+                *mode,
+                "{path}: {got:o}, not {mode:o} (umask {:o})",
+                current_umask()
+            );
+        }
+    }
+
+    #[test]
+    fn owners_are_the_entries_even_under_a_root_that_passes_its_group_down() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test chowns: run the suite as root (as `.ci/run` does)"
+        );
+        let base = tempfile::tempdir().unwrap();
+        let (egid, euid) = (
+            nix::unistd::getegid().as_raw(),
+            nix::unistd::geteuid().as_raw(),
+        );
+        let other = egid + 4242;
+        for setgid in [false, true] {
+            let stage = base.path().join(format!("stage-{setgid}"));
+            fs::create_dir(&stage).unwrap();
+            // A root of another group (setgid or not): a new file may take that group.
+            std::os::unix::fs::chown(&stage, None, Some(other)).unwrap();
+            let mode = if setgid { 0o2755 } else { 0o755 };
+            fs::set_permissions(&stage, fs::Permissions::from_mode(mode)).unwrap();
+            let (u, g) = (u64::from(euid), u64::from(egid));
+            let got = unpack_files(
+                &[("own", 0o644, (u, g)), ("theirs", 0o644, (123, 456))],
+                &stage,
+                true,
+            );
+            assert_eq!(
+                got.iter().map(|(_, u, g)| (*u, *g)).collect::<Vec<_>>(),
+                vec![(euid, egid), (123, 456)],
+                "setgid root: {setgid}"
+            );
         }
     }
 

@@ -597,3 +597,63 @@ e2e!(
         );
     }
 );
+
+e2e!(
+    a_refusal_with_a_long_name_and_more_to_come_fails_instead_of_hanging,
+    |env: Env| {
+        // The first entry is refused and its error names it, 100,000 bytes long: the helper's
+        // reply outgrows its pipe while `dev` still has megabytes of the layer to feed it.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..(32 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let reg = Registry::start();
+        ImageBuilder::new(vec![Layer::new(vec![
+            Entry::Pax(
+                vec![(
+                    "path".into(),
+                    format!("{}/../../pwned", "d".repeat(100_000)).into_bytes(),
+                )],
+                Box::new(Entry::File("short".into(), b"x".to_vec(), 0o644)),
+            ),
+            Entry::File("noise".into(), noise, 0o644),
+        ])])
+        .push(&reg, "hostile/long", Some("v1"));
+        // Its error goes to a file: a pipe this test read only at the end would hang it too.
+        let err_file = env.path("pull.err");
+        let mut child = env
+            .dev(&["pull", &format!("{}/hostile/long:v1", reg.host())])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`dev pull` of a refused layer still runs after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let err = fs::read_to_string(&err_file).unwrap();
+        assert!(!status.success());
+        assert!(
+            err.contains("points outside the layer"),
+            "{}",
+            &err[..err.len().min(400)]
+        );
+        assert!(
+            env.layer_dirs().is_empty(),
+            "nothing of a refused layer is kept"
+        );
+    }
+);
