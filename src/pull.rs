@@ -206,12 +206,9 @@ fn settle_in_background(diff_ids: &[crate::oci::Digest]) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    // Reaped when it is done: a session that pulled lives on, and would keep it a zombie.
-    if let Ok(mut child) = started {
-        let _ = std::thread::Builder::new()
-            .name("settle-reaper".into())
-            .spawn(move || child.wait());
-    }
+    // Not waited for: a thread that did would make this process multi-threaded when the
+    // session forks its sandbox helper. A session that pulled keeps it a zombie until it ends.
+    drop(started);
 }
 
 struct Resolved {

@@ -495,26 +495,31 @@ fn session_with(
                     ));
                 }
                 if opts.start_only {
-                    // `dev start`: the env keeps running without sessions until `dev stop`.
-                    request(&run_dir, PERSIST)?;
-                    return Ok(0);
-                }
-                let session = Session::connect(&run_dir);
-                // (A keeper that is stopping turns the session away first: the env then starts
-                // again below, with what this session opens.)
-                if session.is_ok() {
-                    if let Some(missing) = lacks {
-                        return Err(UserError::with_hint(
-                            format!(
-                                "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
-                                state.name,
-                                missing.target.display()
-                            ),
-                            format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
-                        ));
+                    // `dev start`: the env keeps running without sessions until `dev stop`. A
+                    // keeper that is stopping (its last session just left) does not say "ok",
+                    // or resets the connection: it is waited for below, and the env started anew.
+                    match request(&run_dir, PERSIST) {
+                        Ok(answer) if answer == "ok" => return Ok(0),
+                        _ => Err(anyhow::Error::new(KeeperGone)),
                     }
+                } else {
+                    let session = Session::connect(&run_dir);
+                    // (A keeper that is stopping turns the session away first: the env then
+                    // starts again below, with what this session opens.)
+                    if session.is_ok() {
+                        if let Some(missing) = lacks {
+                            return Err(UserError::with_hint(
+                                format!(
+                                    "the env `{}` runs without `{}`, which this session opens (--gui, --gpu or the config ask for it)",
+                                    state.name,
+                                    missing.target.display()
+                                ),
+                                format!("the env opens the host only when it starts: `dev stop {}`, then run this again", state.name),
+                            ));
+                        }
+                    }
+                    session
                 }
-                session
             }
             None => {
                 let stack = layer_stack(env, opts);

@@ -196,7 +196,11 @@ impl Env {
         for d in ["bin", "home", "data", "config", "run", "project", "outside"] {
             fs::create_dir_all(dir.path().join(d)).expect("mkdir");
         }
-        fs::copy(env!("CARGO_BIN_EXE_dev"), &bin).expect("copy dev binary");
+        // A link, not a copy, where it can be: a copy's write fd, inherited for a moment by a
+        // child another test thread forks, makes a later exec fail with "Text file busy".
+        if fs::hard_link(env!("CARGO_BIN_EXE_dev"), &bin).is_err() {
+            fs::copy(env!("CARGO_BIN_EXE_dev"), &bin).expect("copy dev binary");
+        }
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).expect("chmod");
         fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o700))
             .expect("chmod");
