@@ -16,6 +16,10 @@ use crate::oci::{Descriptor, Digest};
 const ATTEMPTS: u32 = 5;
 /// A chunk when the registry asks for chunks, unless it asks for larger ones.
 const CHUNK: u64 = 16 << 20;
+/// The largest chunk a registry may ask for (`OCI-Chunk-Min-Length`): each is held in memory
+/// as it is sent. A registry asking more gets the blob in one monolithic `PUT` instead, which
+/// the distribution spec lets every client send.
+const MAX_CHUNK: u64 = 64 << 20;
 
 /// What a blob push did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +115,8 @@ impl Endpoint {
         let mut location = self.location(&started, &what)?;
         let chunk_min = started
             .header("oci-chunk-min-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|min| *min <= MAX_CHUNK);
         let body = open()?;
         match chunk_min {
             None => {

@@ -438,6 +438,18 @@ fn chunked_registry(
     crate::common::http::Server,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
+    chunked_registry_asking(bearer, "1024")
+}
+
+/// A registry that asks for chunks of at least `min_length` bytes (`OCI-Chunk-Min-Length`)
+/// and takes a blob in PATCHes closed by an empty PUT, or in one monolithic PUT.
+fn chunked_registry_asking(
+    bearer: bool,
+    min_length: &'static str,
+) -> (
+    crate::common::http::Server,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use crate::common::http::{Response, Server};
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
@@ -477,7 +489,7 @@ fn chunked_registry(
                 all.insert(id.clone(), Vec::new());
                 Response::new(202, "")
                     .header("Location", &format!("/v2/team/chunked/blobs/uploads/{id}"))
-                    .header("OCI-Chunk-Min-Length", "1024")
+                    .header("OCI-Chunk-Min-Length", min_length)
             }
             "PATCH" => {
                 let mut all = uploads.lock().expect("uploads");
@@ -489,13 +501,19 @@ fn chunked_registry(
             }
             "PUT" if path.contains("/blobs/uploads/") => {
                 let want = req.path.split("digest=").nth(1).unwrap_or("").to_string();
-                let got = uploads
+                let patched = uploads
                     .lock()
                     .expect("uploads")
                     .get_mut(&digest(path))
                     .map(std::mem::take)
                     .unwrap_or_default();
-                if !req.body.is_empty() || format!("sha256:{}", sha256_hex(&got)) != want {
+                // PATCHes then an empty PUT, or everything in the PUT.
+                let got = match (patched.is_empty(), req.body.is_empty()) {
+                    (_, true) => patched,
+                    (true, false) => req.body.clone(),
+                    (false, false) => return Response::new(400, "BLOB_UPLOAD_INVALID"),
+                };
+                if format!("sha256:{}", sha256_hex(&got)) != want {
                     return Response::new(400, "DIGEST_INVALID");
                 }
                 blobs.lock().expect("blobs").insert(want, got);
@@ -534,6 +552,27 @@ e2e!(push_in_chunks_when_the_registry_asks, |env: Env| {
         seen.last()
             .is_some_and(|l| l.starts_with("PUT /v2/team/chunked/manifests/1 ")),
         "the manifest goes last: {seen:#?}"
+    );
+});
+
+// A registry that asks for chunks too large to hold in memory gets the blob in one PUT.
+e2e!(a_registry_asking_huge_chunks_gets_one_put, |env: Env| {
+    let reg = Registry::start();
+    let base = push_busybox(&reg);
+    env.write_dev_toml(&format!("image = \"{base}\"\n"));
+    env.ok(&["build", "-q"]);
+    let (server, seen) = chunked_registry_asking(false, "18446744073709551615");
+    let target = format!("127.0.0.1:{}/team/chunked:1", server.port);
+    env.ok(&["push", "-q", &target]);
+    let seen = seen.lock().expect("log").clone();
+    assert!(
+        !seen.iter().any(|l| l.starts_with("PATCH ")),
+        "no chunk of a size the registry chose is held: {seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("PUT /v2/team/chunked/blobs/") && !l.ends_with(" 0")),
+        "the blobs go up in monolithic PUTs: {seen:#?}"
     );
 });
 
