@@ -5,6 +5,7 @@
 //! Reads the host's sockets and the cookie file; writes nothing.
 
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{read_bounded, under, Facts, HostFile, Opening};
@@ -176,6 +177,19 @@ fn x11(f: &Facts, d: &Display, xdg: &Path, inside: &Path, out: &mut Opening) {
                 ));
                 return;
             };
+            // /tmp/.X11-unix is everyone's: a socket another user made there first would get
+            // the env's windows and keystrokes. An X server runs as root or as the user.
+            let owner = std::fs::metadata(&source).map(|m| m.uid()).ok();
+            let me = nix::unistd::getuid().as_raw();
+            if owner.is_none_or(|o| o != 0 && o != me) {
+                out.notes.push(format!(
+                    "the X11 socket {} of DISPLAY :{} belongs to uid {}, neither you nor root: X11 is not opened",
+                    source.display(),
+                    d.number,
+                    owner.map_or_else(|| "?".to_string(), |o| o.to_string())
+                ));
+                return;
+            }
             out.bind(source, socket, false, BindKind::File);
             out.set("DISPLAY", format!(":{}{screen}", d.number));
         }

@@ -57,9 +57,9 @@ fn program(name: &str) -> PathBuf {
 
 /// Xvfb on a free display with a cookie in the user's ~/.Xauthority, weston on `wayland-dev`
 /// and pulseaudio, all in the user's XDG_RUNTIME_DIR.
-fn desktop(env: &Env) -> Desktop {
-    // The X socket directory is root's, as a desktop's is (Xvfb run as a user would make it
-    // the user's).
+/// A display number no X server uses, in /tmp/.X11-unix as a desktop has it (root's, sticky;
+/// Xvfb run as a user would make it the user's).
+fn free_display() -> u32 {
     if !Path::new("/tmp/.X11-unix").exists() {
         fs::create_dir("/tmp/.X11-unix").expect("mkdir /tmp/.X11-unix");
         fs::set_permissions("/tmp/.X11-unix", fs::Permissions::from_mode(0o1777)).expect("chmod");
@@ -68,13 +68,17 @@ fn desktop(env: &Env) -> Desktop {
     // of this test's own, then the first free one from there.
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mine = std::process::id() * 16 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let display = (0..800)
+    (0..800)
         .map(|i| 100 + (mine + i * 16) % 800)
         .find(|n| {
             !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
                 && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
         })
-        .expect("a free X display");
+        .expect("a free X display")
+}
+
+fn desktop(env: &Env) -> Desktop {
+    let display = free_display();
     let cookie = env.path("home/.Xauthority");
     let out = env
         .as_user(
@@ -365,3 +369,34 @@ e2e!(
         }
     }
 );
+
+e2e!(an_x11_socket_another_user_made_is_not_opened, |env: Env| {
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "gui = true\n");
+    // /tmp/.X11-unix is everyone's: another user can make a display's socket before its server.
+    let n = free_display();
+    let sock = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let config = |who: &str| {
+        let out = env
+            .dev(&["config"])
+            .env("DISPLAY", format!(":{n}"))
+            .output()
+            .expect("dev config");
+        assert!(out.status.success(), "{}", describe(who, &out));
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    std::os::unix::fs::chown(&sock, Some(4242), Some(4242)).expect("chown");
+    let shown = config("another user's socket");
+    assert!(
+        shown.contains("belongs to uid 4242") && shown.contains("X11 is not opened"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&format!("X11 :{n} (")), "{shown}");
+    // The user's own server's socket is opened.
+    std::os::unix::fs::chown(&sock, Some(env.uid), Some(env.gid)).expect("chown");
+    let shown = config("the user's socket");
+    assert!(shown.contains(&format!("X11 :{n} (")), "{shown}");
+    drop(listener);
+    let _ = fs::remove_file(&sock);
+});
