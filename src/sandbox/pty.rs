@@ -223,6 +223,10 @@ struct Ready {
 
 /// How much is moved at a time.
 const CHUNK: usize = 16 * 1024;
+/// How long the drain after the command's exit waits for output still on its way, at most,
+/// and for how long a quiet terminal ends it.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Relay {
     /// The pty is here: the user's terminal goes into raw mode, so every key (^C, ^Z, ^D
@@ -363,10 +367,15 @@ impl Relay {
 
     /// After the command ended: what it wrote and the relay did not pass on yet (up to what
     /// a terminal buffers, many times over: a process left in a running env may go on writing).
+    /// The kernel passes what the command wrote last to the master from a work queue: read
+    /// right after its exit, the master may say EAGAIN with the tail still on its way (the
+    /// last lines were lost under load). So an EAGAIN waits a little for more, or for the
+    /// hang-up (EIO: nobody holds the other side any more), within a bounded time.
     fn drain(&mut self) {
         let Some(m) = self.master.as_ref().filter(|_| self.output_open) else {
             return;
         };
+        let deadline = std::time::Instant::now() + DRAIN_FOR;
         let mut buf = [0u8; CHUNK];
         for _ in 0..64 {
             match nix::unistd::read(m.as_raw_fd(), &mut buf) {
@@ -376,7 +385,18 @@ impl Relay {
                     }
                 }
                 Err(Errno::EINTR) => {}
-                // EAGAIN: everything written so far is out; EIO: and nobody can write more.
+                Err(Errno::EAGAIN) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let wait = PollTimeout::try_from(left.min(DRAIN_QUIET))
+                        .unwrap_or(PollTimeout::ZERO);
+                    let mut fds = [PollFd::new(m.as_fd(), PollFlags::POLLIN)];
+                    // Nothing more within the quiet time (a process left in the env holds
+                    // the terminal, writing nothing): everything written so far is out.
+                    if !matches!(poll(&mut fds, wait), Ok(n) if n > 0) {
+                        return;
+                    }
+                }
+                // EIO: nobody can write more, and all of it was read.
                 _ => return,
             }
         }
