@@ -387,8 +387,8 @@ impl Relay {
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let wait = PollTimeout::try_from(left.min(DRAIN_QUIET))
-                        .unwrap_or(PollTimeout::ZERO);
+                    let wait =
+                        PollTimeout::try_from(left.min(DRAIN_QUIET)).unwrap_or(PollTimeout::ZERO);
                     let mut fds = [PollFd::new(m.as_fd(), PollFlags::POLLIN)];
                     // Nothing more within the quiet time (a process left in the env holds
                     // the terminal, writing nothing): everything written so far is out.

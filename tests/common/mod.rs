@@ -23,7 +23,26 @@ pub struct Registry {
     pub port: u16,
 }
 
+/// A loopback port nothing listens on, for a server started next. Below the kernel's range of
+/// ephemeral ports (`ip_local_port_range`), so no outgoing connection of another test takes
+/// it in between (a port from `bind(:0)` was, now and then: "Address already in use"), and
+/// never the same twice in this process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(2048, 65535);
+    let span = low.saturating_sub(1024).max(1);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = 1024 + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
