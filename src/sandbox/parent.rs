@@ -35,14 +35,20 @@ pub fn spawn_helper(
     args: &[OsString],
     setup: impl FnOnce(&mut Command),
 ) -> Result<Result<Child, (Child, i32)>> {
+    map_helper(identity, mode, start_helper(mode, args, setup)?)
+}
+
+/// The first half of [`spawn_helper`]: the helper started, not yet mapped.
+fn start_helper(
+    mode: IdMode,
+    args: &[OsString],
+    setup: impl FnOnce(&mut Command),
+) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the `dev` executable to re-run")?;
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_COMMAND).arg(mode.as_arg()).args(args);
     setup(&mut cmd);
-    let child = cmd
-        .spawn()
-        .context("cannot start the `dev` helper process")?;
-    map_helper(identity, mode, child)
+    cmd.spawn().context("cannot start the `dev` helper process")
 }
 
 /// The second half of [`spawn_helper`]: maps the started helper's user namespace. It may run
@@ -175,16 +181,11 @@ fn spawn_store_helper(identity: &Identity) -> Result<Result<Child, (Child, i32)>
 }
 
 fn start_store_helper() -> Result<Child> {
-    let exe = std::env::current_exe().context("cannot find the `dev` executable to re-run")?;
-    Command::new(exe)
-        .arg(HELPER_COMMAND)
-        .arg(IdMode::Subordinate.as_arg())
-        .arg("store")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start the `dev` helper process")
+    start_helper(IdMode::Subordinate, &["store".into()], |c| {
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    })
 }
 
 /// Starts a store helper for `identity` on a thread of its own, for the next [`run_helper`]

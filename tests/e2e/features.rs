@@ -265,10 +265,8 @@ e2e!(features_need_trust, |env: Env| {
     assert!(err.contains("changed what it runs or exposes"), "{err}");
 });
 
-e2e!(a_tarball_feature_over_loopback_http, |env: Env| {
-    let reg = Registry::start();
-    let image = push_busybox(&reg);
-    let meta = serde_json::json!({"id": "tarred", "version": "3.0.0", "options": {"word": {"type": "string", "default": "tar"}}});
+/// A tarball Feature (gzip tar): its devcontainer-feature.json and an install.sh of `script`.
+fn feature_tarball(meta: &serde_json::Value, script: &str) -> Vec<u8> {
     let layer = Layer::new(vec![
         Entry::File(
             "./devcontainer-feature.json".into(),
@@ -277,11 +275,18 @@ e2e!(a_tarball_feature_over_loopback_http, |env: Env| {
         ),
         Entry::File(
             "./install.sh".into(),
-            b"#!/bin/sh\necho \"from $WORD\" > /tarred\n".to_vec(),
+            format!("#!/bin/sh\n{script}\n").into_bytes(),
             0o644,
         ),
     ]);
-    let (tgz, _) = layer.blob();
+    layer.blob().0
+}
+
+e2e!(a_tarball_feature_over_loopback_http, |env: Env| {
+    let reg = Registry::start();
+    let image = push_busybox(&reg);
+    let meta = serde_json::json!({"id": "tarred", "version": "3.0.0", "options": {"word": {"type": "string", "default": "tar"}}});
+    let tgz = feature_tarball(&meta, "echo \"from $WORD\" > /tarred");
     let digest = sha256(&tgz);
     let server = Server::start(move |_| Response::new(200, tgz.clone()));
     let url = format!(
@@ -447,19 +452,7 @@ e2e!(
         let reg = Registry::start();
         let image = push_busybox(&reg);
         let meta = serde_json::json!({"id": "tarred", "version": "3.0.0"});
-        let layer = Layer::new(vec![
-            Entry::File(
-                "./devcontainer-feature.json".into(),
-                meta.to_string().into_bytes(),
-                0o644,
-            ),
-            Entry::File(
-                "./install.sh".into(),
-                b"#!/bin/sh\necho forged > /tarred\n".to_vec(),
-                0o644,
-            ),
-        ]);
-        let (tgz, _) = layer.blob();
+        let tgz = feature_tarball(&meta, "echo forged > /tarred");
         let forged = Server::start(move |_| Response::new(200, tgz.clone()));
         // The same listener, by a name the loopback rule does not take as loopback.
         let elsewhere = format!("http://[::ffff:127.0.0.1]:{}/f.tgz", forged.port);
