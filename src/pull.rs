@@ -174,7 +174,8 @@ fn pull_image(
     Ok(rec)
 }
 
-/// Tells the unpack that the download failed, if the thread ends (a panic) before saying how.
+/// Tells the unpack that the download failed, if the thread ends (a panic) before saying how
+/// (`Landing::over` keeps the first word).
 struct OverOnDrop<'a>(&'a Landing);
 
 impl Drop for OverOnDrop<'_> {
@@ -389,13 +390,12 @@ fn fetch_layer(
     let landing = Landing::default();
     let (downloaded, unpacked) = std::thread::scope(|s| {
         let download = s.spawn(|| {
-            // Whatever ends this thread ends the download for the unpack reading it.
-            let guard = OverOnDrop(&landing);
+            // Whatever ends this thread (a panic too) ends the download for its unpack.
+            let _failed_unless_said = OverOnDrop(&landing);
             let done = endpoint.download(desc, &partial, &|done, _| {
                 landing.written(done);
                 bar.set(done);
             });
-            std::mem::forget(guard);
             landing.over(done.is_ok());
             if done.is_ok() {
                 bar.phase("unpacking");

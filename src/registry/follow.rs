@@ -39,10 +39,10 @@ impl Landing {
         self.moved.notify_all();
     }
 
-    /// The download is over, whole or not.
+    /// The download is over, whole or not (the first word on it stands).
     pub fn over(&self, whole: bool) {
         if let Ok(mut s) = self.state.lock() {
-            s.over = Some(whole);
+            s.over.get_or_insert(whole);
         }
         self.moved.notify_all();
     }
