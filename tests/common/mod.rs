@@ -521,6 +521,9 @@ pub struct Pty {
     pub slave: PathBuf,
     pub child: Child,
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Set by the reader once the terminal said end of file (every slave closed): all output
+    /// is in `output`.
+    drained: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Env {
@@ -558,7 +561,9 @@ impl Env {
         drop(cmd);
         let master = std::fs::File::from(pty.master);
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let drained = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (mut reader, sink) = (master.try_clone().expect("dup"), output.clone());
+        let done = drained.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
@@ -567,12 +572,14 @@ impl Env {
                 }
                 sink.lock().expect("lock").extend_from_slice(&buf[..n]);
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
         Pty {
             master,
             slave: slave_path,
             child,
             output,
+            drained,
         }
     }
 }
@@ -632,10 +639,19 @@ impl Pty {
         );
     }
 
+    /// Waits until the program exits and the reader has taken all it wrote (the terminal
+    /// says end of file once no process holds it; a process still holding it after 5 s is left
+    /// to the caller's assertions).
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !self.drained.load(std::sync::atomic::Ordering::Acquire)
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return st;
             }
             assert!(
