@@ -132,12 +132,25 @@ fn pull_image(
         return Err(e);
     }
     let diff_ids: Vec<_> = jobs.iter().map(|(_, d)| d.clone()).collect();
+    // With layers this pull unpacked and did not flush, its documents and record are not
+    // flushed either: `dev __settle`'s `syncfs` does it with the layers. (Their fsync forced
+    // a journal commit of every file just unpacked: ~25 ms of a cold pull.) Until then a power
+    // cut finds the layers unsynced and the record torn or gone: all of it is pulled again.
+    let unsettled = store.unsettled(identity, &diff_ids);
+    let durability = match unsettled.is_empty() {
+        true => crate::atomic::Durability::Durable,
+        false => crate::atomic::Durability::Volatile,
+    };
     let documents = || -> Result<()> {
         if let Some((bytes, _)) = &index {
-            store.write_blob(&crate::oci::Digest::of_bytes(bytes), bytes)?;
+            store.write_blob_with(&crate::oci::Digest::of_bytes(bytes), bytes, durability)?;
         }
-        store.write_blob(&manifest_digest, &manifest_bytes)?;
-        store.write_blob(&manifest.config.digest, &config_bytes)
+        store.write_blob_with(&manifest_digest, &manifest_bytes, durability)?;
+        store.write_blob_with(&manifest.config.digest, &config_bytes, durability)
+    };
+    let save = |rec: &ImageRecord| match durability {
+        crate::atomic::Durability::Durable => store.save_image(rec),
+        crate::atomic::Durability::Volatile => store.save_pulled_image(rec),
     };
     let rec = ImageRecord {
         name: record_name(reference),
@@ -160,17 +173,25 @@ fn pull_image(
             })
             .collect(),
     };
-    std::thread::scope(|s| {
-        // Deleting a download frees its pages as it goes (~15 ms for a 50 MB layer): beside
-        // the records' flushes, not after them.
-        s.spawn(|| remove_downloads(&spent));
-        documents().and_then(|()| store.save_image(&rec))
-    })?;
+    // Deleting a download frees its pages as it goes (~15 ms for a 50 MB layer): `dev
+    // __settle` does it, after the pull returned.
+    let aside = match unsettled.is_empty() {
+        true => {
+            remove_downloads(&spent);
+            Vec::new()
+        }
+        false => set_aside_downloads(&spent),
+    };
+    if let Err(e) = documents().and_then(|()| save(&rec)) {
+        // (A full disk, say: the space goes back now.)
+        remove_downloads(&aside);
+        return Err(e);
+    }
     // Not on the pull's critical path (a `syncfs` is most of a cold pull's time when the page
     // cache holds the layer): until `dev __settle` is done the layers stay marked unsynced, so
     // after a power cut they are fetched again instead of run on torn. Started after the
-    // records above, whose own flushes would otherwise wait behind it.
-    settle_in_background(&store.unsettled(identity, &diff_ids));
+    // records above, which its `syncfs` flushes too.
+    settle_in_background(&unsettled);
     Ok(rec)
 }
 
@@ -190,6 +211,26 @@ fn remove_downloads(paths: &[std::path::PathBuf]) {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// Renames the downloads whose layers are unpacked to `<hex>.<pid>.gone` beside them, for
+/// `dev __settle` to delete ([`Store::remove_set_aside`]); deletes one it cannot rename.
+/// Returns where they are now.
+fn set_aside_downloads(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut aside = Vec::new();
+    for p in paths {
+        let gone = p.with_extension(format!("{}.{SET_ASIDE}", std::process::id()));
+        match std::fs::rename(p, &gone) {
+            Ok(()) => aside.push(gone),
+            Err(_) => {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    aside
+}
+
+/// The extension of a download set aside for deletion.
+pub const SET_ASIDE: &str = "gone";
 
 /// Starts `dev __settle` for these layers and does not wait for it. Nothing depends on it but
 /// the layers' survival of a power cut; without it they are fetched again after one.

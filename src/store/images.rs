@@ -57,6 +57,19 @@ impl ImageRecord {
     }
 }
 
+/// The most of an image record that is read (a record of a thousand layers is ~0.5 MB); a
+/// longer one does not parse.
+const RECORD_LIMIT: u64 = 4 << 20;
+
+fn read_record(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(RECORD_LIMIT + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The name an image is filed under.
 pub fn record_name(r: &Reference) -> String {
     match (&r.tag, &r.digest) {
@@ -73,20 +86,29 @@ impl Store {
             .join(format!("{}.json", Digest::of_bytes(name.as_bytes()).hex()))
     }
 
+    /// Writes the record, flushed to the disk before it returns.
     pub fn save_image(&self, rec: &ImageRecord) -> Result<()> {
         let json = serde_json::to_vec_pretty(rec)?;
         write_atomic(&self.record_path(&rec.name), &json)
     }
 
+    /// Writes a pulled image's record whose flush a later `syncfs` does (`dev __settle`'s,
+    /// with the pull's layers). A power cut before it may leave the record torn (renamed into
+    /// place, its content never written): [`Store::image`] then finds no record, and the image
+    /// is pulled again, as its layers, marked unsynced, are fetched again.
+    pub fn save_pulled_image(&self, rec: &ImageRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(rec)?;
+        let path = self.record_path(&rec.name);
+        crate::atomic::write(&path, &json, 0o644, crate::atomic::Durability::Volatile)
+            .with_context(|| format!("cannot write `{}`", path.display()))
+    }
+
+    /// The record filed under `name`. One that does not parse (a power cut tore it before
+    /// its flush) is no record: the next pull writes it anew. Read bounded: a record is small.
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         let p = self.record_path(name);
-        match fs::read(&p) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                format!(
-                    "image record `{}` is corrupt; `dev rmi {name}` and pull again",
-                    p.display()
-                )
-            })?)),
+        match read_record(&p) {
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read `{}`", p.display())),
         }
@@ -122,7 +144,8 @@ impl Store {
             if p.extension().and_then(|x| x.to_str()) != Some("json") {
                 continue;
             }
-            let bytes = fs::read(&p).with_context(|| format!("cannot read `{}`", p.display()))?;
+            let bytes =
+                read_record(&p).with_context(|| format!("cannot read `{}`", p.display()))?;
             match serde_json::from_slice(&bytes) {
                 Ok(rec) => out.push(rec),
                 Err(_) => crate::ui::note(format_args!(
@@ -142,5 +165,57 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e).with_context(|| format!("cannot remove `{}`", p.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ImageRecord {
+        let d = Digest::of_bytes(b"x");
+        ImageRecord {
+            name: name.to_string(),
+            index_digest: None,
+            manifest_digest: d.clone(),
+            config_digest: d.clone(),
+            platform: Platform::host(),
+            created: None,
+            pulled: 1,
+            layers: vec![LayerRecord {
+                digest: d.clone(),
+                diff_id: d,
+                size: 1,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                source: None,
+            }],
+        }
+    }
+
+    // What a power cut leaves of a record written unflushed (renamed into place, none or part
+    // of its content on the disk) is no record: the image is pulled again, not refused.
+    #[test]
+    fn a_torn_record_is_no_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_at(dir.path().join("store")).expect("store");
+        let name = "registry.test/a/b:1";
+        store.save_pulled_image(&record(name)).expect("save");
+        let found = store
+            .image(name)
+            .expect("read")
+            .expect("a whole record is found");
+        assert_eq!(found.layers.len(), 1);
+        let json = serde_json::to_vec_pretty(&record(name)).expect("json");
+        for torn in [&json[..0], &json[..json.len() / 2], &json[..json.len() - 1]] {
+            fs::write(store.record_path(name), torn).expect("tear");
+            assert!(
+                store.image(name).expect("read").is_none(),
+                "a record torn to {} bytes was taken",
+                torn.len()
+            );
+        }
+        // The next pull writes it whole again.
+        store.save_image(&record(name)).expect("save");
+        assert!(store.image(name).expect("read").is_some());
     }
 }

@@ -10,7 +10,8 @@
 //! │   ├── sha256/<hex>                  verified blobs: manifests, configs, packed layers (the
 //! │   │                                 layers dev made: `dev build`, `dev commit`, `dev load`)
 //! │   └── tmp/<hex>.partial             layer downloads, until unpacked (never synced: a torn
-//! │                                     one fails to verify and is fetched again)
+//! │                                     one fails to verify and is fetched again);
+//! │                                     <hex>.<pid>.gone once unpacked, for `dev __settle` to delete
 //! ├── layers-v1/<mapping>/              one tree per id mapping: owners on disk depend on it
 //! │   ├── <diff-id hex>/root/           an unpacked layer, shared by every image that has it
 //! │   ├── <diff-id hex>/meta.json       its file count and size; while its files may still be
@@ -129,13 +130,38 @@ impl Store {
         })
     }
 
-    /// Stores a verified blob.
+    /// Deletes the downloads pulls set aside (`blobs-v1/tmp/*.EXT`), what is left of them.
+    pub fn remove_set_aside(&self, ext: &str) {
+        let Ok(entries) = fs::read_dir(self.root.join("blobs-v1/tmp")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == ext) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Stores a verified blob, flushed to the disk before it returns.
     pub fn write_blob(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        self.write_blob_with(d, bytes, crate::atomic::Durability::Durable)
+    }
+
+    /// Stores a verified blob; `Volatile` leaves its flush to a later `syncfs` (a pull's
+    /// documents: `dev __settle` flushes them with its layers).
+    pub fn write_blob_with(
+        &self,
+        d: &Digest,
+        bytes: &[u8],
+        durability: crate::atomic::Durability,
+    ) -> Result<()> {
         anyhow::ensure!(
             &Digest::of_bytes(bytes) == d,
             "internal error: blob does not match {d}"
         );
-        write_atomic(&self.blob_path(d), bytes)
+        let path = self.blob_path(d);
+        crate::atomic::write(&path, bytes, 0o644, durability)
+            .with_context(|| format!("cannot write `{}`", path.display()))
     }
 
     pub fn layers_dir(&self, mapping: &str) -> PathBuf {

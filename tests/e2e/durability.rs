@@ -308,6 +308,45 @@ e2e!(
     }
 );
 
+// A pull that unpacked layers writes its record without flushing it (`dev __settle` does, with
+// the layers): a power cut before that may leave the record renamed into place but empty or cut
+// short. Such a record is no record: the next run pulls the image again and writes it whole.
+e2e!(a_record_a_power_cut_tore_is_pulled_again, |env: Env| {
+    let reg = Registry::start();
+    let r = crate::common::push_busybox(&reg);
+    env.ok(&["pull", &r]);
+    let records: Vec<PathBuf> = fs::read_dir(env.store().join("images-v1"))
+        .expect("images-v1")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(records.len(), 1, "one image record: {records:?}");
+    let whole = fs::read(&records[0]).expect("the record");
+    for torn in [&whole[..0], &whole[..whole.len() / 2]] {
+        fs::write(&records[0], torn).expect("tear the record");
+        let outside = env.path("outside");
+        let out = env.ok_in(&outside, &["run", "--image", &r, "--", "echo", "ran"]);
+        assert!(
+            crate::common::stdout(&out).contains("ran"),
+            "a torn record ({} bytes): {}",
+            torn.len(),
+            crate::common::stdout(&out)
+        );
+        let again = fs::read(&records[0]).expect("the record");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&again).is_ok(),
+            "the record is not whole again after the run pulled the image"
+        );
+    }
+    let out = env.ok(&["images"]);
+    assert!(
+        crate::common::stdout(&out).contains("fixture/busybox"),
+        "{}",
+        crate::common::stdout(&out)
+    );
+});
+
 e2e!(a_pull_is_durable_once_its_flush_is_done, |env: Env| {
     let reg = Registry::start();
     let (pushed, layers) = runnable_image(&reg, "fixture/flushed");

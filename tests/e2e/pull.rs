@@ -344,6 +344,27 @@ fn big_image(reg: &Registry, repo: &str) -> crate::common::image::Pushed {
 }
 
 /// Every layer dir in the store is complete: it has its meta.json and root.
+/// The downloads of a pull are gone once its flush in the background (`dev __settle`, which
+/// deletes them first) ran: within seconds, not left in the store.
+fn assert_downloads_gone(env: &Env) {
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<_> = fs::read_dir(env.store().join("blobs-v1/tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "downloads left in the store 10 s after the pull: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn assert_no_partial_layers(env: &Env) {
     for d in env.layer_dirs() {
         assert!(
@@ -485,12 +506,7 @@ e2e!(interrupted_download_resumes_with_range, |env: Env| {
             .len(),
         256 << 10
     );
-    assert_eq!(
-        fs::read_dir(env.store().join("blobs-v1/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_downloads_gone(&env);
 });
 
 e2e!(
@@ -756,11 +772,6 @@ e2e!(
                 );
             }
         }
-        assert_eq!(
-            fs::read_dir(env.store().join("blobs-v1/tmp"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_downloads_gone(&env);
     }
 );
