@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs dev: runtime dependencies (uidmap, fuse-overlayfs) and the binary into
 # ${PREFIX:-$HOME/.local}/bin. With --dev, also what the test suite and benchmarks need:
-# docker-registry, zstd, hyperfine, libdeflate-tools, podman, bubblewrap, busybox-static, debootstrap, the unprivileged test users
+# docker-registry, zstd, hyperfine, libdeflate-tools, podman, bubblewrap, busybox-static, debootstrap, procps (pgrep), the unprivileged test users
 # (devtest-sub and devtest-sub2 with a subordinate id range, devtest-nosub without) and /dev/fuse at 0666.
 set -eu
 
@@ -24,7 +24,7 @@ as_root() {
 }
 
 RUNTIME_PKGS="uidmap fuse-overlayfs"
-TEST_PKGS="docker-registry zstd hyperfine debootstrap podman runc util-linux busybox-static bubblewrap python3 gcc libc6-dev tar e2fsprogs libdeflate-tools"
+TEST_PKGS="docker-registry zstd hyperfine debootstrap podman runc util-linux busybox-static bubblewrap python3 gcc libc6-dev tar e2fsprogs libdeflate-tools procps"
 # catatonit: podman kube play builds its pod's pause image from it, with no network.
 TEST_PKGS="$TEST_PKGS catatonit"
 TEST_PKGS="$TEST_PKGS skopeo"

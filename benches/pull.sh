@@ -36,9 +36,12 @@ $AS podman pull -q "$IMAGE" >/dev/null
 #    anything, and nothing is deleted while the trials run: deleting thousands of files right
 #    before creating thousands makes ext4's inode allocator skip the recently freed ones for
 #    minutes (`recently_deleted` in ext4_create), which would measure the deletion, not the pull.
-#    `sync` before each trial, so one trial's writeback is not billed to the next.
+#    `sync` before each trial, so one trial's writeback is not billed to the next; first, dev's
+#    flush in the background (`dev __settle`, which a pull starts and which waits 300 ms) ends,
+#    or it would fall on the next trial, podman's.
 cat > "$WORK/next-trial" <<SH
 #!/bin/sh
+while pgrep -f -- " __settle " >/dev/null; do sleep 0.05; done
 n=\$(( \$(cat $WORK/trial-n 2>/dev/null || echo 0) + 1 ))
 echo \$n > $WORK/trial-n
 mkdir -p $TRIALS/\$n/run && chown -R $USER_NAME: $TRIALS/\$n && chmod 0700 $TRIALS/\$n/run
