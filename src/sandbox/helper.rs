@@ -59,6 +59,14 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
         return fail(e);
     }
     let mut rx = std::fs::File::from(plan);
+    // While `dev` still prepares and the maps are being written: init, forked ahead (see
+    // `PendingInit`); it gets the plan as this process does. No clone3 (None): `sandbox` forks
+    // init once the root filesystem is mounted.
+    let early = {
+        use std::os::fd::AsRawFd;
+        let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
+        PendingInit::fork(sys::fork_in_new_pidns, &inherited, Some(&status))
+    };
     let mut len = [0u8; 8];
     if rx.read_exact(&mut len).is_err() {
         return init::SETUP_FAILED;
@@ -67,14 +75,13 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
     if rx.read_exact(&mut json).is_err() {
         return init::SETUP_FAILED;
     }
-    // While the maps are being written: init, forked ahead (see `PendingInit`).
     let pending = serde_json::from_slice::<SandboxPlan>(&json)
         .map_err(|e| anyhow::anyhow!("internal error: bad sandbox plan: {e}"))
         .and_then(|plan| {
-            use std::os::fd::AsRawFd;
-            let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
-            // No clone3 (None): `sandbox` forks init once the root filesystem is mounted.
-            let init = PendingInit::fork(&plan, sys::fork_in_new_pidns, &inherited, Some(&status))?;
+            let mut init = early?;
+            if let Some(init) = init.as_mut() {
+                init.plan(&json, plan.keep.is_some())?;
+            }
             Ok((plan, init))
         });
     let mut go = [0u8; 1];
@@ -136,8 +143,10 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
                 unshare(CloneFlags::CLONE_NEWPID).context("cannot create the pid namespace")?;
                 let inherited: Vec<_> = status.iter().map(|s| s.as_raw_fd()).collect();
                 let fork = || sys::fork().map_err(std::io::Error::other);
-                PendingInit::fork(plan, fork, &inherited, status.as_ref())?
-                    .context("internal error: fork(2) is missing")?
+                let mut init = PendingInit::fork(fork, &inherited, status.as_ref())?
+                    .context("internal error: fork(2) is missing")?;
+                init.plan(&serde_json::to_vec(plan)?, plan.keep.is_some())?;
+                init
             }
         };
         let signals = init::block_signals()?;
@@ -179,11 +188,14 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
 }
 
 /// Init, forked into the env's new pid namespace (its pid 1) and waiting for the word to set
-/// the env up. The forked helper forks it while its maps are being written, which takes the
-/// fork off a start's critical path; init takes its own ids once they are mapped.
+/// the env up. The forked helper forks it first thing, before it has its plan: the fork is off
+/// a start's critical path (it ran after the maps in about half of the starts measured, the
+/// helper waiting for a core while newuidmap and newgidmap ran). Init reads the plan it is
+/// sent, then the path of the root filesystem, and takes its own ids once they are mapped.
 struct PendingInit {
     pid: nix::unistd::Pid,
-    /// Written once: the path the root filesystem is mounted at. Closed unwritten, init leaves.
+    /// The plan (a length and the JSON), then the path the root filesystem is mounted at.
+    /// Closed before the path, init leaves.
     go: Option<std::fs::File>,
     /// For a keeper: its end of the socket init answers on ("ok", its mount and pid namespaces).
     ready: Option<std::os::unix::net::UnixStream>,
@@ -191,29 +203,23 @@ struct PendingInit {
 
 impl PendingInit {
     /// Forks init with `fork`, which puts the child in a new pid namespace (or follows an
-    /// unshare of it); `None` if `fork` is not implemented (ENOSYS). With `plan.keep`, init
-    /// answers a keeper. `inherited`: descriptors of this process init must not hold. `dev`:
-    /// the socket to the starter, on which a one-shot session's init sends the command's pty.
+    /// unshare of it); `None` if `fork` is not implemented (ENOSYS). `inherited`: descriptors
+    /// of this process init must not hold. `dev`: the socket to the starter, on which a
+    /// one-shot session's init sends the command's pty (a keeper's init closes its copy).
     fn fork(
-        plan: &SandboxPlan,
         fork: impl FnOnce() -> std::io::Result<ForkResult>,
         inherited: &[std::os::fd::RawFd],
         dev: Option<&OwnedFd>,
     ) -> Result<Option<PendingInit>> {
         let signals = init::block_signals()?;
-        let dev = match dev.filter(|_| plan.keep.is_none()) {
+        let dev = match dev {
             Some(s) => Some(s.try_clone().context("cannot pass the terminal's socket")?),
             None => None,
         };
         let (rx, tx) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        let (ready, ready_init) = if plan.keep.is_some() {
-            let (a, b) =
-                std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
-            (Some(a), Some(b))
-        } else {
-            (None, None)
-        };
+        let (ready, ready_init) =
+            std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
         let forked = match fork() {
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOSYS) => return Ok(None),
             forked => forked.context("cannot create the pid namespace")?,
@@ -221,20 +227,35 @@ impl PendingInit {
         match forked {
             ForkResult::Child => {
                 use std::os::fd::AsRawFd;
-                // Only the keeper may hold the starter's socket: its end is what "ready" means.
-                let ours = [Some(tx.as_raw_fd()), ready.as_ref().map(|r| r.as_raw_fd())];
-                for fd in inherited.iter().copied().chain(ours.into_iter().flatten()) {
+                let ours = [tx.as_raw_fd(), ready.as_raw_fd()];
+                for fd in inherited.iter().copied().chain(ours) {
                     let _ = nix::unistd::close(fd);
                 }
                 let dev = dev.map(std::os::unix::net::UnixStream::from);
-                std::process::exit(await_go(plan, &signals, rx.into(), ready_init, dev))
+                std::process::exit(await_go(&signals, rx.into(), ready_init, dev))
             }
             ForkResult::Parent { child } => Ok(Some(PendingInit {
                 pid: child,
                 go: Some(tx.into()),
-                ready,
+                ready: Some(ready),
             })),
         }
+    }
+
+    /// Sends init its plan (`json`, as the helper got it); with `keep`, init answers a keeper.
+    fn plan(&mut self, json: &[u8], keep: bool) -> Result<()> {
+        use std::io::Write;
+        let go = self
+            .go
+            .as_mut()
+            .context("internal error: init has its plan")?;
+        go.write_all(&(json.len() as u64).to_le_bytes())
+            .and_then(|()| go.write_all(json))
+            .context("cannot give init its plan")?;
+        if !keep {
+            self.ready = None;
+        }
+        Ok(())
     }
 
     /// Lets init set the env up on the root filesystem at `root`: its pid, and for a keeper the
@@ -268,14 +289,14 @@ impl Drop for PendingInit {
     }
 }
 
-/// Init's first steps, until [`PendingInit::start`]: dies with the helper, reads where the root
-/// filesystem is mounted (nothing: the helper failed and says why), takes its ids (which are
-/// mapped by then), then sets the env up.
+/// Init's first steps, until [`PendingInit::start`]: dies with the helper, reads its plan and
+/// where the root filesystem is mounted (nothing: the helper failed and says why), takes its
+/// ids (which are mapped by then), then sets the env up, answering a keeper on `ready` or, for
+/// a one-shot session, sending the command's pty on `dev`.
 fn await_go(
-    plan: &SandboxPlan,
     signals: &nix::sys::signal::SigSet,
     mut go: std::fs::File,
-    ready: Option<std::os::unix::net::UnixStream>,
+    ready: std::os::unix::net::UnixStream,
     dev: Option<std::os::unix::net::UnixStream>,
 ) -> i32 {
     use std::io::Read;
@@ -283,6 +304,23 @@ fn await_go(
     if sys::process::pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).is_err() {
         return init::SETUP_FAILED;
     }
+    let mut len = [0u8; 8];
+    if go.read_exact(&mut len).is_err() {
+        return init::SETUP_FAILED;
+    }
+    let mut json = vec![0u8; u64::from_le_bytes(len) as usize];
+    if go.read_exact(&mut json).is_err() {
+        return init::SETUP_FAILED;
+    }
+    let plan = match serde_json::from_slice::<SandboxPlan>(&json) {
+        Ok(p) => p,
+        Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
+    };
+    // Only the keeper may hold the starter's socket: its end is what "ready" means.
+    let (ready, dev) = match plan.keep {
+        Some(_) => (Some(ready), None),
+        None => (None, dev),
+    };
     let mut root = Vec::new();
     if go.read_to_end(&mut root).is_err() || root.is_empty() {
         return init::SETUP_FAILED;
@@ -294,7 +332,7 @@ fn await_go(
             return fail(e);
         }
     }
-    let plan = rooted(plan, &root);
+    let plan = rooted(&plan, &root);
     match ready {
         Some(ready) => init::keep(&plan, signals, ready),
         None => init::run(&plan, signals, dev),
