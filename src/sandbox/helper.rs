@@ -67,14 +67,9 @@ pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
         let inherited = [rx.as_raw_fd(), status.as_raw_fd()];
         PendingInit::fork(sys::fork_in_new_pidns, &inherited, Some(&status))
     };
-    let mut len = [0u8; 8];
-    if rx.read_exact(&mut len).is_err() {
+    let Some(json) = read_plan(&mut rx) else {
         return init::SETUP_FAILED;
-    }
-    let mut json = vec![0u8; u64::from_le_bytes(len) as usize];
-    if rx.read_exact(&mut json).is_err() {
-        return init::SETUP_FAILED;
-    }
+    };
     let pending = serde_json::from_slice::<SandboxPlan>(&json)
         .map_err(|e| anyhow::anyhow!("internal error: bad sandbox plan: {e}"))
         .and_then(|plan| {
@@ -304,14 +299,9 @@ fn await_go(
     if sys::process::pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).is_err() {
         return init::SETUP_FAILED;
     }
-    let mut len = [0u8; 8];
-    if go.read_exact(&mut len).is_err() {
+    let Some(json) = read_plan(&mut go) else {
         return init::SETUP_FAILED;
-    }
-    let mut json = vec![0u8; u64::from_le_bytes(len) as usize];
-    if go.read_exact(&mut json).is_err() {
-        return init::SETUP_FAILED;
-    }
+    };
     let plan = match serde_json::from_slice::<SandboxPlan>(&json) {
         Ok(p) => p,
         Err(e) => return fail(anyhow::anyhow!("internal error: bad sandbox plan: {e}")),
@@ -337,6 +327,16 @@ fn await_go(
         Some(ready) => init::keep(&plan, signals, ready),
         None => init::run(&plan, signals, dev),
     }
+}
+
+/// A sandbox plan as its sender writes it: its length (8 bytes, little-endian), then its JSON.
+/// None if the pipe ends before (the sender gave up).
+fn read_plan(from: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut len = [0u8; 8];
+    from.read_exact(&mut len).ok()?;
+    let mut json = vec![0u8; usize::try_from(u64::from_le_bytes(len)).ok()?];
+    from.read_exact(&mut json).ok()?;
+    Some(json)
 }
 
 /// `plan` with its mount steps on the root filesystem mounted at `root` (the copy backend's
