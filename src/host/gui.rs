@@ -178,13 +178,26 @@ fn x11(f: &Facts, d: &Display, xdg: &Path, inside: &Path, out: &mut Opening) {
                 return;
             };
             // /tmp/.X11-unix is everyone's: a socket another user made there first would get
-            // the env's windows and keystrokes. An X server runs as root or as the user.
-            let owner = std::fs::metadata(&source).map(|m| m.uid()).ok();
+            // the env's windows and keystrokes, and a symlink another user made would bind
+            // whatever socket it names (the user's ssh agent, say). An X server runs as root
+            // or as the user: the directory and the socket itself (never a symlink) are theirs.
             let me = nix::unistd::getuid().as_raw();
-            if owner.is_none_or(|o| o != 0 && o != me) {
+            let theirs = |p: &Path, is: fn(&std::fs::FileType) -> bool| {
+                std::fs::symlink_metadata(p)
+                    .ok()
+                    .filter(|m| is(&m.file_type()))
+                    .map(|m| m.uid())
+                    .filter(|o| *o == 0 || *o == me)
+            };
+            let dir_ok = socket
+                .parent()
+                .and_then(|dir| theirs(dir, std::fs::FileType::is_dir))
+                .is_some();
+            if !dir_ok || theirs(&socket, FileTypeExt::is_socket).is_none() {
+                let owner = std::fs::symlink_metadata(&socket).map(|m| m.uid()).ok();
                 out.notes.push(format!(
-                    "the X11 socket {} of DISPLAY :{} belongs to uid {}, neither you nor root: X11 is not opened",
-                    source.display(),
+                    "the X11 socket {} of DISPLAY :{} belongs to uid {}, neither you nor root, or is not a socket of its own: X11 is not opened",
+                    socket.display(),
                     d.number,
                     owner.map_or_else(|| "?".to_string(), |o| o.to_string())
                 ));

@@ -399,4 +399,16 @@ e2e!(an_x11_socket_another_user_made_is_not_opened, |env: Env| {
     assert!(shown.contains(&format!("X11 :{n} (")), "{shown}");
     drop(listener);
     let _ = fs::remove_file(&sock);
+    // Nor a symlink another user made there, though it names a socket of the user's own (an
+    // ssh agent's, say): the env would get that socket as its display.
+    let own = env.path("agent.sock");
+    let agent = std::os::unix::net::UnixListener::bind(&own).expect("bind");
+    std::os::unix::fs::chown(&own, Some(env.uid), Some(env.gid)).expect("chown");
+    std::os::unix::fs::symlink(&own, &sock).expect("symlink");
+    std::os::unix::fs::lchown(&sock, Some(4242), Some(4242)).expect("lchown");
+    let shown = config("another user's symlink to the user's socket");
+    assert!(shown.contains("X11 is not opened"), "{shown}");
+    assert!(!shown.contains(&format!("X11 :{n} (")), "{shown}");
+    drop(agent);
+    let _ = fs::remove_file(&sock);
 });
