@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::atomic::Durability;
 use crate::config::Settings;
 use crate::ids::Identity;
 use crate::oci::manifest::Compression;
@@ -138,8 +139,8 @@ fn pull_image(
     // cut finds the layers unsynced and the record torn or gone: all of it is pulled again.
     let unsettled = store.unsettled(identity, &diff_ids);
     let durability = match unsettled.is_empty() {
-        true => crate::atomic::Durability::Durable,
-        false => crate::atomic::Durability::Volatile,
+        true => Durability::Durable,
+        false => Durability::Volatile,
     };
     let documents = || -> Result<()> {
         if let Some((bytes, _)) = &index {
@@ -147,10 +148,6 @@ fn pull_image(
         }
         store.write_blob_with(&manifest_digest, &manifest_bytes, durability)?;
         store.write_blob_with(&manifest.config.digest, &config_bytes, durability)
-    };
-    let save = |rec: &ImageRecord| match durability {
-        crate::atomic::Durability::Durable => store.save_image(rec),
-        crate::atomic::Durability::Volatile => store.save_pulled_image(rec),
     };
     let rec = ImageRecord {
         name: record_name(reference),
@@ -173,16 +170,16 @@ fn pull_image(
             })
             .collect(),
     };
-    // Deleting a download frees its pages as it goes (~15 ms for a 50 MB layer): `dev
-    // __settle` does it, after the pull returned.
-    let aside = match unsettled.is_empty() {
-        true => {
+    // Deleting a download frees its pages as it goes (~15 ms for a 50 MB layer): the `dev
+    // __settle` that flushes later deletes it first.
+    let aside: Vec<_> = match durability {
+        Durability::Durable => {
             remove_downloads(&spent);
             Vec::new()
         }
-        false => set_aside_downloads(&spent),
+        Durability::Volatile => spent.iter().filter_map(|p| store.set_aside(p)).collect(),
     };
-    if let Err(e) = documents().and_then(|()| save(&rec)) {
+    if let Err(e) = documents().and_then(|()| store.save_image_with(&rec, durability)) {
         // (A full disk, say: the space goes back now.)
         remove_downloads(&aside);
         return Err(e);
@@ -211,26 +208,6 @@ fn remove_downloads(paths: &[std::path::PathBuf]) {
         let _ = std::fs::remove_file(p);
     }
 }
-
-/// Renames the downloads whose layers are unpacked to `<hex>.<pid>.gone` beside them, for
-/// `dev __settle` to delete ([`Store::remove_set_aside`]); deletes one it cannot rename.
-/// Returns where they are now.
-fn set_aside_downloads(paths: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
-    let mut aside = Vec::new();
-    for p in paths {
-        let gone = p.with_extension(format!("{}.{SET_ASIDE}", std::process::id()));
-        match std::fs::rename(p, &gone) {
-            Ok(()) => aside.push(gone),
-            Err(_) => {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-    aside
-}
-
-/// The extension of a download set aside for deletion.
-pub const SET_ASIDE: &str = "gone";
 
 /// Starts `dev __settle` for these layers and does not wait for it. Nothing depends on it but
 /// the layers' survival of a power cut; without it they are fetched again after one.

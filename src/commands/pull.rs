@@ -38,6 +38,6 @@ pub fn settle(diff_ids: &[String]) -> Result<()> {
     let store = Store::open()?;
     let _shared = store.lock_store(false)?;
     // First the pull's downloads: deleted, their pages need no writeback.
-    store.remove_set_aside(crate::pull::SET_ASIDE);
+    store.remove_set_aside();
     store.settle(&Identity::detect(), &diff_ids)
 }

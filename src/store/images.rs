@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{write_atomic, Store};
+use super::Store;
 use crate::oci::{Digest, Platform, Reference};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,18 +88,21 @@ impl Store {
 
     /// Writes the record, flushed to the disk before it returns.
     pub fn save_image(&self, rec: &ImageRecord) -> Result<()> {
-        let json = serde_json::to_vec_pretty(rec)?;
-        write_atomic(&self.record_path(&rec.name), &json)
+        self.save_image_with(rec, crate::atomic::Durability::Durable)
     }
 
-    /// Writes a pulled image's record whose flush a later `syncfs` does (`dev __settle`'s,
-    /// with the pull's layers). A power cut before it may leave the record torn (renamed into
-    /// place, its content never written): [`Store::image`] then finds no record, and the image
-    /// is pulled again, as its layers, marked unsynced, are fetched again.
-    pub fn save_pulled_image(&self, rec: &ImageRecord) -> Result<()> {
+    /// Writes the record; `Volatile` leaves its flush to a later `syncfs` (a pull's, by `dev
+    /// __settle` with its layers). A power cut before it may leave the record torn (renamed
+    /// into place, its content never written): [`Store::image`] then finds no record, and the
+    /// image is pulled again, as its layers, marked unsynced, are fetched again.
+    pub fn save_image_with(
+        &self,
+        rec: &ImageRecord,
+        durability: crate::atomic::Durability,
+    ) -> Result<()> {
         let json = serde_json::to_vec_pretty(rec)?;
         let path = self.record_path(&rec.name);
-        crate::atomic::write(&path, &json, 0o644, crate::atomic::Durability::Volatile)
+        crate::atomic::write(&path, &json, 0o644, durability)
             .with_context(|| format!("cannot write `{}`", path.display()))
     }
 
@@ -199,7 +202,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_at(dir.path().join("store")).expect("store");
         let name = "registry.test/a/b:1";
-        store.save_pulled_image(&record(name)).expect("save");
+        store
+            .save_image_with(&record(name), crate::atomic::Durability::Volatile)
+            .expect("save");
         let found = store
             .image(name)
             .expect("read")

@@ -130,13 +130,27 @@ impl Store {
         })
     }
 
-    /// Deletes the downloads pulls set aside (`blobs-v1/tmp/*.EXT`), what is left of them.
-    pub fn remove_set_aside(&self, ext: &str) {
+    /// Sets a download whose layer is unpacked aside for [`Store::remove_set_aside`]: renamed
+    /// `<hex>.<pid>.gone` beside it (deleting it frees its pages for ~15 ms: not on the pull's
+    /// path). Deleted now if it cannot be renamed. Where it is now, if anywhere.
+    pub fn set_aside(&self, download: &Path) -> Option<PathBuf> {
+        let gone = download.with_extension(format!("{}.{SET_ASIDE}", std::process::id()));
+        match fs::rename(download, &gone) {
+            Ok(()) => Some(gone),
+            Err(_) => {
+                let _ = fs::remove_file(download);
+                None
+            }
+        }
+    }
+
+    /// Deletes the downloads pulls set aside (`blobs-v1/tmp/*.gone`), what is left of them.
+    pub fn remove_set_aside(&self) {
         let Ok(entries) = fs::read_dir(self.root.join("blobs-v1/tmp")) else {
             return;
         };
         for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == ext) {
+            if e.path().extension().is_some_and(|x| x == SET_ASIDE) {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -201,6 +215,9 @@ impl Store {
             .map_err(|(_, e)| anyhow::anyhow!("cannot lock `{}`: {e}", path.display()))
     }
 }
+
+/// The extension of a download set aside for deletion (see [`Store::set_aside`]).
+const SET_ASIDE: &str = "gone";
 
 /// Replaces `path` whole (temp file created `O_EXCL|O_NOFOLLOW` with a random name, fsync,
 /// rename): the store's name for [`crate::atomic::write`].
