@@ -201,6 +201,13 @@ pub enum Command {
     /// Flushes layers a session pulled to disk, after the session started.
     #[command(name = "__settle", hide = true)]
     Settle { diff_ids: Vec<String> },
+    /// Keeps the user namespace later starts join (see `sandbox::holder`).
+    #[command(name = "__userns-hold", hide = true)]
+    Hold {
+        seconds: String,
+        record: std::path::PathBuf,
+        after: String,
+    },
     #[command(name = "__userns-helper", hide = true)]
     Helper {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -38,7 +38,10 @@ fn main() {
     // command line is even parsed.
     session::speculate(&std::env::args_os().skip(1).collect::<Vec<_>>());
     let cli = cli::Cli::parse();
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    // A start that had to map a user namespace of its own leaves one for the next to join.
+    sandbox::holder::leave_behind();
+    match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             // A helper forked ahead for a session that never came must go first, or it says

@@ -82,6 +82,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             command: VolumeCommand::Rm { names, force },
         } => volume::rm(&names, force),
         Command::Settle { diff_ids } => pull::settle(&diff_ids),
+        Command::Hold {
+            seconds,
+            record,
+            after,
+        } => return Ok(crate::sandbox::holder::hold(&seconds, &record, &after)),
         Command::Helper { .. } => Err(ExitCode(helper::main()).into()),
     }
     .map(|()| 0)

@@ -35,6 +35,11 @@ pub struct Settings {
     /// wins); [`Linger::DEFAULT`] when unset.
     #[serde(default)]
     pub linger: Option<Linger>,
+    /// How long the holder of the user namespace starts join stays after the last start
+    /// (`sandbox::holder`); [`Linger::USERNS_DEFAULT`] when unset, 0: no holder, every start
+    /// has newuidmap and newgidmap map a namespace of its own.
+    #[serde(default)]
+    pub userns_linger: Option<Linger>,
     /// Open the host's display, sound and session bus to every env, as `--gui` does.
     #[serde(default)]
     pub gui: bool,
@@ -52,6 +57,8 @@ pub struct Linger(pub std::time::Duration);
 impl Linger {
     /// Long enough for a script's or an editor's next call, short enough to be forgotten.
     pub const DEFAULT: Linger = Linger(std::time::Duration::from_secs(5));
+    /// The user-namespace holder's: ten minutes, as a working session's pauses go.
+    pub const USERNS_DEFAULT: Linger = Linger(std::time::Duration::from_secs(600));
     /// A cloned dev.toml may ask for it too: it cannot keep an env up for longer than this.
     pub const MAX_SECONDS: u64 = 3600;
 }

@@ -50,12 +50,26 @@ fn namespaces<S: Sys>(sys: &mut S) -> Result<()> {
 /// `plan` (a length and the JSON); then one byte once its maps are written (nothing when `dev`
 /// no longer needs it: then it leaves quietly); then the sandbox. `status` is the socket to the
 /// starter `dev`: a keeper answers on it, a one-shot session's init sends the command's pty
-/// on it; `host` its ids on the host.
-pub fn run_pending(plan: OwnedFd, status: OwnedFd, host: (u32, u32)) -> i32 {
+/// on it; `host` its ids on the host. With `held` (the full map), it is not in a user namespace
+/// of its own yet: it makes one beneath the holder's and maps it itself, first thing.
+pub fn run_pending(
+    plan: OwnedFd,
+    status: OwnedFd,
+    host: (u32, u32),
+    held: Option<super::holder::Joined>,
+) -> i32 {
     use std::io::Read;
     // Mapped later: by newuidmap and newgidmap, or (a single id) by itself once the plan says.
     // Meanwhile, what needs no ids: its other namespaces.
-    if let Err(e) = die_with_parent().and_then(|()| namespaces(&mut sys::Linux)) {
+    let entered = match held {
+        Some(held) => die_with_parent().and_then(|()| held.enter()),
+        None => Ok(()),
+    };
+    // (Joining a namespace changes credentials, which clears the parent-death signal.)
+    if let Err(e) = entered
+        .and_then(|()| die_with_parent())
+        .and_then(|()| namespaces(&mut sys::Linux))
+    {
         return fail(e);
     }
     let mut rx = std::fs::File::from(plan);

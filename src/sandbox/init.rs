@@ -397,7 +397,11 @@ pub enum Launch {
 /// itself, so the command spawns by posix_spawn, not as a copy of this process; for a
 /// process that does nothing after but wait for the command.
 pub fn command(plan: &SandboxPlan, in_place: bool) -> Result<Launch> {
-    let shell = choose_shell(plan)?;
+    // (Each look is a lookup through the overlay: none for a command given.)
+    let shell = match plan.process.argv.is_empty() {
+        true => choose_shell(plan)?,
+        false => None,
+    };
     if let Some(user) = plan.image_user.as_deref().filter(|u| !u.is_empty()) {
         // The image's file: read beneath the root, bounded (a symlink to /dev/zero there
         // would otherwise fill memory).

@@ -59,6 +59,8 @@ impl Session {
 /// the host's); otherwise a child joins them (setns into a user namespace needs one thread).
 pub fn join(session: Session, plan: &SandboxPlan, last: bool) -> Result<i32> {
     use std::io::Write;
+    // From the host's namespaces, while this process is still in them.
+    super::holder::leave_behind();
     let enter = |session: &mut Session| -> Result<super::init::Launch> {
         for (f, flag) in &session.namespaces {
             super::sys::ns::setns(f, *flag).context("cannot enter the env's namespaces")?;

@@ -228,12 +228,16 @@ pub fn serve(
         let lingered = idle.is_some_and(|(since, _)| since.elapsed() >= linger);
         if ended || stopping || lingered {
             // No new session from here on: they see the env as stopped and start another.
+            // Init is told first: it ends while the runtime files are removed (the next start
+            // waits for the env's lock, which goes once init's mounts are gone).
+            drop(listener);
+            if !ended {
+                let _ = kill(init, Signal::SIGTERM);
+            }
             if !withdrawn {
                 withdraw(keep);
             }
             if !ended {
-                drop(listener);
-                let _ = kill(init, Signal::SIGTERM);
                 let _ = waitpid(init, None);
             }
             break;

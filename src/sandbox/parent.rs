@@ -100,6 +100,11 @@ fn wait_stopped(pid: Pid) -> Result<Option<i32>> {
     }
 }
 
+/// Has newuidmap and newgidmap write the full map of process `pid`'s user namespace.
+pub(super) fn map_with(identity: &Identity, pid: Pid) -> Result<()> {
+    Maps::spawn(identity, pid)?.finish()
+}
+
 /// newuidmap and newgidmap writing a stopped helper's maps, side by side: each is a setuid
 /// program that takes a millisecond or two.
 struct Maps {
@@ -382,18 +387,30 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Forks the helper and makes it ready for `ids` (see [`Helper::ready`]).
+    /// Forks the helper for `ids`; this process must have a single thread. `dev run` and `dev
+    /// shell` call it first thing (see [`speculate`]), so the fork copies little and the maps
+    /// are written while the command line, the project and the identity are read. With the
+    /// full map, the helper joins the namespace a holder keeps and maps one of its own beneath
+    /// it (`holder`); with none, it is forked into a new user namespace, which newuidmap and
+    /// newgidmap map, and a holder is left behind when `dev` ends.
     pub fn fork(identity: &Identity, ids: IdMode) -> Result<Helper> {
-        let mut helper = Helper::spawn()?;
-        helper.ready(identity, ids)?;
+        let held = match ids {
+            IdMode::Subordinate => super::holder::find(identity),
+            _ => None,
+        };
+        let mapped_itself = held.is_some();
+        let mut helper = Helper::spawn(held)?;
+        helper.ids = Some(ids);
+        if ids == IdMode::Subordinate && !mapped_itself {
+            helper.maps = Some(Maps::spawn(identity, helper.pid)?);
+            super::holder::wanted();
+        }
         Ok(helper)
     }
 
-    /// Forks the helper into a new user namespace; this process must have a single thread.
-    /// `dev run` and `dev shell` call it first thing (see [`speculate`]), so the fork copies
-    /// little and the maps are written while the command line, the project and the identity
-    /// are read.
-    pub fn spawn() -> Result<Helper> {
+    /// Forks the helper: into the holder's namespace `held` (it maps its own beneath), or into
+    /// a new user namespace (mapped by [`Helper::fork`], or by itself with a single id).
+    fn spawn(held: Option<super::holder::Joined>) -> Result<Helper> {
         use std::os::fd::AsRawFd;
         if !single_threaded() {
             bail!("internal error: the sandbox helper is forked from a single-threaded `dev` only");
@@ -412,19 +429,27 @@ impl Helper {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        let forked = super::sys::fork_in_new_userns().map_err(|e| {
-            UserError::with_hint(
-                format!("cannot create a user namespace: {e}"),
-                userns_hint(),
-            )
-        })?;
+        let forked = match held {
+            Some(_) => super::sys::fork(),
+            None => super::sys::fork_in_new_userns().map_err(|e| {
+                UserError::with_hint(
+                    format!("cannot create a user namespace: {e}"),
+                    userns_hint(),
+                )
+            }),
+        }?;
         let pid = match forked {
             nix::unistd::ForkResult::Child => {
                 // The starter's end is the starter's alone: the keeper sees the session end
                 // when the starter closes it. The pipe's end is for writing the plan.
                 let _ = nix::unistd::close(starter.as_raw_fd());
                 let _ = nix::unistd::close(plan_tx.as_raw_fd());
-                std::process::exit(super::helper::run_pending(plan_rx, keepers.into(), host))
+                std::process::exit(super::helper::run_pending(
+                    plan_rx,
+                    keepers.into(),
+                    host,
+                    held,
+                ))
             }
             nix::unistd::ForkResult::Parent { child } => child,
         };
@@ -436,19 +461,6 @@ impl Helper {
             plan: Some(std::fs::File::from(plan_tx)),
             starter: Some(starter),
         })
-    }
-
-    /// With the full mapping, starts newuidmap and newgidmap on the helper's namespace (it
-    /// exists from the fork on; a helper that ended meanwhile is seen when it is given its plan).
-    pub fn ready(&mut self, identity: &Identity, ids: IdMode) -> Result<()> {
-        if self.ids.is_some() {
-            bail!("internal error: the helper is made ready twice");
-        }
-        if ids == IdMode::Subordinate {
-            self.maps = Some(Maps::spawn(identity, self.pid)?);
-        }
-        self.ids = Some(ids);
-        Ok(())
     }
 
     /// Gives the helper the plan, finishes the maps and lets it go on. Returns its pid and the

@@ -93,13 +93,21 @@ pub fn speculate(args: &[std::ffi::OsString]) {
         None if !throwaway => return,
         None => {}
     }
-    let Ok(mut helper) = Helper::spawn() else {
+    hold_userns();
+    let Ok(helper) = Helper::fork(&identity, id_mode(&identity, root)) else {
         return;
     };
-    if helper.ready(&identity, id_mode(&identity, root)).is_err() {
-        return;
-    }
     keep_speculative(helper);
+}
+
+/// Tells the sandbox how long the user-namespace holder a start leaves stays (config.toml's
+/// `userns-linger`).
+pub fn hold_userns() {
+    let linger = Settings::load()
+        .ok()
+        .and_then(|s| s.userns_linger)
+        .unwrap_or(Linger::USERNS_DEFAULT);
+    crate::sandbox::holder::set_linger(linger.0);
 }
 
 /// The mounts of config.toml, then dev.toml's (trusted by now), then `--mount`, resolved.

@@ -13,6 +13,7 @@ mod export_build;
 mod features;
 mod gpu;
 mod gui;
+mod holder;
 mod hostile;
 mod lifecycle;
 mod linger;

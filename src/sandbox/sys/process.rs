@@ -384,6 +384,40 @@ pub fn die_with_parent() -> Result<()> {
     Ok(())
 }
 
+/// A descriptor that refers to process `pid` for as long as it is held, whatever pid the
+/// kernel gives out later (pidfd_open(2), Linux 5.3).
+pub fn pidfd_open(pid: nix::unistd::Pid) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2) takes a pid and flags (0) and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and this is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Whether the process `pidfd` refers to is still running (it may be signalled: signal 0).
+pub fn pidfd_alive(pidfd: &OwnedFd) -> bool {
+    // SAFETY: pidfd_send_signal(2) with a valid descriptor, signal 0 (only checks), no info.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
+/// Ends this process at once with `code` (_exit(2)): for a fork's child, which must not run
+/// the parent's exit handlers or flush its buffers a second time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) takes an integer and does not return.
+    unsafe { libc::_exit(code) }
+}
+
 /// No process of another user id, nor `ptrace`, can open this one through /proc.
 pub fn not_dumpable() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).context("cannot make init non-dumpable")
