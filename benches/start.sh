@@ -8,8 +8,8 @@
 # floors, and nsenter into the same namespaces; a tools layer; a file-heavy workload (find /usr
 # and read every file under /usr) in the env, on the host and on a bare overlay of the same
 # tree, and what that overlay adds per file operation (ops.py); a build of a generated C project
-# (`make -j2`) in the env's project directory against the same build on the host; and the start
-# on a terminal (the command's own pty).
+# (`make -j2`) in the env's project directory against the same build on the host; the start
+# without the user-namespace holder; and the start on a terminal (the command's own pty).
 # Run as root after `./install.sh --dev`. Writes the figures into README.md.
 #   DEV_BENCH_CACHE  where the debootstrapped image is kept (default /var/cache/dev-bench)
 #   RUNS             hyperfine runs per command (default 40; the workload runs 32)
@@ -85,6 +85,17 @@ for who in sub nosub; do
         -n "dev run -- true" "$DEV run -- true" \
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
+
+# Each start above joins the user namespace the holder keeps (`dev __userns-hold`, left by the
+# warm-up run). Without it (`userns-linger = 0`: newuidmap and newgidmap map each start's own,
+# as for the first start after the holder's idle time), beside the start that joins it; both
+# through `env`, which names the config directory.
+mkdir -p "$WORK/config-nohold/dev"
+printf 'linger = 0\nuserns-linger = 0\n' > "$WORK/config-nohold/dev/config.toml"
+chown -R "$USER_NAME:" "$WORK/config-nohold"
+hf "$AS" "$PER" holder \
+    -n "with the holder" "env XDG_CONFIG_HOME=$WORK/home/.config $DEV run -- true" \
+    -n "without" "env XDG_CONFIG_HOME=$WORK/config-nohold $DEV run -- true"
 
 # On a terminal: the command gets a pty of the env's own, which dev relays (without one, a session
 # of its own). The terminal is a pty whose other side a process of the user's holds and reads
@@ -251,6 +262,8 @@ def rounds(name, a, b):
 build_rounds = rounds("build", "make -j2 in the env", "make -j2 on the host")
 start_rounds = rounds("start-sub", "dev run -- true", "unshare (floor, same maps)")
 start_bw_rounds = rounds("start-sub", "dev run -- true", "bwrap (floor)")
+hold = load("holder")
+hold_rounds = rounds("holder", "without", "with the holder")
 t = load("tools")
 without, with_tools = t["without tools"], t["with tools"]
 dc = load("devcontainer")
@@ -268,6 +281,8 @@ lines = [
     *rows,
     "",
     f"Each round's ratio of `dev run -- true` (with a subordinate range) to the same-maps floor: {', '.join(f'{x:.2f}x' for x in start_rounds)}; to bwrap: {', '.join(f'{x:.2f}x' for x in start_bw_rounds)}.",
+    "",
+    f"With a subordinate range, those starts join the user namespace a holder keeps (`dev __userns-hold`, left by the first start, gone after `userns-linger`, 10 minutes by default, unused; podman keeps its pause process so) and map the env's own beneath it themselves. Without the holder (`userns-linger = 0`, or the first start after its time), newuidmap and newgidmap map each start's namespace: {hold['without']*1000:.1f} ms against {hold['with the holder']*1000:.1f} ms with it, both started through `env` ({hold['without']/hold['with the holder']:.2f}x; per round: {', '.join(f'{x:.2f}x' for x in hold_rounds)}).",
     "",
     f"Back to back (`dev run -- true` again and again; each run joins the env the one before left lingering): {j*1000:.1f} ms, against {jbw*1000:.1f} ms for bwrap ({j/jbw:.2f}x bwrap) and {jun*1000:.1f} ms for the same-maps floor ({j/jun:.2f}x) in the same rounds, {cold*1000:.1f} ms when the env has to start, and {ns*1000:.1f} ms for `nsenter --user --mount --pid` into the same namespaces (the floor of a join, as root; {j/ns:.2f}x).",
     "",

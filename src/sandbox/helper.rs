@@ -188,7 +188,14 @@ fn sandbox(plan: &SandboxPlan, status: Option<OwnedFd>, pending: Option<PendingI
                 return Err(e);
             }
         };
-        keeper::serve(keep, listening, child, [init_mnt, init_pid], status)?;
+        keeper::serve(
+            keep,
+            listening,
+            child,
+            [init_mnt, init_pid],
+            status,
+            &plan.rootfs.upper,
+        )?;
         Ok(0)
     })()
     .unwrap_or_else(fail);

@@ -122,13 +122,15 @@ fn announce(
 }
 
 /// Serves the env until it stops; `status` (the starter's socket) learns "ok" and the
-/// namespaces once the env can be joined, and is its first session.
+/// namespaces once the env can be joined, and is its first session. `upper`: the env's own
+/// layer, flushed while init ends (see [`flush`]).
 pub fn serve(
     keep: &KeepPlan,
     listening: Listening,
     init: Pid,
     [init_mnt, init_pid]: [OwnedFd; 2],
     status: OwnedFd,
+    upper: &std::path::Path,
 ) -> Result<()> {
     // What a session joins, in setns order: the keeper's user, uts and ipc namespaces (init
     // shares them), init's mount namespace, and the pid namespace init is pid 1 of (init sends
@@ -238,6 +240,7 @@ pub fn serve(
                 withdraw(keep);
             }
             if !ended {
+                flush(upper);
                 let _ = waitpid(init, None);
             }
             break;
@@ -259,6 +262,15 @@ pub fn serve(
         drop_hung_up(&mut sessions, None, poll_timeout(left));
     }
     Ok(())
+}
+
+/// Flushes the file system of the env's layer `upper` (syncfs(2)) while init ends: overlayfs
+/// flushes it as it is unmounted, and until then the env's lock, which the next start waits
+/// for, is held. Done now, that flush finds little left to write.
+fn flush(upper: &std::path::Path) {
+    if let Ok(dir) = std::fs::File::open(upper) {
+        let _ = rustix::fs::syncfs(&dir);
+    }
 }
 
 /// How long the keeper of an env that ended waits for its sessions' `dev`s to leave.
