@@ -1,7 +1,7 @@
 #!/bin/sh
 # Warm start of an env, side by side in hyperfine runs as each user, image pulled and env
-# created beforehand: `dev run -- true` vs `podman run --rm IMAGE true` vs bwrap on the same
-# tree (the floor). hyperfine itself runs as the unprivileged user, so no wrapper is timed.
+# created beforehand, each run once the env of the run before has stopped: `dev run -- true` vs
+# `podman run --rm IMAGE true` vs bwrap on the same tree (the floor); then back to back. hyperfine itself runs as the unprivileged user, so no wrapper is timed.
 # Twice: as devtest-sub (subordinate range: dev runs newuidmap/newgidmap) and as devtest-nosub
 # (a single-id map, as bwrap uses). The starts run with `linger = 0` (each run starts the env);
 # then back-to-back runs that join the env lingering from the run before, beside bwrap and the
@@ -81,10 +81,20 @@ for who in sub nosub; do
     if [ "$who" = sub ]; then
         set -- "$@" -n "unshare (floor, same maps)" "$UNSHARE true"
     fi
-    hf "$as" "$PER" "start-$who" \
+    # Each timed run starts once the env the run before started has stopped: the prepare step
+    # (run before every command's runs alike, untimed) waits for the env's lock, which its
+    # keeper holds until the env's overlay is unmounted. Without it, a start waits for the
+    # last one's stop in a third to a half of the runs (see `restart` below).
+    home="$WORK/home"; [ "$who" = nosub ] && home="$WORK/home-nosub"
+    lock=$(ls "$home"/data/dev/envs-v1/*/*/lock | head -n 1)
+    hf "$as" "$PER" "start-$who" --prepare "flock $lock true" \
         -n "dev run -- true" "$DEV run -- true" \
         -n "bwrap (floor)" "$BWRAP true" "$@"
 done
+# The same starts back to back, each right after the one before ended (its env still stopping).
+hf "$AS" "$PER" restart \
+    -n "dev run -- true" "$DEV run -- true" \
+    -n "unshare (floor, same maps)" "$UNSHARE true"
 
 # Each start above joins the user namespace the holder keeps (`dev __userns-hold`, left by the
 # warm-up run). Without it (`userns-linger = 0`: newuidmap and newgidmap map each start's own,
@@ -262,6 +272,8 @@ def rounds(name, a, b):
 build_rounds = rounds("build", "make -j2 in the env", "make -j2 on the host")
 start_rounds = rounds("start-sub", "dev run -- true", "unshare (floor, same maps)")
 start_bw_rounds = rounds("start-sub", "dev run -- true", "bwrap (floor)")
+restart = load("restart")
+restart_rounds = rounds("restart", "dev run -- true", "unshare (floor, same maps)")
 hold = load("holder")
 hold_rounds = rounds("holder", "without", "with the holder")
 t = load("tools")
@@ -274,13 +286,15 @@ fresh, running, host, bare = f["env started by the session"], f["env running"], 
 # into two groups some 30% apart, which moves its median from one benchmark run to the next).
 fm = load("files", min)
 lines = [
-    "Warm start (image pulled, env created), medians of hyperfine run as the user (in rounds that alternate the commands):",
+    "Warm start (image pulled, env created and stopped), medians of hyperfine run as the user (in rounds that alternate the commands; each run once the env the run before started has stopped):",
     "",
     "| user | `dev run -- true` | `podman run --rm IMAGE true` (rootless, runc) | bwrap on the same tree (floor, one id) | `unshare --map-auto … chroot` (floor, same maps) |",
     "|---|---|---|---|---|",
     *rows,
     "",
     f"Each round's ratio of `dev run -- true` (with a subordinate range) to the same-maps floor: {', '.join(f'{x:.2f}x' for x in start_rounds)}; to bwrap: {', '.join(f'{x:.2f}x' for x in start_bw_rounds)}.",
+    "",
+    f"Back to back, each start right after the one before ended (with `linger = 0` that env is still stopping, and a start waits for its lock in a third to a half of the runs): {restart['dev run -- true']*1000:.1f} ms against {restart['unshare (floor, same maps)']*1000:.1f} ms for the same-maps floor ({restart['dev run -- true']/restart['unshare (floor, same maps)']:.2f}x; per round: {', '.join(f'{x:.2f}x' for x in restart_rounds)}).",
     "",
     f"With a subordinate range, those starts join the user namespace a holder keeps (`dev __userns-hold`, left by the first start, gone after `userns-linger`, 10 minutes by default, unused; podman keeps its pause process so) and map the env's own beneath it themselves. Without the holder (`userns-linger = 0`, or the first start after its time), newuidmap and newgidmap map each start's namespace: {hold['without']*1000:.1f} ms against {hold['with the holder']*1000:.1f} ms with it, both started through `env` ({hold['without']/hold['with the holder']:.2f}x; per round: {', '.join(f'{x:.2f}x' for x in hold_rounds)}).",
     "",
