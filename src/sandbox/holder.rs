@@ -252,10 +252,10 @@ pub fn wanted() {
 }
 
 /// If [`wanted`] (once): starts `dev __userns-hold SECONDS RECORD PID` in a session of its own,
-/// with no descriptor or terminal of this one's and no environment but `PATH`, which makes the holder once this
-/// process (PID) has ended: off every start's path. Called while this `dev` is still in the
-/// host's namespaces (before a session joins an env's) and as it ends. Any failure just
-/// leaves no holder.
+/// with no descriptor or terminal of this one's and no environment but `PATH`, which makes the
+/// holder once this process (PID) has ended: off every start's path. Called while this `dev`
+/// is still in the host's namespaces (before a session joins an env's) and as it ends. Any
+/// failure just leaves no holder.
 pub fn leave_behind() {
     use std::process::{Command, Stdio};
     if !WANTED.swap(false, std::sync::atomic::Ordering::Relaxed) {
