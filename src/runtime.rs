@@ -20,8 +20,12 @@ pub struct ProcId {
 
 impl ProcId {
     pub fn of(pid: i32) -> Option<ProcId> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 22, counted after the `(comm)` that may hold spaces.
+        ProcId::in_stat(pid, &fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// From the text of `/proc/PID/stat`.
+    fn in_stat(pid: i32, stat: &str) -> Option<ProcId> {
+        // Field 22, counted after the `(comm)` that may hold spaces and parentheses.
         let after = stat.rsplit_once(')')?.1;
         let mut fields = after.split_whitespace();
         // A zombie (or a dead task) is gone, whatever its parent has not reaped yet.
@@ -61,4 +65,25 @@ pub struct RunState {
     /// another does not join a lingering env, it restarts it.
     #[serde(default)]
     pub shape: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command may name itself `a) S 1 2 (b`: the fields start after the last `)`; a zombie
+    /// is no process.
+    #[test]
+    fn the_start_time_is_read_past_a_command_name_with_spaces_and_parens() {
+        let tail = "S 1 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777123 2000000 100";
+        let start = |stat: &str| ProcId::in_stat(4242, stat).map(|p| p.start);
+        assert_eq!(start(&format!("4242 (dev) {tail}")), Some(777123));
+        assert_eq!(start(&format!("4242 (a) S 1 2 (b) {tail}")), Some(777123));
+        assert_eq!(start("4242 (dev) S 1"), None);
+        assert_eq!(
+            start(&format!("4242 (dev) {}", tail.replacen('S', "Z", 1))),
+            None
+        );
+        assert!(ProcId::of(std::process::id() as i32).is_some());
+    }
 }

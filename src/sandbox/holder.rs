@@ -25,24 +25,22 @@ use nix::unistd::Pid;
 use super::sys;
 use super::sys::ns::CloneFlags;
 use crate::ids::{IdMap, Identity, Ownership};
+use crate::runtime::ProcId;
 
-/// The hidden subcommand the holder runs as: `dev __userns-hold SECONDS RECORD`.
+/// The hidden subcommand the holder is started as: `dev __userns-hold SECONDS RECORD PID`.
 pub const COMMAND: &str = "__userns-hold";
 
-/// How long a holder stays unused; none (the default until a session says): no holder.
-static LINGER: std::sync::Mutex<Option<Duration>> = std::sync::Mutex::new(None);
 /// Whether a holder is to be left behind (a start mapped its own namespace).
 static WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Sets how long a holder this process leaves stays unused (0: none, and none is joined).
-pub fn set_linger(linger: Duration) {
-    if let Ok(mut l) = LINGER.lock() {
-        *l = Some(linger);
-    }
-}
-
+/// How long a holder stays unused: config.toml's `userns-linger` (read once per process); none
+/// with 0, and then none is joined either.
 fn linger() -> Option<Duration> {
-    LINGER.lock().ok().and_then(|l| *l).filter(|l| !l.is_zero())
+    let linger = crate::config::Settings::load()
+        .ok()
+        .and_then(|s| s.userns_linger)
+        .unwrap_or(crate::config::settings::Linger::USERNS_DEFAULT);
+    Some(linger.0).filter(|l| !l.is_zero())
 }
 
 /// Where the holder's record is: none without a runtime directory (no holder then).
@@ -50,25 +48,26 @@ fn record_path() -> Option<PathBuf> {
     dirs::runtime_dir().map(|d| d.join("dev").join("userns-holder"))
 }
 
-/// What the record says: the holder's pid, its start time (clock ticks after boot, from
-/// `/proc/PID/stat`: a pid given out again has another) and its user namespace's inode.
+/// What the record says: the holder's pid and start time (a pid given out again has another)
+/// and its user namespace's inode.
 #[derive(Debug, PartialEq, Eq)]
 struct Record {
-    pid: i32,
-    start: u64,
+    proc: ProcId,
     ns: u64,
 }
 
 impl Record {
     fn text(&self) -> String {
-        format!("{} {} {}\n", self.pid, self.start, self.ns)
+        format!("{} {} {}\n", self.proc.pid, self.proc.start, self.ns)
     }
 
     fn parse(text: &str) -> Option<Record> {
         let mut f = text.trim_end_matches('\n').split(' ');
         let record = Record {
-            pid: f.next()?.parse().ok().filter(|p| *p > 1)?,
-            start: f.next()?.parse().ok()?,
+            proc: ProcId {
+                pid: f.next()?.parse().ok().filter(|p| *p > 1)?,
+                start: f.next()?.parse().ok()?,
+            },
             ns: f.next()?.parse().ok()?,
         };
         f.next().is_none().then_some(record)
@@ -80,7 +79,7 @@ impl Record {
     }
 }
 
-/// A small file's text, read at most 4 KiB (`/proc` files: the maps, `stat`); with
+/// A small file's text, read at most 4 KiB (the record, `/proc` files: the maps); with
 /// `follow` false, never through a symlink.
 fn read_small(path: &Path, follow: bool) -> Option<String> {
     use std::io::Read;
@@ -97,18 +96,6 @@ fn read_small(path: &Path, follow: bool) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     Some(text)
-}
-
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`, after the command's name,
-/// which may hold anything but ends at the last `)`).
-fn start_time(pid: i32) -> Option<u64> {
-    start_in(&read_small(Path::new(&format!("/proc/{pid}/stat")), true)?)
-}
-
-/// The start time in the text of a `/proc/PID/stat`.
-fn start_in(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The lines of a `/proc/PID/uid_map` or `gid_map`, as read from this namespace, sorted.
@@ -169,10 +156,9 @@ pub fn find(identity: &Identity) -> Option<Joined> {
     linger()?;
     let path = record_path()?;
     let record = Record::read(&path)?;
-    let pid = Pid::from_raw(record.pid);
-    // From here on `pid` is the process the descriptor refers to, or the checks below fail.
-    let pidfd = sys::process::pidfd_open(pid).ok()?;
-    let proc = PathBuf::from(format!("/proc/{}", record.pid));
+    // From here on the pid is the process the descriptor refers to, or the checks below fail.
+    let pidfd = sys::process::pidfd_open(Pid::from_raw(record.proc.pid)).ok()?;
+    let proc = PathBuf::from(format!("/proc/{}", record.proc.pid));
     let ns = OwnedFd::from(std::fs::File::open(proc.join("ns/user")).ok()?);
     let same_mnt = {
         let (theirs, ours) = (
@@ -184,7 +170,7 @@ pub fn find(identity: &Identity) -> Option<Joined> {
     let ns_ino = rustix::fs::fstat(&ns).ok()?.st_ino;
     let ok = same_mnt
         && ns_ino == record.ns
-        && start_time(record.pid) == Some(record.start)
+        && record.proc.alive()
         && read_small(&proc.join("uid_map"), true).is_some_and(|m| map_is(&m, uid_map))
         && read_small(&proc.join("gid_map"), true).is_some_and(|m| map_is(&m, gid_map))
         // Still that process: what was opened through /proc was its.
@@ -245,9 +231,6 @@ impl Joined {
 /// Asks for a holder to be left behind once this `dev` is gone (see [`leave_behind`]): a start
 /// just had newuidmap and newgidmap map a namespace of its own.
 pub fn wanted() {
-    if linger().is_none() || record_path().is_none() {
-        return;
-    }
     WANTED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -377,8 +360,7 @@ fn recorded(identity: &Identity, pid: Pid, path: &Path) -> Result<()> {
     }
     super::parent::map_with(identity, pid)?;
     let record = Record {
-        pid: pid.as_raw(),
-        start: start_time(pid.as_raw()).context("the holder is gone")?,
+        proc: ProcId::of(pid.as_raw()).context("the holder is gone")?,
         ns: std::fs::metadata(format!("/proc/{pid}/ns/user"))
             .context("the holder is gone")?
             .ino(),
@@ -397,7 +379,7 @@ fn keep(linger: Duration, record: &Path) -> i32 {
     let me = std::process::id() as i32;
     loop {
         let used = std::fs::symlink_metadata(record).and_then(|m| m.modified());
-        let mine = Record::read(record).is_some_and(|r| r.pid == me);
+        let mine = Record::read(record).is_some_and(|r| r.proc.pid == me);
         let (Ok(used), true) = (used, mine) else {
             return 0;
         };
@@ -405,7 +387,7 @@ fn keep(linger: Duration, record: &Path) -> i32 {
             .duration_since(used)
             .unwrap_or(Duration::ZERO);
         if idle >= linger {
-            if Record::read(record).is_some_and(|r| r.pid == me) {
+            if Record::read(record).is_some_and(|r| r.proc.pid == me) {
                 let _ = std::fs::remove_file(record);
             }
             return 0;
@@ -444,8 +426,10 @@ mod tests {
     #[test]
     fn a_record_is_three_numbers_and_nothing_else() {
         let r = Record {
-            pid: 4242,
-            start: 99,
+            proc: ProcId {
+                pid: 4242,
+                start: 99,
+            },
             ns: 4026532000,
         };
         assert_eq!(Record::parse(&r.text()), Some(r));
@@ -483,18 +467,5 @@ mod tests {
             one_to_one(&keep_id()),
             "0 0 1001\n1001 1001 1\n1002 1002 64535\n"
         );
-    }
-
-    /// A command may name itself `a) S 1 2 (b`: the fields start after the last `)`.
-    #[test]
-    fn the_start_time_is_read_past_a_command_name_with_spaces_and_parens() {
-        let tail = "S 1 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777123 2000000 100";
-        assert_eq!(start_in(&format!("4242 (dev) {tail}")), Some(777123));
-        assert_eq!(
-            start_in(&format!("4242 (a) S 1 2 (b) {tail}")),
-            Some(777123)
-        );
-        assert_eq!(start_in("4242 (dev) S 1"), None);
-        assert!(start_time(std::process::id() as i32).is_some());
     }
 }

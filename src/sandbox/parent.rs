@@ -377,8 +377,8 @@ pub fn run_sandbox(identity: &Identity, plan: &SandboxPlan) -> Result<i32> {
 /// (they are the slowest step of a start). It reads the plan as soon as it is written, then
 /// waits for the word that its maps are written. Dropped unused, it is killed.
 pub struct Helper {
-    /// Set by [`Helper::ready`]: how its ids are mapped.
-    ids: Option<IdMode>,
+    /// How its ids are mapped.
+    ids: IdMode,
     pid: Pid,
     maps: Option<Maps>,
     plan: Option<std::fs::File>,
@@ -399,8 +399,7 @@ impl Helper {
             _ => None,
         };
         let mapped_itself = held.is_some();
-        let mut helper = Helper::spawn(held)?;
-        helper.ids = Some(ids);
+        let mut helper = Helper::spawn(ids, held)?;
         if ids == IdMode::Subordinate && !mapped_itself {
             helper.maps = Some(Maps::spawn(identity, helper.pid)?);
             super::holder::wanted();
@@ -410,7 +409,7 @@ impl Helper {
 
     /// Forks the helper: into the holder's namespace `held` (it maps its own beneath), or into
     /// a new user namespace (mapped by [`Helper::fork`], or by itself with a single id).
-    fn spawn(held: Option<super::holder::Joined>) -> Result<Helper> {
+    fn spawn(ids: IdMode, held: Option<super::holder::Joined>) -> Result<Helper> {
         use std::os::fd::AsRawFd;
         if !single_threaded() {
             bail!("internal error: the sandbox helper is forked from a single-threaded `dev` only");
@@ -455,7 +454,7 @@ impl Helper {
         };
         drop((plan_rx, keepers));
         Ok(Helper {
-            ids: None,
+            ids,
             pid,
             maps: None,
             plan: Some(std::fs::File::from(plan_tx)),
@@ -519,7 +518,7 @@ pub fn take_speculative() -> Option<Helper> {
 
 /// The helper kept by [`keep_speculative`] if its ids are `ids` (else it is dropped: killed).
 fn speculative_for(ids: IdMode) -> Option<Helper> {
-    take_speculative().filter(|h| h.ids == Some(ids))
+    take_speculative().filter(|h| h.ids == ids)
 }
 
 impl Drop for Helper {

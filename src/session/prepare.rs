@@ -51,7 +51,6 @@ impl Prepared {
 /// Finds the project, pulls the image (the digest dev.lock pins, if any), builds the tools
 /// layer if dev.toml has one, and writes dev.lock when what was resolved differs from it.
 pub fn prepare(opts: &EnterOptions, update: &Update) -> Result<Prepared> {
-    super::run::hold_userns();
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let mut project = Project::discover(&cwd)?;
     if let Some(p) = &project {

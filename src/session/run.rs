@@ -93,21 +93,10 @@ pub fn speculate(args: &[std::ffi::OsString]) {
         None if !throwaway => return,
         None => {}
     }
-    hold_userns();
     let Ok(helper) = Helper::fork(&identity, id_mode(&identity, root)) else {
         return;
     };
     keep_speculative(helper);
-}
-
-/// Tells the sandbox how long the user-namespace holder a start leaves stays (config.toml's
-/// `userns-linger`).
-pub fn hold_userns() {
-    let linger = Settings::load()
-        .ok()
-        .and_then(|s| s.userns_linger)
-        .unwrap_or(Linger::USERNS_DEFAULT);
-    crate::sandbox::holder::set_linger(linger.0);
 }
 
 /// The mounts of config.toml, then dev.toml's (trusted by now), then `--mount`, resolved.
