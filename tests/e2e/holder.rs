@@ -50,6 +50,17 @@ fn userns_of(pid: i32) -> (u64, u64) {
     (f[0], f[1])
 }
 
+/// Field `n` (counted from 1, as proc(5) does) of `/proc/PID/stat`, past the command's name.
+fn stat_field(pid: i32, n: usize) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = stat.rsplit_once(')').expect(")").1;
+    after
+        .split_whitespace()
+        .nth(n - 3)
+        .unwrap_or_else(|| panic!("no field {n} in {stat}"))
+        .to_string()
+}
+
 fn ino(path: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).expect(path).ino()
@@ -120,14 +131,7 @@ fn assert_is_the_holder(pid: i32, ns: u64) {
         ["0:/dev/null", "1:/dev/null", "2:/dev/null"],
         "its descriptors"
     );
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let tty_nr = stat
-        .rsplit_once(')')
-        .expect(")")
-        .1
-        .split_whitespace()
-        .nth(4);
-    assert_eq!(tty_nr, Some("0"), "no controlling terminal: {stat}");
+    assert_eq!(stat_field(pid, 7), "0", "no controlling terminal (tty_nr)");
     let (its, parent) = userns_of(pid);
     assert_eq!(its, ns, "the record names its user namespace");
     assert_eq!(parent, ino("/proc/self/ns/user"), "beneath the host's");
@@ -245,19 +249,9 @@ fn a_record_naming_anything_but_a_holder_is_not_joined() {
     ));
     let outside = host_pid(&env, "sleep 61");
     for forged in [in_env, outside] {
-        let stat = fs::read_to_string(format!("/proc/{forged}/stat")).expect("stat");
-        let start = stat
-            .rsplit_once(')')
-            .expect(")")
-            .1
-            .split_whitespace()
-            .nth(19);
+        let start = stat_field(forged, 22);
         let (ns, _) = userns_of(forged);
-        fs::write(
-            record(&env),
-            format!("{forged} {} {ns}\n", start.expect("start time")),
-        )
-        .expect("forge the record");
+        fs::write(record(&env), format!("{forged} {start} {ns}\n")).expect("forge the record");
         env.chown_all(&env.path("run"));
         env.ok(&["run", "--rm", "--", "true"]);
         // The holder that start left replaces the forged record.
