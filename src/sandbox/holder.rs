@@ -272,9 +272,9 @@ pub fn leave_behind() {
 
 /// `dev __userns-hold SECONDS RECORD PID`: once process PID (the `dev` that asked) has ended,
 /// forks the holder into a user namespace of its own, has newuidmap and newgidmap map it and
-/// writes its record (then this process leaves and the holder is re-parented). The holder
-/// stays while RECORD names it and was used (touched) in the last SECONDS; then it removes
-/// the record, if still its, and leaves.
+/// writes its record (then this process leaves and the holder, which waited for its record, is
+/// re-parented). The holder stays while RECORD names it and was used (touched) in the last
+/// SECONDS; then it removes the record, if still its, and leaves.
 pub fn hold(seconds: &str, record: &Path, after: &str) -> i32 {
     let Some(linger) = seconds
         .parse::<f64>()
@@ -292,38 +292,38 @@ pub fn hold(seconds: &str, record: &Path, after: &str) -> i32 {
     if !identity.has_subordinate() || !super::parent::single_threaded() {
         return 1;
     }
-    let (rx, tx) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
-        Ok(p) => p,
-        Err(_) => return 1,
-    };
+    // (No pipe to the holder: it holds nothing but /dev/null from its first instant on.)
     match sys::fork_in_new_userns() {
         Ok(nix::unistd::ForkResult::Child) => {
-            use std::io::Read;
-            drop(tx);
-            // One byte once the record names this process; nothing: the maps failed.
-            let mut go = [0u8; 1];
-            if std::fs::File::from(rx).read_exact(&mut go).is_err() {
-                return 1;
-            }
-            keep(linger, record)
-        }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            use std::io::Write;
-            drop(rx);
-            match recorded(&identity, child, record) {
-                Ok(()) => {
-                    let _ = std::fs::File::from(tx).write_all(b"g");
-                    0
-                }
-                Err(_) => {
-                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    1
-                }
+            match recorded_as(std::process::id() as i32, record) {
+                true => keep(linger, record),
+                // The maps failed (this process is killed then) or the record went to another.
+                false => 1,
             }
         }
+        Ok(nix::unistd::ForkResult::Parent { child }) => match recorded(&identity, child, record) {
+            Ok(()) => 0,
+            Err(_) => {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                1
+            }
+        },
         Err(_) => 1,
     }
+}
+
+/// Waits (up to 10 s) for the record at `path` to name process `me`: its starter writes it
+/// once newuidmap and newgidmap have mapped it.
+fn recorded_as(me: i32, path: &Path) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if Record::read(path).is_some_and(|r| r.proc.pid == me) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// Returns once process `pid` (this one's parent, which started it) has ended.
