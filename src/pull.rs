@@ -15,7 +15,7 @@ use crate::oci::manifest::Compression;
 use crate::oci::{
     Descriptor, Document, DocumentError, EntryError, ImageManifest, Platform, Reference,
 };
-use crate::registry::{Endpoint, Follow, Landing, RegistryError};
+use crate::registry::{Endpoint, Landing, RegistryError};
 use crate::store::images::{record_name, ImageRecord, LayerRecord};
 use crate::store::layers::Blob;
 use crate::store::Store;
@@ -422,9 +422,9 @@ fn fetch_layer(
         });
         let unpacked = store.unpack_blob(
             identity,
-            Blob::Stream {
-                shown: &partial,
-                input: Box::new(Follow::new(partial.clone(), &landing)),
+            Blob::Landing {
+                path: &partial,
+                landing: &landing,
                 size: desc.size,
             },
             diff_id,

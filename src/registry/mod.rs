@@ -14,5 +14,5 @@ mod push;
 
 pub use client::{stall_timeout, Endpoint};
 pub use error::RegistryError;
-pub use follow::{Follow, Landing};
+pub use follow::{Follow, Landed, Landing, News};
 pub use push::Pushed;

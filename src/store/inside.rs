@@ -1,7 +1,7 @@
 //! The store's work that runs as root inside the user namespace of a subordinate mapping —
 //! unpacking a layer with its owners, capturing and packing trees that subordinate ids own,
 //! removing them — as typed operations and replies. They travel to the helper process as one
-//! line of JSON on its stdin (a layer being downloaded follows it there, see `streamed`) and
+//! line of JSON on its stdin (the news of a layer being downloaded follows it, see `streamed`) and
 //! come back on its stdout; a failure keeps its kind and hint, so the user
 //! sees the same error as if `dev` had done the work itself. The store never starts the
 //! helper: the sandbox registers how (`set_runner`) before any command runs.
@@ -24,9 +24,10 @@ pub enum Op {
     /// only if its uncompressed content hashes to `diff_id`.
     Unpack {
         layers_dir: PathBuf,
-        /// The blob's file; with `streamed`, only the name its errors give.
+        /// The blob's file.
         blob: PathBuf,
-        /// The blob's bytes (this many) follow the operation on stdin, as they are downloaded.
+        /// The blob is being downloaded (this many bytes): the news of it follows the operation
+        /// on stdin (`registry::News`), and the helper reads the file as it lands.
         #[serde(default)]
         streamed: Option<u64>,
         diff_id: Digest,
@@ -183,9 +184,9 @@ pub fn execute(op: Op, stdin: Box<dyn Read + Send>) -> Reply {
         } => unpack_into(
             &layers_dir,
             match streamed {
+                // What follows the operation is the news of the download (see `News`).
                 Some(size) => Blob::Stream {
-                    shown: &blob,
-                    input: stdin,
+                    input: Box::new(crate::registry::Landed::new(blob.clone(), stdin)),
                     size,
                 },
                 None => Blob::File(&blob),

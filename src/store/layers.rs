@@ -25,6 +25,7 @@ use super::{cache_epoch, sync_dir, syncfs, write_atomic, Store};
 use crate::beneath::{self, Tree};
 use crate::ids::Identity;
 use crate::oci::Digest;
+use crate::registry::{Follow, Landing, News};
 use crate::unpack::pack::PackOptions;
 use crate::unpack::{self, LayerStats, UnpackOptions};
 
@@ -138,9 +139,18 @@ impl Store {
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         let epoch = cache_epoch(&dir);
         if identity.has_subordinate() {
-            let (path, streamed, mut input) = match blob {
+            // A download's unpack is fed the news of it; the helper reads the file.
+            let (path, streamed, mut news) = match blob {
                 Blob::File(p) => (p, None, None),
-                Blob::Stream { shown, input, size } => (shown, Some(size), Some(input)),
+                Blob::Landing {
+                    path,
+                    landing,
+                    size,
+                } => (path, Some(size), Some(News::new(landing))),
+                // (The helper takes what follows an operation for a download's news.)
+                Blob::Stream { .. } => {
+                    bail!("internal error: a stream is unpacked by the process that reads it")
+                }
             };
             let op = inside::Op::Unpack {
                 layers_dir: dir,
@@ -149,7 +159,7 @@ impl Store {
                 diff_id: diff_id.clone(),
                 epoch,
             };
-            let fed = input.as_mut().map(|i| i as &mut dyn std::io::Read);
+            let fed = news.as_mut().map(|i| i as &mut dyn std::io::Read);
             match inside::run_fed(identity, &op, fed)? {
                 inside::Reply::Unpacked { stats } => Ok(stats),
                 other => bail!("internal error: the helper answered {other:?} to an unpack"),
@@ -319,11 +329,16 @@ pub fn pack_into(
 pub enum Blob<'a> {
     /// A file holding all of them.
     File(&'a Path),
-    /// `size` bytes read from `input` as they arrive; `shown` is the file they are saved in,
-    /// named in errors.
+    /// `size` bytes read from `input` as they arrive (in the helper, a download it follows).
     Stream {
-        shown: &'a Path,
         input: Box<dyn std::io::Read + Send + 'a>,
+        size: u64,
+    },
+    /// The file at `path` as a download writes it, `landing` telling how far (`size` bytes in
+    /// all). The unpack reads the file itself, in the helper too: the bytes cross no pipe.
+    Landing {
+        path: &'a Path,
+        landing: &'a Landing,
         size: u64,
     },
 }
@@ -352,9 +367,20 @@ pub fn unpack_into(
         let root = staging.join("root");
         let stats = match blob {
             Blob::File(path) => unpack::unpack_layer(path, diff_id, &root, opts),
-            Blob::Stream { input, size, .. } => {
+            Blob::Stream { input, size } => {
                 unpack::unpack_layer_from(input, size, diff_id, &root, opts)
             }
+            Blob::Landing {
+                path,
+                landing,
+                size,
+            } => unpack::unpack_layer_from(
+                Box::new(Follow::new(path.to_path_buf(), landing)),
+                size,
+                diff_id,
+                &root,
+                opts,
+            ),
         }
         .map_err(|e| anyhow!("layer {diff_id}: {e}"))?;
         if epoch.is_none() {

@@ -5,7 +5,7 @@
 //! and what an archive cannot mean is refused with the entry and what is wrong with it.
 //! `archive` does no filesystem I/O and never seeks; it reads its input once, front to back.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 pub const BLOCK: usize = 512;
 /// The most bytes one extended header (PAX records, a GNU long name) may hold, and all global
@@ -920,6 +920,55 @@ impl<R: Read> Reader<R> {
     }
 }
 
+impl<R: BufRead> Reader<R> {
+    /// Like [`Reader::read_data`], without the copy: the current file's next stored bytes as
+    /// the input holds them, and the offset in the file they belong at; `None` at the end of
+    /// its data. The caller takes some with [`Reader::consume_data`] before it asks again.
+    pub fn peek_data(&mut self) -> Result<Option<(u64, &[u8])>, Error> {
+        let d = &mut self.data;
+        while d.chunk_left == 0 {
+            let Some(c) = d.chunks.get(d.next) else {
+                return Ok(None);
+            };
+            d.next += 1;
+            d.offset = c.offset;
+            d.chunk_left = c.len;
+        }
+        // Filled first, then borrowed: the input's buffer then holds what the second call
+        // returns at once.
+        loop {
+            match self.inner.fill_buf() {
+                Ok([]) => {
+                    return Err(malformed(
+                        &d.entry,
+                        d.at,
+                        "the archive ends in the middle of its data",
+                    ))
+                }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        let held = self.inner.fill_buf().map_err(Error::Io)?;
+        let n = held
+            .len()
+            .min(usize::try_from(d.chunk_left).unwrap_or(usize::MAX));
+        Ok(Some((d.offset, &held[..n])))
+    }
+
+    /// Takes `n` of the bytes [`Reader::peek_data`] returned (at most that many).
+    pub fn consume_data(&mut self, n: usize) {
+        let d = &mut self.data;
+        let n = (n as u64).min(d.chunk_left);
+        self.inner.consume(n as usize);
+        d.offset += n;
+        d.chunk_left -= n;
+        d.left -= n;
+        self.pos += n;
+    }
+}
+
 /// Entries that GNU tar reads as a header alone, whatever their size field says: hard links,
 /// symlinks, devices, FIFOs and directories (a regular type whose name ends in `/` is an old
 /// V7 directory).
@@ -1083,20 +1132,59 @@ mod tests {
     /// Every entry of `tar` with its data as (offset, bytes) runs.
     type Runs = Vec<(u64, Vec<u8>)>;
 
+    /// Every entry and its data runs, read with `read_data`; the same read again through
+    /// `peek_data` (from a small buffer, so runs split at odd places) must find the same bytes
+    /// at the same offsets, or the same error.
     fn read_all(tar: &[u8]) -> Result<Vec<(Entry, Runs)>, Error> {
-        let mut r = Reader::new(tar);
+        let copied = read_with(tar, false);
+        let peeked = read_with(tar, true);
+        match (&copied, &peeked) {
+            (Ok(a), Ok(b)) => {
+                let flat = |v: &Vec<(Entry, Runs)>| -> Vec<(Vec<u8>, Runs)> {
+                    v.iter().map(|(e, r)| (e.path.clone(), joined(r))).collect()
+                };
+                assert_eq!(flat(a), flat(b));
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("read_data and peek_data disagree"),
+        }
+        copied
+    }
+
+    fn read_with(tar: &[u8], peek: bool) -> Result<Vec<(Entry, Runs)>, Error> {
+        let mut r = Reader::new(io::BufReader::with_capacity(333, tar));
         let mut out = Vec::new();
         let mut buf = [0u8; 700];
         while let Some(e) = r.next_entry()? {
             let mut data = Vec::new();
             if e.kind == Kind::File {
-                while let Some((off, n)) = r.read_data(&mut buf)? {
-                    data.push((off, buf[..n].to_vec()));
+                if peek {
+                    while let Some((off, held)) = r.peek_data()? {
+                        let n = held.len().min(500);
+                        data.push((off, held[..n].to_vec()));
+                        r.consume_data(n);
+                    }
+                } else {
+                    while let Some((off, n)) = r.read_data(&mut buf)? {
+                        data.push((off, buf[..n].to_vec()));
+                    }
                 }
             }
             out.push((e, data));
         }
         Ok(out)
+    }
+
+    /// Runs that follow one another, as one.
+    fn joined(runs: &Runs) -> Runs {
+        let mut out: Runs = Vec::new();
+        for (off, bytes) in runs {
+            match out.last_mut() {
+                Some((o, b)) if *o + b.len() as u64 == *off => b.extend_from_slice(bytes),
+                _ => out.push((*off, bytes.clone())),
+            }
+        }
+        out
     }
 
     #[test]

@@ -268,7 +268,6 @@ struct LayerWriter {
     limit: u64,
     compressed: u64,
     stats: LayerStats,
-    buf: Vec<u8>,
 }
 
 /// Timestamps that set the modification time and leave the access time.
@@ -413,11 +412,10 @@ impl LayerWriter {
             limit,
             compressed,
             stats: LayerStats::default(),
-            buf: vec![0; 256 << 10],
         })
     }
 
-    fn entry<R: Read>(
+    fn entry<R: io::BufRead>(
         &mut self,
         entry: &archive::Entry,
         reader: &mut archive::Reader<R>,
@@ -536,15 +534,15 @@ impl LayerWriter {
                     .map_err(io::Error::from)
                 })?);
                 let mut written = 0u64;
-                while let Some((offset, n)) = reader
-                    .read_data(&mut self.buf)
-                    .map_err(UnpackError::Archive)?
-                {
+                // Written from the inflater's own buffers (no copy between).
+                while let Some((offset, data)) = reader.peek_data().map_err(UnpackError::Archive)? {
+                    let n = data.len();
                     if entry.sparse.is_some() {
-                        out.write_all_at(&self.buf[..n], offset).map_err(io_err)?;
+                        out.write_all_at(data, offset).map_err(io_err)?;
                     } else {
-                        out.write_all(&self.buf[..n]).map_err(io_err)?;
+                        out.write_all(data).map_err(io_err)?;
                     }
+                    reader.consume_data(n);
                     written += n as u64;
                 }
                 if entry.sparse.is_some() {

@@ -1,10 +1,11 @@
 //! A layer's bytes across cores: one thread inflates the compressed stream into chunks, a
 //! second hashes each (the diff id) and passes it on, and the caller's thread reads them as a
-//! plain stream and writes the files, then hands each chunk's buffer back to the inflater. The
+//! buffered stream (`BufRead`: it writes the files from the chunks themselves), then hands each
+//! chunk's buffer back to the inflater. The
 //! channels between them are bounded, so a few chunks are in memory whatever the layer's size.
 //! `pipeline` makes nothing visible and decides nothing: the caller compares the digest.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use sha2::{Digest as _, Sha256};
@@ -26,8 +27,8 @@ pub struct ChunkReader {
     pos: usize,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(c)) => {
@@ -38,12 +39,23 @@ impl Read for ChunkReader {
                 }
                 Ok(Err(e)) => return Err(e),
                 // The inflater reached the end (or stopped because a consumer did).
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let held = self.fill_buf()?;
+        let n = buf.len().min(held.len());
+        buf[..n].copy_from_slice(&held[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -175,6 +187,34 @@ mod tests {
             (m.digest, m.bytes),
             (Digest::of_bytes(&data), data.len() as u64)
         );
+    }
+
+    #[test]
+    fn the_chunks_themselves_are_lent_in_order() {
+        let data: Vec<u8> = (0..2 * CHUNK + 999).map(|i| (i % 253) as u8).collect();
+        let (got, _) = run(
+            Box::new(io::Cursor::new(data.clone())),
+            u64::MAX,
+            limit,
+            |r| -> io::Result<(Vec<u8>, usize)> {
+                let (mut v, mut most) = (Vec::new(), 0);
+                loop {
+                    let held = r.fill_buf()?;
+                    if held.is_empty() {
+                        return Ok((v, most));
+                    }
+                    // A part of what is held at a time, as a writer may take.
+                    let n = held.len().min(300_000);
+                    most = most.max(held.len());
+                    v.extend_from_slice(&held[..n]);
+                    r.consume(n);
+                }
+            },
+        );
+        let (v, most) = got.unwrap();
+        assert_eq!(v, data);
+        // Whole chunks are lent, not a copy in smaller pieces.
+        assert_eq!(most, CHUNK);
     }
 
     #[test]
