@@ -452,6 +452,8 @@ impl Helper {
             }
             nix::unistd::ForkResult::Parent { child } => child,
         };
+        // It does its namespaces while this process prepares the plan: on another core.
+        super::sys::process::run_beside(pid);
         drop((plan_rx, keepers));
         Ok(Helper {
             ids,

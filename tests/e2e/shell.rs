@@ -114,6 +114,32 @@ e2e!(run_returns_exit_codes_and_passes_stdio, |env: Env| {
     assert_no_leftovers(&env);
 });
 
+e2e!(the_env_runs_on_every_cpu_dev_may_use, |env: Env| {
+    // `dev` moves the helper it forks off its own CPU (see `run_beside`); the helper, the
+    // env's init and the command must all be free to run on every CPU again.
+    let reg = Registry::start();
+    busybox_project(&env, &reg, "");
+    let allowed = |status: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+    };
+    let host = allowed(&fs::read_to_string("/proc/self/status").expect("status"));
+    for _ in 0..3 {
+        let out = env.run(&["run", "--", "cat", "/proc/self/status", "/proc/1/status"]);
+        assert!(out.status.success(), "{}", describe("dev run", &out));
+        let text = stdout(&out);
+        let lists: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(lists, [host.as_str(), host.as_str()], "{text}");
+    }
+});
+
 e2e!(signals_sent_to_dev_reach_the_command, |env: Env| {
     let reg = Registry::start();
     busybox_project(&env, &reg, "");
