@@ -39,6 +39,17 @@ $AS podman pull -q "$IMAGE" >/dev/null
 #    `sync` before each trial, so one trial's writeback is not billed to the next; first, dev's
 #    flush in the background (`dev __settle`, which a pull starts and which waits 300 ms) ends,
 #    or it would fall on the next trial, podman's.
+#    Then 1 GiB of memory is touched and freed, right before every trial of every command:
+#    a VM with free page reporting (virtio-balloon's REPORTING feature: see
+#    /sys/bus/virtio/devices/*/features, bit 5) hands freed memory back to its host, which
+#    backs it again at its next first touch. Without this, each trial paid for the memory the
+#    one before it freed (podman's most): `dev run --image` right after a `podman run --rm`
+#    took 0.65-0.81 s with 2.5x the kernel time in page-cache writes, against 0.57-0.68 s
+#    when it followed a warm-up. Every trial, podman's and the floors' too, starts alike.
+cat > "$WORK/warm-memory" <<'SH'
+#!/bin/sh
+python3 -c 'b = bytearray(b"\x01") * (1 << 30)'
+SH
 cat > "$WORK/next-trial" <<SH
 #!/bin/sh
 while pgrep -f -- " __settle " >/dev/null; do sleep 0.05; done
@@ -46,12 +57,13 @@ n=\$(( \$(cat $WORK/trial-n 2>/dev/null || echo 0) + 1 ))
 echo \$n > $WORK/trial-n
 mkdir -p $TRIALS/\$n/run && chown -R $USER_NAME: $TRIALS/\$n && chmod 0700 $TRIALS/\$n/run
 sync
+$WORK/warm-memory
 SH
 cat > "$WORK/trial-dir" <<SH
 #!/bin/sh
 echo $TRIALS/\$(cat $WORK/trial-n)
 SH
-chmod 0755 "$WORK/next-trial" "$WORK/trial-dir"
+chmod 0755 "$WORK/next-trial" "$WORK/trial-dir" "$WORK/warm-memory"
 DEV_PULL="$AS env XDG_DATA_HOME=\$($WORK/trial-dir) $WORK/bin/dev pull -q $IMAGE"
 POD_PULL="$AS podman --root \$($WORK/trial-dir)/podman --runroot \$($WORK/trial-dir)/podman-run pull -q $IMAGE"
 #    In $RUNS rounds of one run of each command, so that the machine's drift (a deletion of
@@ -70,8 +82,8 @@ for r in $(seq "$RUNS"); do
     hyperfine --runs 1 --export-json "$WORK/out/pull-$r.json" \
         --prepare "$WORK/next-trial" -n "dev pull" "$DEV_PULL" "$@" \
         --prepare "$WORK/next-trial" -n "podman pull" "$POD_PULL" \
-        --prepare "sync" -n "libdeflate-gunzip (floor)" "libdeflate-gunzip -c $CACHE/layer.tar.gz > /dev/null" \
-        --prepare "sync" -n "gzip -dc (floor)" "gzip -dc $CACHE/layer.tar.gz > /dev/null"
+        --prepare "sync; $WORK/warm-memory" -n "libdeflate-gunzip (floor)" "libdeflate-gunzip -c $CACHE/layer.tar.gz > /dev/null" \
+        --prepare "sync; $WORK/warm-memory" -n "gzip -dc (floor)" "gzip -dc $CACHE/layer.tar.gz > /dev/null"
 done
 
 # 6. First run of the image from an empty store (and a runtime dir of the trial's own, so no
@@ -110,7 +122,7 @@ gz, raw = int(sys.argv[4]) / 1e6, int(sys.argv[5]) / 1e6
 dev, pod, lib, floor = (res[k] for k in ("dev pull", "podman pull", "libdeflate-gunzip (floor)", "gzip -dc (floor)"))
 frun, fpod = first["dev run --image"], first["podman run --rm"]
 lines = [
-    f"Image: Debian bookworm minbase (debootstrap), one layer, {gz:.1f} MB gzip / {raw:.1f} MB tar. Medians of {sys.argv[2]} rounds that alternate the commands; each trial pulls into a store (and a `podman --root`) that never held anything, and nothing is deleted while the trials run (a deletion right before makes ext4 slow for minutes and would be measured instead):",
+    f"Image: Debian bookworm minbase (debootstrap), one layer, {gz:.1f} MB gzip / {raw:.1f} MB tar. Medians of {sys.argv[2]} rounds that alternate the commands; each trial pulls into a store (and a `podman --root`) that never held anything, nothing is deleted while the trials run (a deletion right before makes ext4 slow for minutes and would be measured instead), and every trial follows the same warm-up of 1 GiB of memory touched and freed (this VM hands freed memory back to its host, which backs it again at the next touch: without it, a trial paid for the memory the one before it freed):",
     "",
     "| command | median | ratio |",
     "|---|---|---|",
