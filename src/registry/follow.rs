@@ -21,8 +21,9 @@ struct State {
     /// The download started over (went back to an offset it had passed, or one the reader
     /// had read): what was read may not be the blob.
     rewound: bool,
-    /// The count the reader waits for: fewer bytes written wake no one (a wake-up per write
-    /// of the download is a context switch each).
+    /// The count the reader waits for: fewer bytes written wake no one. (Woken at every write
+    /// of the download, a `News` reader made 7,000-12,000 context switches a 49 MB layer,
+    /// against 760-1,080 so, and 860-1,860 when the bytes themselves crossed a pipe.)
     wake_at: u64,
 }
 
@@ -157,9 +158,9 @@ impl Read for Follow<'_> {
 /// The record [`News`] ends with when the download is whole.
 const WHOLE: u64 = u64::MAX;
 
-/// Bytes the download moves on between two records of [`News`]: one per write of the download
-/// would wake both processes thousands of times a layer (12,000 context switches for a 49 MB
-/// layer, against 1,000–2,000 when the bytes themselves crossed a pipe).
+/// Bytes the download moves on between two records of [`News`], so that the helper is woken
+/// a few hundred times a layer, not at each of the download's writes. The unpack runs behind
+/// the download; only at the start may it wait for a step (under 2 ms at loopback speed).
 const NEWS_STEP: u64 = 256 << 10;
 
 /// A [`Landing`] as a stream for another process: 8-byte records (little endian), each how many
