@@ -125,33 +125,46 @@ impl Read for Follow<'_> {
                     .map_err(|_| io::Error::other("the download thread panicked"))?;
             }
         };
-        // Opened once there are bytes: the download has created the file by then.
-        let file = match &self.file {
-            Some(f) => f,
-            None => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&self.path)?;
-                self.file.insert(f)
-            }
-        };
-        let want = buf
-            .len()
-            .min(usize::try_from(available).unwrap_or(usize::MAX));
-        let n = loop {
-            match file.read_at(&mut buf[..want], self.pos) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other?,
-            }
-        };
-        if n == 0 {
+        match read_written(&mut self.file, &self.path, self.pos, available, buf)? {
             // Said to be written, yet not there: the file was cut (a download starting over).
-            return Err(self.started_over());
+            0 => Err(self.started_over()),
+            n => {
+                self.pos += n as u64;
+                Ok(n)
+            }
         }
-        self.pos += n as u64;
-        Ok(n)
+    }
+}
+
+/// Reads what of `buf` the file at `path` holds at `at`, at most `available` bytes (which are
+/// said to be written): opened once, the first time (the download has created it by then);
+/// 0 if the file holds none of them.
+fn read_written(
+    file: &mut Option<File>,
+    path: &std::path::Path,
+    at: u64,
+    available: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let file = match file {
+        Some(f) => f,
+        None => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)?;
+            file.insert(f)
+        }
+    };
+    let want = buf
+        .len()
+        .min(usize::try_from(available).unwrap_or(usize::MAX));
+    loop {
+        match file.read_at(&mut buf[..want], at) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
     }
 }
 
@@ -277,31 +290,19 @@ impl<R: Read> Read for Landed<R> {
                 n => self.written = n,
             }
         }
-        let file = match &self.file {
-            Some(f) => f,
-            None => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(&self.path)?;
-                self.file.insert(f)
+        match read_written(
+            &mut self.file,
+            &self.path,
+            self.pos,
+            self.written - self.pos,
+            buf,
+        )? {
+            0 => Err(io::Error::other("the download started over")),
+            n => {
+                self.pos += n as u64;
+                Ok(n)
             }
-        };
-        let want = buf
-            .len()
-            .min(usize::try_from(self.written - self.pos).unwrap_or(usize::MAX));
-        let n = loop {
-            match file.read_at(&mut buf[..want], self.pos) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other?,
-            }
-        };
-        if n == 0 {
-            return Err(io::Error::other("the download started over"));
         }
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 

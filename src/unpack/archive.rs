@@ -92,6 +92,22 @@ struct Data {
     pad: u64,
 }
 
+impl Data {
+    /// Moves on to a chunk with bytes left to read, if the current one has none; false at the
+    /// end of the file's data.
+    fn next_chunk(&mut self) -> bool {
+        while self.chunk_left == 0 {
+            let Some(c) = self.chunks.get(self.next) else {
+                return false;
+            };
+            self.next += 1;
+            self.offset = c.offset;
+            self.chunk_left = c.len;
+        }
+        true
+    }
+}
+
 pub struct Reader<R> {
     inner: R,
     pos: u64,
@@ -887,15 +903,10 @@ impl<R: Read> Reader<R> {
     /// Reads the current file's stored bytes: `Some((offset, n))` says `buf[..n]` belongs at
     /// `offset` in the file; `None` at the end of its data.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<Option<(u64, usize)>, Error> {
-        let d = &mut self.data;
-        while d.chunk_left == 0 {
-            let Some(c) = d.chunks.get(d.next) else {
-                return Ok(None);
-            };
-            d.next += 1;
-            d.offset = c.offset;
-            d.chunk_left = c.len;
+        if !self.data.next_chunk() {
+            return Ok(None);
         }
+        let d = &mut self.data;
         let want = d.chunk_left.min(buf.len() as u64) as usize;
         let n = loop {
             match self.inner.read(&mut buf[..want]) {
@@ -912,11 +923,17 @@ impl<R: Read> Reader<R> {
             }
         };
         let offset = d.offset;
-        d.offset += n as u64;
-        d.chunk_left -= n as u64;
-        d.left -= n as u64;
-        self.pos += n as u64;
+        self.took(n as u64);
         Ok(Some((offset, n)))
+    }
+
+    /// Counts `n` bytes of the current file's data as read.
+    fn took(&mut self, n: u64) {
+        let d = &mut self.data;
+        d.offset += n;
+        d.chunk_left -= n;
+        d.left -= n;
+        self.pos += n;
     }
 }
 
@@ -925,15 +942,10 @@ impl<R: BufRead> Reader<R> {
     /// the input holds them, and the offset in the file they belong at; `None` at the end of
     /// its data. The caller takes some with [`Reader::consume_data`] before it asks again.
     pub fn peek_data(&mut self) -> Result<Option<(u64, &[u8])>, Error> {
-        let d = &mut self.data;
-        while d.chunk_left == 0 {
-            let Some(c) = d.chunks.get(d.next) else {
-                return Ok(None);
-            };
-            d.next += 1;
-            d.offset = c.offset;
-            d.chunk_left = c.len;
+        if !self.data.next_chunk() {
+            return Ok(None);
         }
+        let d = &self.data;
         // Filled first, then borrowed: the input's buffer then holds what the second call
         // returns at once.
         loop {
@@ -959,13 +971,9 @@ impl<R: BufRead> Reader<R> {
 
     /// Takes `n` of the bytes [`Reader::peek_data`] returned (at most that many).
     pub fn consume_data(&mut self, n: usize) {
-        let d = &mut self.data;
-        let n = (n as u64).min(d.chunk_left);
+        let n = (n as u64).min(self.data.chunk_left);
         self.inner.consume(n as usize);
-        d.offset += n;
-        d.chunk_left -= n;
-        d.left -= n;
-        self.pos += n;
+        self.took(n);
     }
 }
 
