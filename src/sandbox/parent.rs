@@ -291,8 +291,9 @@ pub fn run_helper(
     Ok((out.stdout, cut))
 }
 
-/// Copies `input` to the helper's stdin, in large writes through a large pipe. A helper that
-/// stopped reading (it refused the layer) ends it quietly: its reply says why.
+/// Copies `input` to the helper's stdin (for a download, its news: `registry::News` records;
+/// the helper reads the layer's bytes from the file). A helper that stopped reading (it
+/// refused the layer) ends it quietly: its reply says why.
 fn feed(
     input: &mut dyn std::io::Read,
     stdin: &mut std::process::ChildStdin,
