@@ -1,8 +1,8 @@
 //! The store's work that runs as root inside the user namespace of a subordinate mapping —
 //! unpacking a layer with its owners, capturing and packing trees that subordinate ids own,
 //! removing them — as typed operations and replies. They travel to the helper process as one
-//! line of JSON on its stdin (the news of a layer being downloaded follows it, see `streamed`) and
-//! come back on its stdout; a failure keeps its kind and hint, so the user
+//! line of JSON on its stdin (the news of a layer being downloaded follows it, see
+//! `streamed`) and come back on its stdout; a failure keeps its kind and hint, so the user
 //! sees the same error as if `dev` had done the work itself. The store never starts the
 //! helper: the sandbox registers how (`set_runner`) before any command runs.
 
@@ -173,7 +173,7 @@ pub fn run_fed(
 /// Does the work of `op` in this process (the helper's side, or `dev` itself without a range);
 /// `stdin` is what followed the operation, a streamed unpack's blob.
 pub fn execute(op: Op, stdin: Box<dyn Read + Send>) -> Reply {
-    use super::layers::{capture_layer, mark_synced, pack_into, remove_paths, unpack_into, Blob};
+    use super::layers::{capture_layer, mark_synced, pack_into, remove_paths, unpack_into, Input};
     let done = match op {
         Op::Unpack {
             layers_dir,
@@ -185,11 +185,11 @@ pub fn execute(op: Op, stdin: Box<dyn Read + Send>) -> Reply {
             &layers_dir,
             match streamed {
                 // What follows the operation is the news of the download (see `News`).
-                Some(size) => Blob::Stream {
+                Some(size) => Input::Stream {
                     input: Box::new(crate::registry::Landed::new(blob.clone(), stdin)),
                     size,
                 },
-                None => Blob::File(&blob),
+                None => Input::File(&blob),
             },
             &diff_id,
             crate::unpack::UnpackOptions { keep_owners: true },

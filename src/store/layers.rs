@@ -147,10 +147,6 @@ impl Store {
                     landing,
                     size,
                 } => (path, Some(size), Some(News::new(landing))),
-                // (The helper takes what follows an operation for a download's news.)
-                Blob::Stream { .. } => {
-                    bail!("internal error: a stream is unpacked by the process that reads it")
-                }
             };
             let op = inside::Op::Unpack {
                 layers_dir: dir,
@@ -165,9 +161,20 @@ impl Store {
                 other => bail!("internal error: the helper answered {other:?} to an unpack"),
             }
         } else {
+            let input = match blob {
+                Blob::File(p) => Input::File(p),
+                Blob::Landing {
+                    path,
+                    landing,
+                    size,
+                } => Input::Stream {
+                    input: Box::new(Follow::new(path.to_path_buf(), landing)),
+                    size,
+                },
+            };
             unpack_into(
                 &dir,
-                blob,
+                input,
                 diff_id,
                 UnpackOptions { keep_owners: false },
                 epoch,
@@ -325,20 +332,27 @@ pub fn pack_into(
     Ok(result)
 }
 
-/// Where a layer's compressed bytes come from.
+/// Where a layer's compressed bytes come from, for [`Store::unpack_blob`].
 pub enum Blob<'a> {
     /// A file holding all of them.
     File(&'a Path),
-    /// `size` bytes read from `input` as they arrive (in the helper, a download it follows).
-    Stream {
-        input: Box<dyn std::io::Read + Send + 'a>,
-        size: u64,
-    },
     /// The file at `path` as a download writes it, `landing` telling how far (`size` bytes in
     /// all). The unpack reads the file itself, in the helper too: the bytes cross no pipe.
     Landing {
         path: &'a Path,
         landing: &'a Landing,
+        size: u64,
+    },
+}
+
+/// What [`unpack_into`] reads, in the process that unpacks.
+pub enum Input<'a> {
+    /// A file holding the whole blob.
+    File(&'a Path),
+    /// `size` bytes read from `input` as they arrive (a download followed: `registry::Follow`
+    /// in `dev`, `registry::Landed` in the helper).
+    Stream {
+        input: Box<dyn std::io::Read + Send + 'a>,
         size: u64,
     },
 }
@@ -349,7 +363,7 @@ pub enum Blob<'a> {
 /// to disk before it is recorded.
 pub fn unpack_into(
     layers_dir: &Path,
-    blob: Blob<'_>,
+    input: Input<'_>,
     diff_id: &Digest,
     opts: UnpackOptions,
     epoch: Option<String>,
@@ -365,22 +379,11 @@ pub fn unpack_into(
             .mode(0o755)
             .create(staging.join("root"))?;
         let root = staging.join("root");
-        let stats = match blob {
-            Blob::File(path) => unpack::unpack_layer(path, diff_id, &root, opts),
-            Blob::Stream { input, size } => {
+        let stats = match input {
+            Input::File(path) => unpack::unpack_layer(path, diff_id, &root, opts),
+            Input::Stream { input, size } => {
                 unpack::unpack_layer_from(input, size, diff_id, &root, opts)
             }
-            Blob::Landing {
-                path,
-                landing,
-                size,
-            } => unpack::unpack_layer_from(
-                Box::new(Follow::new(path.to_path_buf(), landing)),
-                size,
-                diff_id,
-                &root,
-                opts,
-            ),
         }
         .map_err(|e| anyhow!("layer {diff_id}: {e}"))?;
         if epoch.is_none() {

@@ -1,8 +1,8 @@
 //! A layer's bytes across cores: one thread inflates the compressed stream into chunks, a
 //! second hashes each (the diff id) and passes it on, and the caller's thread reads them as a
 //! buffered stream (`BufRead`: it writes the files from the chunks themselves), then hands each
-//! chunk's buffer back to the inflater. The
-//! channels between them are bounded, so a few chunks are in memory whatever the layer's size.
+//! chunk's buffer back to the inflater. The channels between them are bounded, so a few
+//! chunks are in memory whatever the layer's size.
 //! `pipeline` makes nothing visible and decides nothing: the caller compares the digest.
 
 use std::io::{self, BufRead, Read};
