@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::atomic::Durability;
 use crate::config::Settings;
@@ -405,6 +405,12 @@ fn fetch_layer(
     // reads is unverified until the end, and nothing of it is made visible unless the layer's
     // content hashes to `diff_id`, which the config (itself verified) names.
     let partial = store.partial_path(&desc.digest);
+    // Made again if a power cut took it: the store's own directory, never flushed on a pull's
+    // path (a clean-clone CI run's first run after a cut found it gone).
+    if let Some(dir) = partial.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
     let landing = Landing::default();
     let (downloaded, unpacked) = std::thread::scope(|s| {
         let download = s.spawn(|| {
